@@ -1,0 +1,3 @@
+from audiogate.cli import main
+
+raise SystemExit(main())

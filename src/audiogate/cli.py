@@ -1,0 +1,210 @@
+"""Command line: ``audiogate <command>``. A thin layer over the library API."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import AudiogateError
+
+log = logging.getLogger("audiogate")
+
+EXIT_USAGE = 2
+EXIT_NOTHING_USABLE = 1
+_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per :class:`Config` field; unset flags stay ``None`` (TOML/defaults win)."""
+    group = parser.add_argument_group("config fields (override --config)")
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if f.type == "bool":
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, type=_TYPES[str(f.type)], default=None,
+                               metavar=str(f.type).upper(), help=help_text)
+    group.add_argument("--epochs", dest="max_epochs", type=int, default=None,
+                       help="alias of --max-epochs")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Defaults < ``--config`` TOML < command-line flags."""
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                 if getattr(args, f.name, None) is not None}
+    if getattr(args, "config", None):
+        return Config.from_toml(args.config, **overrides)
+    return Config.from_dict(overrides, source="command line")
+
+
+# ----------------------------------------------------------------- commands
+def cmd_eda(args: argparse.Namespace) -> int:
+    from .eda import analyse, write_eda
+
+    config = config_from_args(args)
+    report = analyse(config.data, features=config.features())
+    paths = write_eda(report, Path(args.out))
+    summary = report.summary()
+    print(f"classes: {summary['counts']}")
+    d = summary["duration_s"]
+    print(f"duration (s): min {d['min']:.2f}  median {d['median']:.2f}  p90 {d['p90']:.2f}  "
+          f"max {d['max']:.2f}")
+    print(f"fixed_length = {report.fixed_length} frames = {report.window_s:.2f} s window; "
+          f"{100 * summary['fraction_within_window']:.0f}% of clips fit whole")
+    print(f"suggested fixed_length = {report.suggested_fixed_length} frames "
+          f"({report.suggested_s:.2f} s, covers 90% of clips)")
+    _report_skipped(report.skipped)
+    print(f"histogram: {paths['histogram']}\nsummary:   {paths['summary']}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import resume, train
+
+    if args.resume:
+        result = resume(args.resume, max_epochs=args.max_epochs, patience=args.patience,
+                        progress=not args.quiet)
+    else:
+        result = train(config_from_args(args), progress=not args.quiet)
+    print(f"run folder: {result.run.root}")
+    print(f"stopped: {result.stop_reason} after {result.epochs_done} epoch(s)")
+    print(f"best epoch {result.best_epoch}: val macro-F1 {result.best_val_f1:.4f} "
+          f"-> {result.run.best}")
+    if result.test_report:
+        print(f"test macro-F1 of the best model: {result.test_report['macro_f1']:.4f} "
+              f"({result.run.test_report})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .metrics import format_report
+
+    result = evaluate(args.checkpoint, data=args.data, subset=args.split, out=args.out,
+                      workers=args.workers, progress=not args.quiet)
+    print(format_report(result.report))
+    _report_skipped(result.skipped)
+    print(f"\nreport: {result.report_path}\nconfusion matrix: {result.confusion_path}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import Prediction, expand_inputs, load
+
+    gate = load(args.checkpoint, workers=args.workers)
+    files, missing = expand_inputs(args.paths)
+    results = gate.predict_many(files, progress=not args.quiet)
+    results += [Prediction(source=s.path, label=None, index=None, error=s.reason)
+                for s in missing]
+    sys.stdout.write(format_predictions(results, gate.classes, fmt=args.format))
+    if not any(r.ok for r in results):
+        log.error("no input could be judged")
+        return EXIT_NOTHING_USABLE
+    return 0
+
+
+def format_predictions(results: Sequence[Any], classes: Sequence[str], *, fmt: str) -> str:
+    """Predictions as an aligned table, JSON (list of objects) or CSV."""
+    if fmt == "json":
+        return json.dumps([r.as_dict() for r in results], indent=2) + "\n"
+    rows = [[r.source, r.label or "ERROR", f"{r.confidence:.4f}",
+             *(f"{r.probabilities.get(c, float('nan')):.4f}" for c in classes), r.error or ""]
+            for r in results]
+    header = ["file", "label", "confidence", *(f"p_{c}" for c in classes), "error"]
+    if fmt == "csv":
+        buf = io.StringIO()
+        csv.writer(buf).writerows([header, *rows])
+        return buf.getvalue()
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    return "".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip()
+                   + "\n" for row in [header, *rows])
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(out=Path(args.out), n_per_class=args.n_per_class, epochs=args.epochs,
+             progress=not args.quiet)
+    return 0
+
+
+def _report_skipped(skipped: Sequence[Any]) -> None:
+    if skipped:
+        print(f"skipped {len(skipped)} file(s):")
+        for s in skipped[:20]:
+            print(f"  {s.path}: {s.reason}")
+        if len(skipped) > 20:
+            print(f"  ... and {len(skipped) - 20} more (see skipped.csv)")
+
+
+# ------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audiogate", description="Train, evaluate and run audio clip classifiers.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("eda", help="class counts and duration histogram of a data folder")
+    p.add_argument("--config", help="TOML file of config fields")
+    p.add_argument("--out", default="eda", help="folder for durations.png, eda.json")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_eda)
+
+    p = sub.add_parser("train", help="train a model (one run folder per run)")
+    p.add_argument("--config", help="TOML file of config fields")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a checkpoint on held-out data")
+    p.add_argument("--checkpoint", required=True, help="a .pt file, e.g. runs/x/models/best.pt")
+    p.add_argument("--data", help="a class-per-folder data set (default: the run's split)")
+    p.add_argument("--split", default="test", choices=("test", "val", "train"),
+                   help="which subset of the run's split.csv to use without --data")
+    p.add_argument("--out", help="folder for report.json and confusion.png "
+                                 "(default: <run>/evaluation or ./evaluation)")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes; 0 = all cores")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="label new audio files or folders")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("paths", nargs="+", help="audio files and/or folders")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", dest="format", action="store_const", const="json")
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv")
+    p.set_defaults(format="table")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes; 0 = all cores")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="generate a demo data set and run eda, train, evaluate, "
+                                    "predict on it")
+    p.add_argument("--out", default="demo", help="folder for the demo data and run")
+    p.add_argument("--n-per-class", type=int, default=120)
+    p.add_argument("--epochs", type=int, default=8)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except AudiogateError as exc:
+        print(f"audiogate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("audiogate: aborted", file=sys.stderr)
+        return 130

@@ -1,0 +1,235 @@
+"""The single source of configuration: one frozen dataclass, loadable from TOML and the CLI.
+
+The first nine fields are the specification's ``Args``; the rest are what a real tool needs
+(front end, augmentation, stopping, run folder). :class:`FeatureConfig` and
+:class:`AugmentConfig` are read-only views that travel with checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+BALANCE_CHOICES = ("downsample", "weighted", "none")
+DEVICE_CHOICES = ("cpu", "cuda", "auto")
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureConfig:
+    """Everything that defines the log-mel front end; a checkpoint is only valid for its own."""
+
+    sr: int = 16000
+    n_mels: int = 64
+    fixed_length: int = 200
+    n_fft: int = 1024
+    win_length: int = 400
+    hop_length: int = 160
+    fmin: float = 0.0
+    fmax: float = 0.0
+    top_db: float = 80.0
+
+    @property
+    def n_samples(self) -> int:
+        """Waveform length (samples) that gives exactly ``fixed_length`` centred STFT frames."""
+        return (self.fixed_length - 1) * self.hop_length
+
+    @property
+    def mel_fmax(self) -> float:
+        """Upper mel edge in Hz (``fmax`` of 0 means Nyquist)."""
+        return self.fmax if self.fmax > 0 else self.sr / 2
+
+    def frames_for(self, seconds: float) -> int:
+        """Number of centred STFT frames for a clip of ``seconds`` seconds."""
+        return 1 + int(seconds * self.sr) // self.hop_length
+
+
+@dataclass(frozen=True, kw_only=True)
+class AugmentConfig:
+    """Training-only augmentation; each transform fires with its own probability."""
+
+    noise_p: float = 0.5
+    noise_snr_db: tuple[float, float] = (10.0, 40.0)
+    pitch_p: float = 0.5
+    pitch_semitones: float = 2.0
+    stretch_p: float = 0.5
+    stretch_rate: tuple[float, float] = (0.8, 1.25)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """All settings of a training run. Defaults are the specification's ``Args``."""
+
+    # --- the specification's Args ---
+    data: str = _f("./dataset", "data set root: one sub-folder per class")
+    sr: int = _f(16000, "sample rate (Hz) every clip is resampled to")
+    n_mels: int = _f(64, "number of mel bands")
+    fixed_length: int = _f(200, "spectrogram frames per clip (pad or truncate)")
+    batch_size: int = _f(32, "clips per training batch")
+    lr: float = _f(1e-3, "Adam learning rate")
+    weight_decay: float = _f(1e-4, "Adam weight decay (L2)")
+    test_size: float = _f(0.15, "fraction of clips held out for the final test")
+    val_size: float = _f(0.15, "fraction of clips used for validation / model selection")
+    # --- front end ---
+    n_fft: int = _f(1024, "FFT size (samples)")
+    win_length: int = _f(400, "STFT window (samples); 400 = 25 ms at 16 kHz")
+    hop_length: int = _f(160, "STFT hop (samples); 160 = 10 ms at 16 kHz")
+    fmin: float = _f(0.0, "lowest mel frequency (Hz)")
+    fmax: float = _f(0.0, "highest mel frequency (Hz); 0 = sr / 2")
+    top_db: float = _f(80.0, "dynamic range kept below each clip's maximum (dB)")
+    # --- data ---
+    balance: str = _f("downsample", "class balance: downsample | weighted | none")
+    seed: int = _f(0, "seed for balancing, split, shuffling, augmentation and init")
+    # --- augmentation (training only) ---
+    augment: bool = _f(True, "augment training clips")
+    noise_p: float = _f(0.5, "probability of additive noise")
+    noise_snr_min: float = _f(10.0, "lowest noise SNR (dB)")
+    noise_snr_max: float = _f(40.0, "highest noise SNR (dB)")
+    pitch_p: float = _f(0.5, "probability of a pitch shift")
+    pitch_semitones: float = _f(2.0, "largest pitch shift, up or down (semitones)")
+    stretch_p: float = _f(0.5, "probability of a time stretch")
+    stretch_min: float = _f(0.8, "lowest time-stretch rate (<1 slows down)")
+    stretch_max: float = _f(1.25, "highest time-stretch rate (>1 speeds up)")
+    # --- model and training ---
+    dropout: float = _f(0.3, "dropout before the classifier")
+    max_epochs: int = _f(30, "stop after this many epochs; 0 = run until Ctrl+C")
+    patience: int = _f(8, "early stop after this many epochs without val-F1 gain; 0 = off")
+    device: str = _f("cpu", "cpu | cuda | auto")
+    workers: int = _f(0, "processes for decoding audio; 0 = all cores")
+    # --- outputs ---
+    runs_dir: str = _f("runs", "folder that holds one sub-folder per run")
+    name: str = _f("", "run name; empty = a timestamp")
+    keep_epoch_checkpoints: bool = _f(True, "keep models/model_epoch_N.pt for every epoch")
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ----- views -----
+    def features(self) -> FeatureConfig:
+        """The front-end settings, as stored in checkpoints."""
+        return FeatureConfig(
+            sr=self.sr, n_mels=self.n_mels, fixed_length=self.fixed_length, n_fft=self.n_fft,
+            win_length=self.win_length, hop_length=self.hop_length, fmin=self.fmin,
+            fmax=self.fmax, top_db=self.top_db,
+        )
+
+    def augmentation(self) -> AugmentConfig:
+        """The augmentation settings (all probabilities 0 when ``augment`` is off)."""
+        on = 1.0 if self.augment else 0.0
+        return AugmentConfig(
+            noise_p=self.noise_p * on, noise_snr_db=(self.noise_snr_min, self.noise_snr_max),
+            pitch_p=self.pitch_p * on, pitch_semitones=self.pitch_semitones,
+            stretch_p=self.stretch_p * on, stretch_rate=(self.stretch_min, self.stretch_max),
+        )
+
+    # ----- (de)serialisation -----
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> Config:
+        """Build from a mapping, rejecting unknown keys and wrong types with the field's name."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; "
+                              f"known fields are: {', '.join(known)}")
+        return cls(**{k: _coerce(k, v, _FIELD_TYPES[k], source) for k, v in values.items()})
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> Config:
+        """Read a flat TOML file of fields; ``overrides`` (e.g. from the CLI) win."""
+        try:
+            with open(path, "rb") as fh:
+                values = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        return cls.from_dict({**values, **overrides}, source=str(path))
+
+    def to_toml(self) -> str:
+        """Render as a flat TOML document that :meth:`from_toml` reads back unchanged."""
+        lines = ["# audiogate run configuration"]
+        for key, value in self.to_dict().items():
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, str):
+                text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            else:
+                text = repr(value)
+            lines.append(f"{key} = {text}")
+        return "\n".join(lines) + "\n"
+
+
+def _coerce(name: str, value: Any, kind: type, source: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{source}: field '{name}' must be {kind.__name__}, "
+                          f"got {value!r}")
+    return value
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config field '{name}' {message}")
+
+
+def _validate(c: Config) -> None:
+    for name in ("sr", "n_mels", "fixed_length", "batch_size", "n_fft", "win_length",
+                 "hop_length"):
+        _require(getattr(c, name) > 0, name, f"must be > 0, got {getattr(c, name)}")
+    _require(c.sr >= 4000, "sr", f"must be at least 4000 Hz, got {c.sr}")
+    _require(c.fixed_length >= 4, "fixed_length", "must be >= 4 (two 2x2 poolings)")
+    _require(c.win_length <= c.n_fft, "win_length", f"must be <= n_fft ({c.n_fft})")
+    for name in ("lr", "top_db"):
+        _require(getattr(c, name) > 0 and math.isfinite(getattr(c, name)), name, "must be > 0")
+    _require(c.weight_decay >= 0, "weight_decay", "must be >= 0")
+    for name in ("test_size", "val_size"):
+        _require(0 < getattr(c, name) < 1, name, f"must be in (0, 1), got {getattr(c, name)}")
+    _require(c.test_size + c.val_size < 1, "test_size",
+             f"+ val_size must be < 1, got {c.test_size} + {c.val_size}")
+    _require(0 <= c.fmin < c.sr / 2, "fmin", f"must be in [0, {c.sr / 2})")
+    _require(c.fmax == 0 or c.fmin < c.fmax <= c.sr / 2, "fmax",
+             f"must be 0 or in (fmin, {c.sr / 2}]")
+    _require(c.balance in BALANCE_CHOICES, "balance", f"must be one of {BALANCE_CHOICES}")
+    _require(c.device in DEVICE_CHOICES, "device", f"must be one of {DEVICE_CHOICES}")
+    for name in ("noise_p", "pitch_p", "stretch_p", "dropout"):
+        _require(0 <= getattr(c, name) <= 1, name, "must be in [0, 1]")
+    _require(c.dropout < 1, "dropout", "must be < 1")
+    _require(c.noise_snr_min <= c.noise_snr_max, "noise_snr_min", "must be <= noise_snr_max")
+    _require(0 <= c.pitch_semitones <= 12, "pitch_semitones", "must be in [0, 12]")
+    _require(0.25 <= c.stretch_min <= c.stretch_max <= 4, "stretch_min",
+             "and stretch_max must satisfy 0.25 <= stretch_min <= stretch_max <= 4")
+    for name in ("max_epochs", "patience", "workers"):
+        _require(getattr(c, name) >= 0, name, "must be >= 0")
+    _require("/" not in c.name and c.name not in (".", ".."), "name", "must be a plain name")
+    _check_mel_bands(c)
+
+
+def _check_mel_bands(c: Config) -> None:
+    """Every mel band must cover at least one FFT bin, else it is a constant dead input."""
+    from .features import mel_filterbank  # local: keeps config import light
+
+    bank = mel_filterbank(c.features())
+    empty = int((bank.max(axis=1) <= 0).sum())
+    _require(empty == 0, "n_mels",
+             f"= {c.n_mels} is too large for n_fft = {c.n_fft} at sr = {c.sr}: {empty} mel "
+             "band(s) would be empty; lower n_mels or raise n_fft")
+
+
+_FIELD_TYPES: dict[str, type] = {
+    f.name: {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
+    for f in dataclasses.fields(Config)
+}

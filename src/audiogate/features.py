@@ -1,0 +1,104 @@
+"""Log-mel front end: pure computation on arrays, no file I/O.
+
+The specification's preprocessing, done once for training, evaluation, prediction and export:
+
+1. fit the waveform to ``FeatureConfig.n_samples`` (truncate, or pad with silence), which gives
+   exactly ``fixed_length`` centred STFT frames;
+2. power spectrogram -> mel filterbank;
+3. normalisation #1: ``librosa.power_to_db(S, ref=np.max, top_db=top_db)``;
+4. normalisation #2: per-sample z-score, finite even for an all-silent clip.
+
+The torch implementation works on batches and matches librosa to float precision
+(``tests/test_features.py`` checks it against ``librosa.feature.melspectrogram``).
+"""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import torch
+from torch import nn
+
+from .config import FeatureConfig
+
+AMIN = 1e-10
+"""Power floor before the logarithm (librosa's ``amin``)."""
+Z_EPS = 1e-5
+"""Added to the standard deviation (dB) in the z-score so silent clips map to all zeros."""
+
+
+def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
+    """Slaney-normalised mel filterbank, ``[shape=(n_mels, n_fft // 2 + 1)]``, float32."""
+    return librosa.filters.mel(
+        sr=cfg.sr, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.mel_fmax
+    ).astype(np.float32)
+
+
+def fit_length(y: np.ndarray, *, n_samples: int) -> np.ndarray:
+    """Truncate or zero-pad the last axis of ``y`` to ``n_samples`` samples."""
+    n = y.shape[-1]
+    if n >= n_samples:
+        return y[..., :n_samples]
+    pad = [(0, 0)] * (y.ndim - 1) + [(0, n_samples - n)]
+    return np.pad(y, pad)
+
+
+def power_to_db(power: torch.Tensor, *, top_db: float) -> torch.Tensor:
+    """``librosa.power_to_db(ref=np.max)`` per sample over all but the batch axis.
+
+    ``power``: ``[shape=(batch, ...)]``, non-negative. Returns dB in ``[-top_db, 0]``.
+    """
+    db = 10.0 * torch.log10(power.clamp_min(AMIN))
+    dims = tuple(range(1, db.ndim))
+    db = db - db.amax(dim=dims, keepdim=True)
+    return db.clamp_min(-top_db)
+
+
+def zscore(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance per sample (population std), ``Z_EPS`` keeps silence finite."""
+    dims = tuple(range(1, x.ndim))
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True, correction=0)
+    return (x - mean) / (std + Z_EPS)
+
+
+class LogMel(nn.Module):
+    """Waveform batch -> normalised log-mel batch.
+
+    ``forward(wave)``: ``wave`` ``[shape=(batch, n_samples)]`` float32 at ``cfg.sr`` ->
+    ``[shape=(batch, n_mels, 1 + n_samples // hop_length)]``; with ``n_samples =
+    cfg.n_samples`` that is ``fixed_length`` frames.
+    """
+
+    window: torch.Tensor
+    mel: torch.Tensor
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
+        self.register_buffer("mel", torch.from_numpy(mel_filterbank(cfg)), persistent=False)
+
+    def power(self, wave: torch.Tensor) -> torch.Tensor:
+        """Power spectrogram ``[shape=(batch, n_fft // 2 + 1, frames)]`` (librosa centring)."""
+        spec = torch.stft(
+            wave, n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
+            win_length=self.cfg.win_length, window=self.window, center=True,
+            pad_mode="constant", return_complex=True,
+        )
+        return spec.real.square() + spec.imag.square()
+
+    def from_power(self, power: torch.Tensor) -> torch.Tensor:
+        """Mel projection, dB with ``ref=max``, then per-sample z-score."""
+        mel = torch.matmul(self.mel, power)
+        return zscore(power_to_db(mel, top_db=self.cfg.top_db))
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.from_power(self.power(wave))
+
+
+def log_mel(y: np.ndarray, *, cfg: FeatureConfig) -> np.ndarray:
+    """One clip ``[shape=(n,)]`` -> normalised log-mel ``[shape=(n_mels, fixed_length)]``."""
+    wave = torch.from_numpy(fit_length(np.asarray(y, dtype=np.float32), n_samples=cfg.n_samples))
+    with torch.no_grad():
+        return LogMel(cfg)(wave[None])[0].numpy()

@@ -1,0 +1,158 @@
+"""Judge new audio with a trained model: everything here needs only a checkpoint.
+
+>>> gate = audiogate.load("runs/demo/models/best.pt")          # doctest: +SKIP
+>>> gate.predict("clip.wav").label                             # doctest: +SKIP
+'allowed'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio_io import AUDIO_EXTENSIONS, to_mono_resampled
+from .checkpoint import Checkpoint, load_checkpoint
+from .clips import decode_clips
+from .config import FeatureConfig
+from .data import Clip, Skipped
+from .errors import AudioError
+from .features import fit_length
+
+BATCH = 64
+"""Clips per forward pass."""
+
+AudioInput = str | os.PathLike[str] | np.ndarray
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The verdict on one input. ``error`` is set (and ``label`` is None) when it failed."""
+
+    source: str
+    label: str | None
+    index: int | None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def confidence(self) -> float:
+        """Probability of the predicted class (0 for a failed input)."""
+        return self.probabilities.get(self.label, 0.0) if self.label else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {"source": self.source, "label": self.label, "index": self.index,
+                "confidence": self.confidence, "probabilities": self.probabilities,
+                "error": self.error}
+
+
+class Classifier:
+    """A trained model plus its front end, rebuilt from a checkpoint alone."""
+
+    def __init__(self, checkpoint: Checkpoint, *, workers: int = 1) -> None:
+        self.checkpoint = checkpoint
+        self.classes = checkpoint.classes
+        self.features: FeatureConfig = checkpoint.features
+        self.model = checkpoint.build_model()
+        self.workers = workers
+
+    def probabilities(self, waves: np.ndarray) -> np.ndarray:
+        """Waveforms at ``features.sr`` ``[shape=(batch, n)]`` -> ``[shape=(batch, n_classes)]``.
+
+        Each row is cut or zero-padded to the model window (``features.n_samples``).
+        """
+        x = torch.from_numpy(fit_length(np.asarray(waves, np.float32),
+                                        n_samples=self.features.n_samples))
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), BATCH):
+                out.append(torch.softmax(self.model(x[i:i + BATCH]), dim=1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def _verdict(self, source: str, probs: np.ndarray) -> Prediction:
+        k = int(np.argmax(probs))
+        return Prediction(source=source, label=self.classes[k], index=k,
+                          probabilities={c: float(p) for c, p in zip(self.classes, probs,
+                                                                     strict=True)})
+
+    def predict(self, audio: AudioInput, *, sr: int | None = None) -> Prediction:
+        """Judge one file or one array (``sr`` required for arrays).
+
+        Raises :class:`~audiogate.errors.AudioError` if the input is unusable.
+        """
+        result = self.predict_many([audio], sr=sr)[0]
+        if result.error is not None:
+            raise AudioError(result.source, result.error)
+        return result
+
+    def predict_many(self, items: Sequence[AudioInput], *, sr: int | None = None,
+                     progress: bool = False) -> list[Prediction]:
+        """Judge many files and/or arrays in batches; bad inputs get a Prediction with
+        ``error`` set instead of stopping the rest. Order is kept."""
+        waves: dict[int, np.ndarray] = {}
+        errors: dict[int, str] = {}
+        files = [(i, str(x)) for i, x in enumerate(items) if not isinstance(x, np.ndarray)]
+        for i, x in enumerate(items):
+            if isinstance(x, np.ndarray):
+                try:
+                    if sr is None:
+                        raise AudioError("<array>", "sr is required for array input")
+                    waves[i] = to_mono_resampled(x, native_sr=sr, sr=self.features.sr)
+                except AudioError as exc:
+                    errors[i] = exc.reason
+        if files:
+            arrays, bad = decode_clips([Clip(p, -1) for _, p in files], sr=self.features.sr,
+                                       n_keep=self.features.n_samples, workers=self.workers,
+                                       progress=progress, desc="predict")
+            by_path = dict(zip((c.path for c in arrays.clips), arrays.waves, strict=True))
+            reasons = {s.path: s.reason for s in bad}
+            for i, p in files:
+                if p in by_path:
+                    waves[i] = by_path[p]
+                else:
+                    errors[i] = reasons[p]
+        order = sorted(waves)
+        n = self.features.n_samples
+        probs = self.probabilities(
+            np.stack([fit_length(waves[i], n_samples=n) for i in order])
+            if order else np.zeros((0, n), np.float32))
+        done = {i: self._verdict(_name(items[i]), p) for i, p in zip(order, probs, strict=True)}
+        return [done[i] if i in done else
+                Prediction(source=_name(items[i]), label=None, index=None, error=errors[i])
+                for i in range(len(items))]
+
+
+def _name(item: AudioInput) -> str:
+    return "<array>" if isinstance(item, np.ndarray) else str(item)
+
+
+def load(checkpoint: str | os.PathLike[str], *, workers: int = 1) -> Classifier:
+    """Load a checkpoint (safely) as a ready-to-use :class:`Classifier`."""
+    return Classifier(load_checkpoint(checkpoint), workers=workers)
+
+
+def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Skipped]]:
+    """Files as given, and audio files found recursively in folders (hidden ones skipped)."""
+    files: list[str] = []
+    skipped: list[Skipped] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for dirpath, dirnames, names in os.walk(path, followlinks=False):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(names):
+                    if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS:
+                        files.append(str(Path(dirpath) / name))
+        elif path.exists() or path.is_symlink():
+            files.append(str(path))
+        else:
+            skipped.append(Skipped(str(path), "no such file or folder"))
+    return files, skipped

@@ -1,0 +1,133 @@
+"""The run folder: where one training run keeps everything it produces.
+
+::
+
+    runs/<name>/
+      config.toml          the full Config (reload with --config)
+      split.csv            subset,path,label,class for every clip used
+      skipped.csv          path,reason for every file left out
+      metrics.json         one record per finished epoch + best epoch
+      test_metrics.json    final report of the best (validation) model on the test split
+      models/              model_epoch_NNN.pt, best.pt, last.pt (resumable)
+      outputs/             curves.png, confusion_test.png, durations.png
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import atomic_write
+from .config import Config
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Paths inside one run folder."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def split(self) -> Path:
+        return self.root / "split.csv"
+
+    @property
+    def skipped(self) -> Path:
+        return self.root / "skipped.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def test_report(self) -> Path:
+        return self.root / "test_metrics.json"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / "outputs"
+
+    @property
+    def best(self) -> Path:
+        return self.models / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.models / "last.pt"
+
+    def epoch(self, n: int) -> Path:
+        return self.models / f"model_epoch_{n:03d}.pt"
+
+    @property
+    def curves(self) -> Path:
+        return self.outputs / "curves.png"
+
+    @property
+    def confusion(self) -> Path:
+        return self.outputs / "confusion_test.png"
+
+    @property
+    def durations(self) -> Path:
+        return self.outputs / "durations.png"
+
+
+def new_run(config: Config) -> RunPaths:
+    """Create ``runs_dir/name`` (a timestamp when ``name`` is empty) and save the config."""
+    base = Path(config.runs_dir)
+    if config.name:
+        root = base / config.name
+        if root.exists() and any(root.iterdir()):
+            raise ConfigError(f"run folder {root} already exists; pass --resume {root} to "
+                              "continue it, or choose another --name")
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        root, k = base / stamp, 1
+        while root.exists():
+            k += 1
+            root = base / f"{stamp}-{k}"
+    paths = RunPaths(root)
+    paths.models.mkdir(parents=True, exist_ok=True)
+    paths.outputs.mkdir(parents=True, exist_ok=True)
+    write_text(paths.config, config.to_toml())
+    return paths
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write strict JSON atomically."""
+    write_text(path, json.dumps(_clean(value), indent=2, allow_nan=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_write(path) as fh:
+        fh.write(text.encode())
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
