@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -98,9 +99,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found is None:
+            raise CheckpointError(f"{path}: corrupt or not a checkpoint (unreadable "
+                                  "pickle data)") from None
         raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and plain data, "
-            f"which could run code ({str(exc).splitlines()[0][:200]})") from None
+            f"{path}: refused to load: it references {found.group(1)}, and only tensors and "
+            "plain data are allowed (loading it could run code)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt or not a checkpoint ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,7 +223,9 @@ def _check_mel_bands(c: Config) -> None:
     """Every mel band must cover at least one FFT bin, else it is a constant dead input."""
     from .features import mel_filterbank  # local: keeps config import light
 
-    bank = mel_filterbank(c.features())
+    with warnings.catch_warnings():  # librosa warns; we raise a clearer error below
+        warnings.simplefilter("ignore", UserWarning)
+        bank = mel_filterbank(c.features())
     empty = int((bank.max(axis=1) <= 0).sum())
     _require(empty == 0, "n_mels",
              f"= {c.n_mels} is too large for n_fft = {c.n_fft} at sr = {c.sr}: {empty} mel "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,8 +68,13 @@ class Split:
 def class_names(root: Path) -> tuple[str, ...]:
     """Class folder names in label order (the spec's mapping when it applies)."""
     if not root.is_dir():
-        raise DataError(f"data folder not found: {root}")
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        what = "is not a folder" if root.exists() else "not found"
+        raise DataError(f"data folder {what}: {root}")
+    try:
+        names = sorted(p.name for p in root.iterdir()
+                       if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise DataError(f"cannot list data folder {root}: {exc.strerror or exc}") from None
     if set(names) == set(SPEC_CLASSES):
         return SPEC_CLASSES
     if "allowed" in names and "not_allowed" not in names and len(names) == 1:
@@ -80,52 +85,85 @@ def class_names(root: Path) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _walk_files(folder: Path) -> Iterable[Path]:
-    """All files below ``folder``; directory symlinks are not followed (no loops)."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            yield Path(dirpath) / name
+def _walk_files(folder: Path) -> list[tuple[Path, str | None]]:
+    """Every file below ``folder`` with the reason it cannot be used (None: maybe audio).
+
+    Links to folders are followed, except into a folder already scanned (a symlink loop or
+    a duplicate), which is reported instead; hidden and unlistable folders are reported too.
+    """
+    found: list[tuple[Path, str | None]] = []
+
+    def unlistable(exc: OSError) -> None:
+        found.append((Path(exc.filename or folder),
+                      f"cannot list folder ({exc.strerror or exc})"))
+
+    seen = {os.path.realpath(folder)}
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlistable, followlinks=True):
+        keep = []
+        for name in sorted(dirnames):
+            sub = Path(dirpath) / name
+            real = os.path.realpath(sub)
+            if name.startswith("."):
+                found.append((sub, "hidden folder (not scanned)"))
+            elif real in seen:
+                found.append((sub, "link to a folder already scanned (symlink loop or "
+                                   "duplicate)"))
+            else:
+                seen.add(real)
+                keep.append(name)
+        dirnames[:] = keep
+        found.extend((Path(dirpath) / n, _file_problem(Path(dirpath) / n))
+                     for n in sorted(filenames))
+    return found
 
 
 def _file_problem(path: Path) -> str | None:
     if path.name.startswith("."):
         return "hidden file"
+    if not path.exists():
+        return "broken or looping symlink" if path.is_symlink() else "file vanished"
     if path.suffix.lower() not in AUDIO_EXTENSIONS:
         return f"not an audio file extension ({path.suffix or 'none'})"
-    if not path.exists():
-        return "broken or looping symlink"
     return None
 
 
 def discover(root: str | os.PathLike[str]) -> Discovery:
     """List every audio file under ``root/<class>/`` (recursively), labelled by class folder.
 
-    Hidden files, other extensions and broken links are returned in ``skipped``; decoding
-    problems are found later, when the files are read.
+    Hidden files and folders, other extensions, broken links and unlistable folders are
+    returned in ``skipped``; decoding problems are found later, when the files are read.
     """
     root_path = Path(root)
     classes = class_names(root_path)
     clips: list[Clip] = []
     skipped: list[Skipped] = []
     for label, name in enumerate(classes):
-        for path in _walk_files(root_path / name):
-            problem = _file_problem(path)
+        for path, problem in _walk_files(root_path / name):
             if problem:
                 skipped.append(Skipped(str(path), problem))
             else:
                 clips.append(Clip(str(path), label))
     found = Discovery(str(root_path), classes, clips, skipped)
-    require_all_classes(found.counts(), where=str(root_path))
+    require_all_classes(found.counts(), where=str(root_path), skipped=skipped)
     return found
 
 
-def require_all_classes(counts: dict[str, int], *, where: str) -> None:
-    """Raise :class:`DataError` naming every class that has no usable clip."""
+def require_all_classes(counts: dict[str, int], *, where: str,
+                        skipped: Sequence[Skipped] = ()) -> None:
+    """Raise :class:`DataError` naming every class that has no usable clip, with the first
+    few files skipped there and why."""
     empty = [name for name, n in counts.items() if n == 0]
-    if empty:
-        raise DataError(f"{where}: no usable audio in class folder(s) {', '.join(empty)} "
-                        f"(counts: {counts})")
+    if not empty:
+        return
+    message = (f"{where}: no usable audio in class folder(s) {', '.join(empty)} "
+               f"(usable clips per class: {counts})")
+    inside = [s for s in skipped
+              if any(Path(where, name) in Path(s.path).parents for name in empty)]
+    if inside:
+        listed = "; ".join(f"{s.path}: {s.reason}" for s in inside[:5])
+        more = f"; ... and {len(inside) - 5} more" if len(inside) > 5 else ""
+        message += f"; skipped there: {listed}{more}"
+    raise DataError(message)
 
 
 def balance(clips: Sequence[Clip], *, strategy: str, rng: np.random.Generator) -> list[Clip]:
@@ -167,10 +205,11 @@ def stratified_split(clips: Sequence[Clip], *, test_size: float, val_size: float
             f"(with test_size={test_size}, val_size={val_size})")
     items = list(clips)
     try:
-        rest, test = train_test_split(items, test_size=test_size, stratify=labels,
+        n_test, n_val = (max(1, round(f * len(items))) for f in (test_size, val_size))
+        rest, test = train_test_split(items, test_size=n_test, stratify=labels,
                                       random_state=seed)
-        train, val = train_test_split(rest, test_size=val_size / (1.0 - test_size),
-                                      stratify=[c.label for c in rest], random_state=seed)
+        train, val = train_test_split(rest, test_size=n_val, stratify=[c.label for c in rest],
+                                      random_state=seed)
     except ValueError as exc:
         raise DataError(f"cannot make a stratified split of {len(items)} clips: {exc}") from None
     return Split(train=train, val=val, test=test)

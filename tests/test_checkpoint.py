@@ -1,0 +1,137 @@
+"""Checkpoints: round trip, safe loading, atomic writes, compatibility checks."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiogate import load
+from audiogate.checkpoint import atomic_write, ensure_compatible, load_checkpoint, save_checkpoint
+from audiogate.config import Config
+from audiogate.errors import CheckpointError
+from audiogate.model import SimpleConvNet, build_net
+
+CONFIG = Config(fixed_length=32, n_fft=512)
+CLASSES = ("not_allowed", "allowed")
+
+
+def _net(seed: int = 0) -> SimpleConvNet:
+    torch.manual_seed(seed)
+    return build_net(CONFIG.features(), n_classes=2, dropout=0.3)
+
+
+def _save(path: Path, net: SimpleConvNet | None = None) -> None:
+    save_checkpoint(path, net=net or _net(), config=CONFIG, classes=CLASSES, epoch=3,
+                    metrics={"val_f1": 0.75})
+
+
+def test_model_shapes() -> None:
+    net = _net()
+    out = net(torch.zeros(5, CONFIG.n_mels, CONFIG.fixed_length))
+    assert out.shape == (5, 2)
+    assert [type(m).__name__ for m in net.children()] == [
+        "Conv2d", "Conv2d", "MaxPool2d", "ReLU", "Dropout", "Linear"]
+    assert net.dropout.p == 0.3
+
+
+def test_round_trip_gives_identical_predictions(tmp_path: Path,
+                                                rng: np.random.Generator) -> None:
+    net = _net()
+    _save(tmp_path / "m.pt", net)
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    assert (ckpt.config, ckpt.classes, ckpt.epoch, ckpt.metrics) == (
+        CONFIG, CLASSES, 3, {"val_f1": 0.75})
+    waves = rng.standard_normal((4, CONFIG.features().n_samples)).astype(np.float32)
+    from audiogate.features import LogMel
+    expected = torch.softmax(net.eval()(LogMel(CONFIG.features())(torch.from_numpy(waves))), 1)
+    got = load(tmp_path / "m.pt").probabilities(waves)
+    np.testing.assert_array_equal(got, expected.detach().numpy())
+
+
+class _Exploit:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("touch PWNED",))
+
+
+def test_malicious_pickle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    torch.save({"format": "audiogate.checkpoint", "payload": _Exploit()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "PWNED").exists()
+    with open(tmp_path / "raw.pkl", "wb") as fh:
+        pickle.dump(_Exploit(), fh)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "raw.pkl")
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, b"PK\x03\x04broken"])
+def test_corrupt_files_are_clear_errors(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "bad.pt").write_bytes(content)
+    with pytest.raises(CheckpointError, match="corrupt or not a checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_bare_state_dict_and_missing(tmp_path: Path) -> None:
+    torch.save(_net().state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(CheckpointError, match="not an audiogate checkpoint"):
+        load_checkpoint(tmp_path / "sd.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_incompatible_features_and_classes(tmp_path: Path) -> None:
+    _save(tmp_path / "m.pt")
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    ensure_compatible(ckpt, features=CONFIG.features(), classes=CLASSES)
+    with pytest.raises(CheckpointError, match="n_mels: checkpoint 64 vs 40"):
+        ensure_compatible(ckpt, features=Config(fixed_length=32, n_fft=512,
+                                                n_mels=40).features())
+    with pytest.raises(CheckpointError, match="classes"):
+        ensure_compatible(ckpt, classes=("cat", "dog"))
+
+
+def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    _save(path)
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError), atomic_write(path) as fh:
+        fh.write(b"half a checkpoint")
+        raise RuntimeError("disk full")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+KILL_WRITER = """
+import sys, torch
+from audiogate.checkpoint import save_checkpoint
+from audiogate.config import Config
+from audiogate.model import build_net
+cfg = Config()
+net = build_net(cfg.features(), n_classes=2, dropout=0.3)
+print("ready", flush=True)
+for i in range(10**6):
+    save_checkpoint(sys.argv[1], net=net, config=cfg, classes=("a", "b"), epoch=i, metrics={})
+"""
+
+
+def test_kill_9_during_writes_never_corrupts(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    for delay in (0.3, 0.55, 0.8):
+        proc = subprocess.Popen([sys.executable, "-c", KILL_WRITER, str(path)],
+                                stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert load_checkpoint(path).classes == ("a", "b")

@@ -1,0 +1,136 @@
+"""End to end: the real CLI trains, evaluates and predicts on a temp folder of WAVs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from audiogate.checkpoint import load_checkpoint
+from audiogate.cli import main
+
+from .conftest import TINY_FLAGS, make_toy_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def _train(data: Path, runs: Path, name: str, *extra: str) -> list[str]:
+    return ["-q", "train", "--data", str(data), "--runs-dir", str(runs), "--name", name,
+            *TINY_FLAGS, *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("e2e")
+    data = make_toy_dataset(root / "dataset", n_per_class=32)
+    assert main(_train(data, root / "runs", "toy", "--max-epochs", "2", "--batch-size", "4")) == 0
+    return data, root / "runs" / "toy"
+
+
+def test_run_folder_contents(trained: tuple[Path, Path]) -> None:
+    _, run = trained
+    for name in ("config.toml", "split.csv", "skipped.csv", "metrics.json",
+                 "test_metrics.json", "models/best.pt", "models/last.pt",
+                 "models/model_epoch_001.pt", "models/model_epoch_002.pt",
+                 "outputs/curves.png", "outputs/confusion_test.png"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert set(metrics["epochs"][0]) >= {"train_loss", "train_f1", "val_f1", "test_f1"}
+    best = max(metrics["epochs"], key=lambda e: e["val_f1"])
+    assert metrics["best_epoch"] == best["epoch"] == load_checkpoint(run / "models/best.pt").epoch
+    with open(run / "split.csv") as fh:
+        subsets = [row["subset"] for row in csv.DictReader(fh)]
+    assert (subsets.count("train"), subsets.count("val"), subsets.count("test")) == (44, 10, 10)
+    assert "max_epochs = 2" in (run / "config.toml").read_text()
+
+
+def test_toy_task_is_learned(trained: tuple[Path, Path]) -> None:
+    _, run = trained
+    report = json.loads((run / "test_metrics.json").read_text())
+    assert report["macro_f1"] >= 0.9
+
+
+def test_evaluate_on_saved_split_and_folder(trained: tuple[Path, Path],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    data, run = trained
+    assert main(["-q", "evaluate", "--checkpoint", str(run / "models/best.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "macro-F1" in out and "confusion" in out
+    report = json.loads((run / "evaluation/report.json").read_text())
+    assert report["n"] == 10 and report["macro_f1"] >= 0.9
+    assert (run / "evaluation/confusion.png").is_file()
+    assert main(["-q", "evaluate", "--checkpoint", str(run / "models/best.pt"), "--data",
+                 str(data), "--out", str(run / "ev2")]) == 0
+    assert json.loads((run / "ev2/report.json").read_text())["n"] == 64
+
+
+def test_predict_formats(trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    data, run = trained
+    ckpt = str(run / "models/best.pt")
+    assert main(["-q", "predict", "--checkpoint", ckpt, "--json", str(data / "allowed"),
+                 str(data / "not_allowed" / "noise_000.wav")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 33
+    assert sum(r["label"] == "allowed" for r in rows[:32]) >= 29
+    assert rows[32]["label"] == "not_allowed"
+    assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-5
+    assert main(["-q", "predict", "--checkpoint", ckpt, "--csv",
+                 str(data / "allowed" / "tone_000.wav")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("file,label,confidence,p_not_allowed,p_allowed")
+    assert main(["-q", "predict", "--checkpoint", ckpt,
+                 str(data / "allowed" / "tone_000.wav")]) == 0
+    assert "tone_000.wav  allowed" in capsys.readouterr().out
+
+
+def _metrics_without_time(run: Path) -> list[dict[str, float]]:
+    epochs = json.loads((run / "metrics.json").read_text())["epochs"]
+    return [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    data = make_toy_dataset(tmp_path / "dataset", n_per_class=16)
+    runs = tmp_path / "runs"
+    assert main(_train(data, runs, "straight", "--max-epochs", "3")) == 0
+    assert main(_train(data, runs, "stopped", "--max-epochs", "1")) == 0
+    assert main(["-q", "train", "--resume", str(runs / "stopped"), "--max-epochs", "3"]) == 0
+    assert (runs / "straight/split.csv").read_text() == (runs / "stopped/split.csv").read_text()
+    assert _metrics_without_time(runs / "straight") == _metrics_without_time(runs / "stopped")
+
+
+def _wait_for_epoch(run: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run / "metrics.json").exists():
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError("no epoch finished in time")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    data = make_toy_dataset(tmp_path / "dataset", n_per_class=16)
+    run = tmp_path / "runs" / "forever"
+    cmd = [sys.executable, "-m", "audiogate", *_train(data, tmp_path / "runs", "forever",
+                                                      "--max-epochs", "0")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_epoch(run, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+    assert b"interrupted" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    last = load_checkpoint(run / "models/last.pt")
+    assert last.epoch == metrics["epochs"][-1]["epoch"] >= 1
+    assert last.train_state is not None
+    assert json.loads((run / "test_metrics.json").read_text())["macro_f1"] >= 0
+    assert not list(run.rglob("*.tmp"))
