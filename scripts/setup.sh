@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv and install audiogate with everything it needs (CPU PyTorch).
+# Idempotent: a second run only checks what is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+# The CPU build first: a floating torch requirement would pull a multi-GB CUDA build.
+python -m pip install --quiet "torch==2.13.0"
+python -m pip install --quiet -e ".[serve,onnx,dev]"
