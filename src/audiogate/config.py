@@ -19,7 +19,6 @@ from typing import Any
 from .errors import ConfigError
 
 BALANCE_CHOICES = ("downsample", "weighted", "none")
-DEVICE_CHOICES = ("cpu", "cuda", "auto")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -105,7 +104,6 @@ class Config:
     dropout: float = _f(0.3, "dropout before the classifier")
     max_epochs: int = _f(30, "stop after this many epochs; 0 = run until Ctrl+C")
     patience: int = _f(8, "early stop after this many epochs without val-F1 gain; 0 = off")
-    device: str = _f("cpu", "cpu | cuda | auto")
     workers: int = _f(0, "processes for decoding audio; 0 = all cores")
     # --- outputs ---
     runs_dir: str = _f("runs", "folder that holds one sub-folder per run")
@@ -205,7 +203,6 @@ def _validate(c: Config) -> None:
     _require(c.fmax == 0 or c.fmin < c.fmax <= c.sr / 2, "fmax",
              f"must be 0 or in (fmin, {c.sr / 2}]")
     _require(c.balance in BALANCE_CHOICES, "balance", f"must be one of {BALANCE_CHOICES}")
-    _require(c.device in DEVICE_CHOICES, "device", f"must be one of {DEVICE_CHOICES}")
     for name in ("noise_p", "pitch_p", "stretch_p", "dropout"):
         _require(0 <= getattr(c, name) <= 1, name, "must be in [0, 1]")
     _require(c.dropout < 1, "dropout", "must be < 1")
