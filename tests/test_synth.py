@@ -117,6 +117,17 @@ def test_confuser_kinds_finite_and_nonsilent(kind: str) -> None:
         confuser(rng=np.random.default_rng(1), duration=1.0, sr=SR, kind="speech")
 
 
+@pytest.mark.parametrize("sr", [8000, 44100])
+def test_very_short_clips_and_other_rates(sr: int) -> None:
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        clips = [voice_like(rng=rng, duration=0.01, sr=sr, snr_db=0.0)]
+        clips += [confuser(rng=rng, duration=0.05, sr=sr, kind=k) for k in CONFUSER_WEIGHTS]
+        for x in clips:
+            assert np.all(np.isfinite(x)) and np.max(np.abs(x)) <= 1.0
+        assert clips[0].shape == (round(0.01 * sr),)
+
+
 def _median_f0(x: np.ndarray, sr: int) -> float:
     """Median autocorrelation pitch (Hz) over the loudest 40 ms frames, lags for 80-300 Hz."""
     frame, hop = int(0.04 * sr), int(0.01 * sr)

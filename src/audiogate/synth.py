@@ -26,7 +26,7 @@ MIN_SR: Final = 8000
 DURATION_RANGE_S: Final = (1.0, 4.0)
 PEAK_DBFS_RANGE: Final = (-30.0, -3.0)
 SNR_DB_RANGE: Final = (6.0, 30.0)
-LOW_SNR_DB_RANGE: Final = (-3.0, 6.0)
+LOW_SNR_DB_RANGE: Final = (0.0, 6.0)
 LOW_SNR_PROB: Final = 0.10
 NOISE_EXPONENT_RANGE: Final = (0.0, 1.5)  # background PSD ~ 1 / f**exponent
 F0_RANGE_HZ: Final = (90.0, 260.0)
@@ -148,7 +148,7 @@ def _formant_filter(rng: Generator, x: FloatArray, sr: int) -> FloatArray:
     """Shape ``x`` (n,) by 3 moving formant resonances and a -6 dB/oct tilt (STFT domain)."""
     nfft = 1 << int(np.ceil(np.log2(0.032 * sr)))
     kw = {"fs": sr, "nperseg": nfft, "noverlap": 3 * nfft // 4}
-    f, tf, spec = signal.stft(x, **kw)
+    f, tf, spec = signal.stft(np.pad(x, (0, max(0, nfft - x.size))), **kw)  # short clips
     gain = np.zeros((f.size, tf.size))
     for lo, hi, bw, amp in FORMANTS:
         fc = lo + (min(hi, 0.45 * sr) - lo) * (0.5 + 0.5 * _slow_curve(rng, tf, rng.uniform(2, 6)))
@@ -280,7 +280,7 @@ def _music(rng: Generator, t: FloatArray, sr: int) -> FloatArray:
 def _door(rng: Generator, t: FloatArray, sr: int) -> FloatArray:
     """1-3 door-slam-like transients: low-passed noise thump plus decaying body resonance."""
     x = np.zeros(t.size)
-    for onset in rng.uniform(0.0, max(t[-1] - 0.2, 0.01), int(rng.integers(1, 4))):
+    for onset in rng.uniform(0.0, max(t[-1] - 0.2, 0.0), int(rng.integers(1, 4))):
         i0, tau = int(onset * sr), rng.uniform(0.04, 0.3)
         lt = t[: min(int(5 * tau * sr), t.size - i0)]
         sos = signal.butter(2, rng.uniform(200.0, 1500.0), "lowpass", fs=sr, output="sos")
