@@ -54,6 +54,7 @@ def test_features_view_matches_fields() -> None:
     ({"val_size": 1.5}, "val_size"),
     ({"n_mels": 128, "n_fft": 256, "win_length": 256}, "n_mels"),
     ({"win_length": 2048}, "win_length"),
+    ({"hop_length": 800}, "hop_length"),
     ({"balance": "oversample"}, "balance"),
     ({"noise_p": 2.0}, "noise_p"),
     ({"stretch_min": 2.0, "stretch_max": 1.0}, "stretch_min"),

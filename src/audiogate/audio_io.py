@@ -8,7 +8,8 @@ becomes an :class:`~audiogate.errors.AudioError` whose ``reason`` a user can rea
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,16 @@ AUDIO_EXTENSIONS = frozenset(
 MIN_SAMPLES = 400
 """Clips shorter than this many samples (25 ms at 16 kHz) after resampling are rejected."""
 
+NATIVE_SR_RANGE = (1000, 1_000_000)
+"""Plausible sample rates (Hz) of a file; anything outside is a corrupt header (a rate of
+1 Hz would resample a short file to gigabytes)."""
+
+BLOCK_FRAMES = 1 << 16
+"""Frames per block when a whole file is decoded piecewise (bounded memory for long files)."""
+
+_FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+"""Sample encodings that can hold NaN or infinity."""
+
 _DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError,
                   OverflowError, MemoryError)
 
@@ -37,6 +48,7 @@ class AudioInfo:
     channels: int
     frames: int
     format: str
+    subtype: str = ""
 
     @property
     def duration(self) -> float:
@@ -46,7 +58,8 @@ class AudioInfo:
 
 def _open_check(path: Path) -> None:
     if not path.exists():
-        raise AudioError(path, "file does not exist (or is a broken/looping symlink)")
+        raise AudioError(path, "broken or looping symlink" if path.is_symlink()
+                         else "file does not exist")
     if not path.is_file():
         raise AudioError(path, "not a regular file")
     if not os.access(path, os.R_OK):
@@ -65,24 +78,38 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
         raise AudioError(path, f"cannot read ({exc.strerror or exc})") from None
     except _DECODE_ERRORS as exc:
         raise AudioError(path, f"not a readable audio file ({_short(exc)})") from None
-    if info.frames <= 0 or info.samplerate <= 0:
+    if info.frames <= 0:
         raise AudioError(path, "contains no audio samples")
+    _check_native_sr(int(info.samplerate), source=str(path))
     return AudioInfo(path=str(path), sr=int(info.samplerate), channels=int(info.channels),
-                     frames=int(info.frames), format=str(info.format))
+                     frames=int(info.frames), format=str(info.format),
+                     subtype=str(info.subtype))
+
+
+def _check_native_sr(native_sr: int, *, source: str) -> None:
+    low, high = NATIVE_SR_RANGE
+    if not low <= native_sr <= high:
+        raise AudioError(source, f"implausible sample rate {native_sr} Hz (expected "
+                                 f"{low}..{high}; corrupt header?)")
 
 
 def load_audio(path: str | os.PathLike[str], *, sr: int,
                max_seconds: float | None = None) -> np.ndarray:
     """Decode, mix to mono and resample to ``sr`` Hz.
 
-    ``max_seconds`` reads only the start of long files. Returns float32 ``[shape=(n,)]``,
-    ``n >= MIN_SAMPLES``. Raises :class:`AudioError` for anything unusable, including
-    NaN/inf samples.
+    ``max_seconds`` decodes only the start of long files; the rest of a float-encoded file
+    is still scanned (block by block) for NaN/inf, so a file is judged the same however much
+    of it is used. Returns float32 ``[shape=(n,)]``, ``n >= MIN_SAMPLES``. Raises
+    :class:`AudioError` for anything unusable, including NaN/inf samples.
     """
     info = probe(path)
     frames = -1 if max_seconds is None else min(info.frames, int(max_seconds * info.sr) + 1)
     try:
         data, native_sr = sf.read(info.path, frames=frames, dtype="float32", always_2d=True)
+        if info.subtype in _FLOAT_SUBTYPES and 0 < frames < info.frames:
+            for block in sf.blocks(info.path, blocksize=BLOCK_FRAMES, start=frames,
+                                   dtype="float32", always_2d=True):
+                _require_finite(block, source=info.path)
     except OSError as exc:
         raise AudioError(path, f"cannot read ({exc.strerror or exc})") from None
     except _DECODE_ERRORS as exc:
@@ -90,23 +117,60 @@ def load_audio(path: str | os.PathLike[str], *, sr: int,
     return to_mono_resampled(data, native_sr=int(native_sr), sr=sr, source=info.path)
 
 
+def verify(path: str | os.PathLike[str], *, sr: int) -> AudioInfo:
+    """Decode a whole file block by block (memory bounded by :data:`BLOCK_FRAMES`) and judge
+    it as :func:`load_audio` would, without keeping the samples.
+
+    Returns the header facts with ``frames`` set to the frames actually decoded. Raises
+    :class:`AudioError` for a file that is unreadable, corrupt, non-finite or shorter than
+    :data:`MIN_SAMPLES` at ``sr`` Hz.
+    """
+    info = probe(path)
+    frames = 0
+    try:
+        for block in sf.blocks(info.path, blocksize=BLOCK_FRAMES, dtype="float32",
+                               always_2d=True):
+            _require_finite(block, source=info.path)
+            frames += len(block)
+    except OSError as exc:
+        raise AudioError(path, f"cannot read ({exc.strerror or exc})") from None
+    except _DECODE_ERRORS as exc:
+        raise AudioError(path, f"corrupt or truncated audio ({_short(exc)})") from None
+    n_out = (2 * frames * sr + info.sr) // (2 * info.sr)  # soxr's length: round half up
+    if n_out < MIN_SAMPLES:
+        raise AudioError(info.path, _too_short(n_out, sr))
+    return replace(info, frames=frames)
+
+
+def _require_finite(y: np.ndarray, *, source: str) -> None:
+    if not np.isfinite(y).all():
+        raise AudioError(source, "contains NaN or infinite samples")
+
+
+def _too_short(n: int, sr: int) -> str:
+    return f"too short: {n} samples at {sr} Hz (need at least {MIN_SAMPLES})"
+
+
 def to_mono_resampled(data: np.ndarray, *, native_sr: int, sr: int,
                       source: str = "<array>") -> np.ndarray:
     """Samples ``[shape=(n,)]`` or ``[shape=(n, channels)]`` -> validated mono at ``sr``."""
-    y = np.asarray(data, dtype=np.float32)
-    if y.ndim == 2:
-        y = y.mean(axis=1, dtype=np.float32)
-    if y.ndim != 1:
+    try:
+        y = np.asarray(data, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise AudioError(source, f"not an array of numbers ({_short(exc)})") from None
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
         raise AudioError(source, f"expected (samples,) or (samples, channels), got {y.shape}")
-    if not np.isfinite(y).all():
-        raise AudioError(source, "contains NaN or infinite samples")
-    if native_sr <= 0:
-        raise AudioError(source, f"invalid sample rate {native_sr}")
+    _require_finite(y, source=source)
+    if y.ndim == 2:  # float64 sum: huge finite channels cannot overflow to inf
+        y = y.mean(axis=1, dtype=np.float64).astype(np.float32)
+    _check_native_sr(native_sr, source=source)
     if native_sr != sr and y.size:
         y = soxr.resample(y, native_sr, sr, quality="HQ").astype(np.float32, copy=False)
+        if not np.isfinite(y).all():  # filter overshoot near the float32 limit
+            raise AudioError(source, "sample values too large to resample "
+                                     "(beyond the float32 range after filtering)")
     if y.size < MIN_SAMPLES:
-        raise AudioError(source, f"too short: {y.size} samples at {sr} Hz "
-                                 f"(need at least {MIN_SAMPLES})")
+        raise AudioError(source, _too_short(y.size, sr))
     return y
 
 
@@ -118,5 +182,7 @@ def write_wav(path: str | os.PathLike[str], y: np.ndarray, *, sr: int,
 
 
 def _short(exc: BaseException) -> str:
+    """First line of an exception's message, without libsndfile's "Error opening 'path': "
+    prefix (the path is already part of every skipped record)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
+    return re.sub(r"^Error opening .*?: ", "", text)[:160]

@@ -105,6 +105,9 @@ class Config:
     max_epochs: int = _f(30, "stop after this many epochs; 0 = run until Ctrl+C")
     patience: int = _f(8, "early stop after this many epochs without val-F1 gain; 0 = off")
     workers: int = _f(0, "processes for decoding audio; 0 = all cores")
+    cache: bool = _f(True, "keep decoded audio and clean features in an on-disk cache, so "
+                           "later runs skip decoding; off = a temporary cache for this run")
+    cache_dir: str = _f("", "cache folder; empty = <runs_dir>/.cache")
     # --- outputs ---
     runs_dir: str = _f("runs", "folder that holds one sub-folder per run")
     name: str = _f("", "run name; empty = a timestamp")
@@ -114,6 +117,10 @@ class Config:
         _validate(self)
 
     # ----- views -----
+    def cache_path(self) -> Path:
+        """Folder of the on-disk feature cache (``cache_dir``, else ``<runs_dir>/.cache``)."""
+        return Path(self.cache_dir) if self.cache_dir else Path(self.runs_dir) / ".cache"
+
     def features(self) -> FeatureConfig:
         """The front-end settings, as stored in checkpoints."""
         return FeatureConfig(
@@ -153,8 +160,10 @@ class Config:
                 values = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
         return cls.from_dict({**values, **overrides}, source=str(path))
 
     def to_toml(self) -> str:
@@ -192,6 +201,8 @@ def _validate(c: Config) -> None:
     _require(c.sr >= 4000, "sr", f"must be at least 4000 Hz, got {c.sr}")
     _require(c.fixed_length >= 4, "fixed_length", "must be >= 4 (two 2x2 poolings)")
     _require(c.win_length <= c.n_fft, "win_length", f"must be <= n_fft ({c.n_fft})")
+    _require(c.hop_length <= c.win_length, "hop_length",
+             f"must be <= win_length ({c.win_length}), or samples fall between frames")
     for name in ("lr", "top_db"):
         _require(getattr(c, name) > 0 and math.isfinite(getattr(c, name)), name, "must be > 0")
     _require(c.weight_decay >= 0, "weight_decay", "must be >= 0")

@@ -88,8 +88,9 @@ def class_names(root: Path) -> tuple[str, ...]:
 def _walk_files(folder: Path) -> list[tuple[Path, str | None]]:
     """Every file below ``folder`` with the reason it cannot be used (None: maybe audio).
 
-    Links to folders are followed, except into a folder already scanned (a symlink loop or
-    a duplicate), which is reported instead; hidden and unlistable folders are reported too.
+    Links to folders are followed, except to a folder already scanned or to one that holds
+    ``folder`` (a symlink loop, or a way out into the other classes), which is reported
+    instead; hidden and unlistable folders are reported too.
     """
     found: list[tuple[Path, str | None]] = []
 
@@ -97,17 +98,20 @@ def _walk_files(folder: Path) -> list[tuple[Path, str | None]]:
         found.append((Path(exc.filename or folder),
                       f"cannot list folder ({exc.strerror or exc})"))
 
-    seen = {os.path.realpath(folder)}
+    top = Path(os.path.realpath(folder))
+    seen = {top}
     for dirpath, dirnames, filenames in os.walk(folder, onerror=unlistable, followlinks=True):
         keep = []
+        here = Path(os.path.realpath(dirpath))
         for name in sorted(dirnames):
             sub = Path(dirpath) / name
-            real = os.path.realpath(sub)
+            real = Path(os.path.realpath(sub))
             if name.startswith("."):
                 found.append((sub, "hidden folder (not scanned)"))
+            elif real == here or real in here.parents or real in top.parents:
+                found.append((sub, "symlink loop (link to a folder that contains it)"))
             elif real in seen:
-                found.append((sub, "link to a folder already scanned (symlink loop or "
-                                   "duplicate)"))
+                found.append((sub, "link to a folder already scanned (duplicate)"))
             else:
                 seen.add(real)
                 keep.append(name)

@@ -1,6 +1,8 @@
 """Exploratory data analysis: class counts and the duration histogram behind ``fixed_length``.
 
-Durations come from file headers (no decoding), so this is fast on large folders.
+Every file is decoded once, block by block (memory stays small for long files), so eda skips
+exactly what training would skip (corrupt data, NaN/inf samples, clips too short) and reports
+the duration of the samples that really decode.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import plots
-from .audio_io import probe
+from .audio_io import verify
 from .config import FeatureConfig
 from .data import Skipped, discover, require_all_classes, write_skipped
 from .errors import AudioError
@@ -68,16 +70,19 @@ def suggest_fixed_length(durations: np.ndarray, *, features: FeatureConfig,
 
 
 def analyse(data: str | os.PathLike[str], *, features: FeatureConfig) -> EdaReport:
-    """Discover the clips under ``data`` and read their durations."""
+    """Discover the clips under ``data``, check each decodes to usable audio at
+    ``features.sr`` and read its duration; unusable files go to ``skipped`` with the reason."""
     found = discover(data)
     per_class: dict[str, list[float]] = {name: [] for name in found.classes}
     skipped = list(found.skipped)
     for clip in found.clips:
         try:
-            per_class[found.classes[clip.label]].append(probe(clip.path).duration)
+            per_class[found.classes[clip.label]].append(
+                verify(clip.path, sr=features.sr).duration)
         except AudioError as exc:
             skipped.append(Skipped(clip.path, exc.reason))
-    require_all_classes({k: len(v) for k, v in per_class.items()}, where=str(data))
+    require_all_classes({k: len(v) for k, v in per_class.items()}, where=str(data),
+                        skipped=skipped)
     durations = {k: np.asarray(v) for k, v in per_class.items()}
     every = np.concatenate(list(durations.values()))
     suggested = suggest_fixed_length(every, features=features)

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import plots
 from .checkpoint import ensure_compatible
-from .data import Clip, Skipped, discover, read_split
+from .data import Clip, Skipped, discover, read_split, write_skipped
 from .errors import DataError
 from .inference import load
 from .metrics import classification_report
@@ -39,7 +39,8 @@ def evaluate(checkpoint: str | os.PathLike[str], *, data: str | None = None,
     """Macro-F1, per-class precision/recall and confusion matrix of ``checkpoint``.
 
     Uses the class folders under ``data``, or else the ``subset`` of the checkpoint's run
-    split. Writes ``report.json``, ``predictions.csv`` and ``confusion.png`` into ``out``.
+    split. Writes ``report.json``, ``predictions.csv``, ``skipped.csv`` and ``confusion.png``
+    into ``out``.
     """
     ckpt_path = Path(checkpoint)
     gate = load(ckpt_path, workers=workers)
@@ -73,6 +74,7 @@ def evaluate(checkpoint: str | os.PathLike[str], *, data: str | None = None,
     out_dir = Path(out) if out else (run.root / "evaluation" if run else Path("evaluation"))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "report.json", report)
+    write_skipped(skipped, out_dir / "skipped.csv")
     with open(out_dir / "predictions.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "true", "predicted", "confidence"])

@@ -86,11 +86,15 @@ class RunPaths:
 
 
 def new_run(config: Config) -> RunPaths:
-    """Create ``runs_dir/name`` (a timestamp when ``name`` is empty) and save the config."""
+    """Create ``runs_dir/name`` (a timestamp when ``name`` is empty) and save the config.
+
+    A named folder is reused only if it holds no finished epoch (``models/last.pt``), e.g.
+    after a run that failed on its data; a run with trained epochs is never overwritten.
+    """
     base = Path(config.runs_dir)
     if config.name:
         root = base / config.name
-        if root.exists() and any(root.iterdir()):
+        if RunPaths(root).last.exists():
             raise ConfigError(f"run folder {root} already exists; pass --resume {root} to "
                               "continue it, or choose another --name")
     else:
