@@ -100,9 +100,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import Prediction, expand_inputs, load
+    from .inference import Prediction, expand_inputs
 
-    gate = load(args.checkpoint, workers=args.workers)
+    gate = _load_gate(args)
     files, missing = expand_inputs(args.paths)
     results = gate.predict_many(files, progress=not args.quiet)
     results += [Prediction(source=s.path, label=None, index=None, error=s.reason)
@@ -137,6 +137,109 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_demo(out=Path(args.out), n_per_class=args.n_per_class, epochs=args.epochs,
              progress=not args.quiet)
     return 0
+
+
+def _load_gate(args: argparse.Namespace) -> Any:
+    """The classifier ``--backend`` asks for: the checkpoint (PyTorch) or its ONNX export
+    (``--onnx``, default: the checkpoint path with ``.onnx``), checked to match the checkpoint.
+    A ``--checkpoint`` ending in ``.onnx`` is run with onnxruntime as is."""
+    workers = getattr(args, "workers", 1)
+    if Path(args.checkpoint).suffix.lower() == ".onnx":
+        from .export import load_onnx
+
+        return load_onnx(args.checkpoint, workers=workers)
+    if args.backend == "onnx":
+        from .export import load_onnx
+
+        onnx_path = args.onnx or str(Path(args.checkpoint).with_suffix(".onnx"))
+        return load_onnx(onnx_path, workers=workers, checkpoint=args.checkpoint)
+    from .inference import load
+
+    return load(args.checkpoint, workers=workers)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    report = export_onnx(checkpoint=args.checkpoint, out=args.onnx, tolerance=args.tolerance)
+    print(f"wrote {report.path} ({report.bytes / 1e6:.1f} MB): waveform -> logits, log-mel "
+          f"front end included")
+    print(f"onnxruntime vs PyTorch on {report.n_probe_clips} probe clips: max |logit diff| "
+          f"{report.max_abs_diff:.2e}, max |probability diff| {report.max_prob_diff:.2e}")
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from .errors import AudioError
+    from .inference import expand_inputs
+    from .scan import format_scan, scan_file
+
+    gate = _load_gate(args)
+    files, missing = expand_inputs(args.paths)
+    results, failed = [], [f"{s.path}: {s.reason}" for s in missing]
+    for path in files:
+        try:
+            results.append(scan_file(gate, path=path, hop_s=args.hop, smooth_s=args.smooth))
+        except AudioError as exc:
+            failed.append(str(exc))
+    sys.stdout.write(format_scan(results, fmt=args.format, windows=args.windows))
+    for problem in failed:
+        log.error("skipped %s", problem)
+    if not results:
+        log.error("no recording could be scanned")
+        return EXIT_NOTHING_USABLE
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import ServeSettings, run_server
+
+    settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
+                             hop_s=args.hop)
+    run_server(_load_gate(args), host=args.host, port=args.port, settings=settings)
+    return 0
+
+
+def _add_backend_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="run the checkpoint with PyTorch, or its ONNX export with onnxruntime")
+    p.add_argument("--onnx", metavar="PATH",
+                   help="ONNX file for --backend onnx (default: CHECKPOINT with .onnx)")
+
+
+def _add_deploy_parsers(sub: Any) -> None:
+    """The ``export``, ``scan`` and ``serve`` subcommands."""
+    p = sub.add_parser("export", help="export a checkpoint (front end included) to ONNX")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--onnx", required=True, metavar="PATH", help="output file, e.g. model.onnx")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest |logit| difference onnxruntime vs PyTorch accepted")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("scan", help="segments of long recordings judged window by window")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("paths", nargs="+", help="audio files and/or folders")
+    p.add_argument("--hop", type=float, default=0.5, help="seconds between window starts")
+    p.add_argument("--smooth", type=float, default=0.0, metavar="SECONDS",
+                   help="average window scores over this span before merging (0 = off)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", dest="format", action="store_const", const="json")
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv")
+    p.set_defaults(format="table")
+    p.add_argument("--windows", action="store_true", help="also list every window (JSON)")
+    _add_backend_flags(p)
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("serve", help="HTTP service and web page for a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body limit (MiB)")
+    p.add_argument("--max-seconds", type=float, default=600.0,
+                   help="longest recording accepted (s)")
+    p.add_argument("--hop", type=float, default=0.5, help="hop of the segment scan (s)")
+    _add_backend_flags(p)
+    p.set_defaults(func=cmd_serve)
 
 
 def _report_skipped(skipped: Sequence[Any]) -> None:
@@ -185,7 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", dest="format", action="store_const", const="csv")
     p.set_defaults(format="table")
     p.add_argument("--workers", type=int, default=0, help="decoding processes; 0 = all cores")
+    _add_backend_flags(p)
     p.set_defaults(func=cmd_predict)
+
+    _add_deploy_parsers(sub)
 
     p = sub.add_parser("demo", help="generate a demo data set and run eda, train, evaluate, "
                                     "predict on it")
@@ -203,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except AudiogateError as exc:
+        print(f"audiogate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # the file system refused (unwritable --out, disk full, ...)
         print(f"audiogate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,27 +55,40 @@ class Prediction:
                 "error": self.error}
 
 
-class Classifier:
-    """A trained model plus its front end, rebuilt from a checkpoint alone."""
+class BaseClassifier:
+    """What every backend shares: decoding, batching, verdicts. Subclasses supply
+    :meth:`_batch_probabilities` (one batch of fixed-length waveforms -> class probabilities).
+    """
 
-    def __init__(self, checkpoint: Checkpoint, *, workers: int = 1) -> None:
-        self.checkpoint = checkpoint
-        self.classes = checkpoint.classes
-        self.features: FeatureConfig = checkpoint.features
-        self.model = checkpoint.build_model()
+    backend = "none"
+
+    def __init__(self, *, classes: Sequence[str], features: FeatureConfig, epoch: int,
+                 metrics: dict[str, Any], workers: int = 1) -> None:
+        self.classes = tuple(classes)
+        self.features = features
+        self.epoch = epoch
+        self.metrics = dict(metrics)
         self.workers = workers
+
+    def _batch_probabilities(self, x: np.ndarray) -> np.ndarray:
+        """``[shape=(batch, features.n_samples)]`` float32 -> ``[shape=(batch, n_classes)]``."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Classes, feature config, epoch, validation metric and backend, as plain data."""
+        return {"classes": list(self.classes), "features": asdict(self.features),
+                "window_s": self.features.n_samples / self.features.sr,
+                "epoch": self.epoch, "val_f1": self.metrics.get("val_f1"),
+                "metrics": self.metrics, "backend": self.backend}
 
     def probabilities(self, waves: np.ndarray) -> np.ndarray:
         """Waveforms at ``features.sr`` ``[shape=(batch, n)]`` -> ``[shape=(batch, n_classes)]``.
 
         Each row is cut or zero-padded to the model window (``features.n_samples``).
         """
-        x = torch.from_numpy(fit_length(np.asarray(waves, np.float32),
-                                        n_samples=self.features.n_samples))
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(x), BATCH):
-                out.append(torch.softmax(self.model(x[i:i + BATCH]), dim=1).numpy())
+        x = fit_length(np.asarray(waves, np.float32), n_samples=self.features.n_samples)
+        out = [self._batch_probabilities(np.ascontiguousarray(x[i:i + BATCH]))
+               for i in range(0, len(x), BATCH)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 
     def _verdict(self, source: str, probs: np.ndarray) -> Prediction:
@@ -130,12 +144,32 @@ class Classifier:
                 for i in range(len(items))]
 
 
+class Classifier(BaseClassifier):
+    """A trained model plus its front end, rebuilt from a checkpoint alone (PyTorch)."""
+
+    backend = "torch"
+
+    def __init__(self, checkpoint: Checkpoint, *, workers: int = 1) -> None:
+        super().__init__(classes=checkpoint.classes, features=checkpoint.features,
+                         epoch=checkpoint.epoch, metrics=checkpoint.metrics, workers=workers)
+        self.checkpoint = checkpoint
+        self.model = checkpoint.build_model()
+
+    def _batch_probabilities(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(self.model(torch.from_numpy(x)), dim=1).numpy()
+
+
 def _name(item: AudioInput) -> str:
     return "<array>" if isinstance(item, np.ndarray) else str(item)
 
 
 def load(checkpoint: str | os.PathLike[str], *, workers: int = 1) -> Classifier:
-    """Load a checkpoint (safely) as a ready-to-use :class:`Classifier`."""
+    """Load a checkpoint (safely) as a ready-to-use :class:`Classifier`.
+
+    For an exported ONNX model use :func:`audiogate.export.load_onnx`, which returns a
+    classifier with the same ``predict``/``predict_many``/``probabilities``.
+    """
     return Classifier(load_checkpoint(checkpoint), workers=workers)
 
 

@@ -1,0 +1,308 @@
+"""ONNX export of the deployable model, and a classifier that runs the export with onnxruntime.
+
+The exported graph is the whole :class:`~audiogate.model.WaveformClassifier`: waveform
+``[shape=(batch, n_samples)]`` at ``features.sr`` -> logits ``[shape=(batch, n_classes)]``,
+front end included. Only decoding, mixing to mono, resampling and cutting/padding to the
+window stay in Python (as for the PyTorch backend).
+
+``torch.stft`` returns complex tensors, which ONNX export does not handle, so the exported front
+end computes the same STFT as a strided 1-D convolution with a fixed windowed-DFT basis
+(:class:`DftLogMel`); mel projection, dB with ``ref=max``, the ``top_db`` floor and the
+z-score are the functions of :mod:`audiogate.features`. :func:`export_onnx` checks the result
+with onnxruntime against PyTorch on generated speech-like, confuser, short, quiet and silent
+clips and refuses to write a model that differs by more than ``TOLERANCE``.
+
+Each file carries the model's classes, feature config, epoch, metrics and the SHA-256 of the
+checkpoint it came from as ONNX metadata, so :func:`load_onnx` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import Checkpoint, atomic_write, load_checkpoint
+from .config import FeatureConfig
+from .errors import AudiogateError, CheckpointError
+from .features import fit_length, power_to_db, zscore
+from .inference import BaseClassifier
+from .model import WaveformClassifier
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+"""ONNX opset of the exported graph."""
+INPUT_NAME = "waveform"
+OUTPUT_NAME = "logits"
+TOLERANCE = 1e-4
+"""Largest absolute logit difference (onnxruntime vs PyTorch) an export may have."""
+META_PREFIX = "audiogate."
+META_FORMAT = "audiogate.onnx"
+META_VERSION = "1"
+PROBE_SEED = 20240607
+"""Seed of the generated clips used to verify an export."""
+PROBE_CLIPS_PER_KIND = 3
+
+
+class ExportError(AudiogateError):
+    """The model cannot be exported, or the export does not reproduce PyTorch."""
+
+
+class DftLogMel(nn.Module):
+    """Export-friendly twin of :class:`~audiogate.features.LogMel` (same maths, same output).
+
+    The centred, zero-padded STFT frame ``t`` is ``x[t*hop : t*hop + n_fft]`` of the signal
+    padded by ``n_fft // 2`` on both sides; the Hann window (``win_length`` samples, centred in
+    the ``n_fft`` frame as ``torch.stft`` does) is folded into cosine and sine kernels, so only
+    the ``win_length`` non-zero taps are convolved. ``forward``: ``[shape=(batch,
+    cfg.n_samples)]`` -> ``[shape=(batch, n_mels, cfg.fixed_length)]`` (the length is fixed,
+    as in the exported graph).
+    """
+
+    basis: torch.Tensor
+    mel: torch.Tensor
+
+    def __init__(self, cfg: FeatureConfig, *, mel: torch.Tensor, window: torch.Tensor) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_bins = cfg.n_fft // 2 + 1
+        self.offset = (cfg.n_fft - cfg.win_length) // 2
+        taps = torch.arange(cfg.win_length, dtype=torch.float64) + self.offset
+        bins = torch.arange(self.n_bins, dtype=torch.float64)
+        angle = 2.0 * torch.pi * torch.outer(bins, taps) / cfg.n_fft
+        win = window.to(torch.float64)
+        basis = torch.cat([torch.cos(angle) * win, -torch.sin(angle) * win])
+        self.register_buffer("basis", basis[:, None, :].to(torch.float32), persistent=False)
+        self.register_buffer("mel", mel.detach().clone(), persistent=False)
+        # static padding for the fixed input length: frame t starts at t * hop_length
+        self.left = cfg.n_fft // 2 - self.offset
+        needed = (cfg.fixed_length - 1) * cfg.hop_length + cfg.win_length
+        self.right = max(needed - cfg.n_samples - self.left, 0)
+
+    def power(self, wave: torch.Tensor) -> torch.Tensor:
+        """Power spectrogram ``[shape=(batch, n_fft // 2 + 1, fixed_length)]``.
+
+        Clips peaking above 1 are scaled to peak 1 first, as in ``LogMel.power`` (the features
+        are scale-invariant; this keeps huge samples from overflowing float32).
+        """
+        wave = wave / wave.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+        x = F.pad(wave[:, None, :], (self.left, self.right))
+        spec = F.conv1d(x, self.basis, stride=self.cfg.hop_length)[..., :self.cfg.fixed_length]
+        return spec[:, :self.n_bins].square() + spec[:, self.n_bins:].square()
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        mel = torch.matmul(self.mel, self.power(wave))
+        return zscore(power_to_db(mel, top_db=self.cfg.top_db))
+
+
+def exportable(model: WaveformClassifier) -> nn.Module:
+    """The same network behind the :class:`DftLogMel` front end, in eval mode."""
+    frontend = DftLogMel(model.frontend.cfg, mel=model.frontend.mel,
+                         window=model.frontend.window)
+    return nn.Sequential(frontend, model.net).eval()
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export_onnx` wrote and how closely it reproduces PyTorch."""
+
+    path: str
+    max_abs_diff: float
+    max_prob_diff: float
+    n_probe_clips: int
+    bytes: int
+
+
+def probe_waves(features: FeatureConfig, *, seed: int = PROBE_SEED) -> np.ndarray:
+    """Realistic verification inputs ``[shape=(n_clips, features.n_samples)]`` float32.
+
+    Speech-like and confuser clips (full-length and short, i.e. zero-padded), a quiet clip
+    near the ``AMIN`` power floor, and digital silence.
+    """
+    from .synth import confuser, voice_like  # local: only needed when verifying
+
+    rng = np.random.default_rng(seed)
+    sr, window_s = features.sr, features.n_samples / features.sr
+    clips: list[np.ndarray] = []
+    for _ in range(PROBE_CLIPS_PER_KIND):
+        snr = float(rng.uniform(5.0, 30.0))
+        clips.append(voice_like(rng=rng, duration=window_s, sr=sr, snr_db=snr))
+        clips.append(confuser(rng=rng, duration=window_s, sr=sr, snr_db=snr))
+        clips.append(voice_like(rng=rng, duration=window_s * rng.uniform(0.2, 0.6), sr=sr))
+    clips.append(1e-4 * confuser(rng=rng, duration=window_s, sr=sr, snr_db=10.0))
+    clips.append(np.zeros(features.n_samples, np.float32))
+    return np.stack([fit_length(np.asarray(c, np.float32), n_samples=features.n_samples)
+                     for c in clips])
+
+
+def _to_onnx_bytes(module: nn.Module, *, n_samples: int) -> bytes:
+    """Trace ``module`` (input ``[shape=(batch, n_samples)]``) with the TorchScript exporter,
+    which needs no extra packages; the batch axis stays dynamic."""
+    example = torch.zeros(2, n_samples)
+    with tempfile.TemporaryDirectory(prefix="audiogate-export-") as tmp, \
+            warnings.catch_warnings():  # deprecation notice and constant-folding chatter
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(module, (example,), path, dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          do_constant_folding=True)
+        return path.read_bytes()
+
+
+def _metadata(ckpt: Checkpoint, *, sha256: str) -> dict[str, str]:
+    return {"format": META_FORMAT, "version": META_VERSION,
+            "classes": json.dumps(list(ckpt.classes)),
+            "features": json.dumps(asdict(ckpt.features)), "epoch": str(ckpt.epoch),
+            "metrics": json.dumps(_plain(ckpt.metrics)), "checkpoint_sha256": sha256}
+
+
+def _plain(value: Any) -> Any:
+    """Metrics as JSON-safe plain data (tensors and numpy scalars become numbers)."""
+    return json.loads(json.dumps(value, default=lambda v: v.tolist()
+                                 if hasattr(v, "tolist") else str(v)))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_onnx(*, checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
+                tolerance: float = TOLERANCE) -> ExportReport:
+    """Export a checkpoint's waveform -> logits model to ``out`` (written atomically).
+
+    Raises :class:`CheckpointError` for an unusable checkpoint and :class:`ExportError` if
+    onnxruntime's logits differ from PyTorch's by more than ``tolerance`` on the probe clips
+    (:func:`probe_waves`); nothing is written then.
+    """
+    import onnx  # local: optional dependency
+
+    ckpt = load_checkpoint(checkpoint)
+    model = ckpt.build_model()
+    raw = _to_onnx_bytes(exportable(model), n_samples=ckpt.features.n_samples)
+    proto = onnx.load_from_string(raw)
+    onnx.checker.check_model(proto)
+    meta = _metadata(ckpt, sha256=file_sha256(checkpoint))
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + key, value
+    proto.producer_name = "audiogate"
+    data = proto.SerializeToString()
+    logit_diff, prob_diff, n_clips = verify(model, data, features=ckpt.features)
+    if logit_diff > tolerance:
+        raise ExportError(f"the ONNX model differs from PyTorch by {logit_diff:.3g} in the "
+                          f"logits (tolerance {tolerance:g}); not written. Float32 rounding "
+                          "grows with the size of the logits; if a difference this size is "
+                          "acceptable, export again with a larger --tolerance")
+    out_path = Path(out)
+    with atomic_write(out_path) as fh:
+        fh.write(data)
+    log.info("exported %s -> %s (max |logit diff| %.2e over %d probe clips)", checkpoint,
+             out_path, logit_diff, n_clips)
+    return ExportReport(path=str(out_path), max_abs_diff=logit_diff, max_prob_diff=prob_diff,
+                        n_probe_clips=n_clips, bytes=len(data))
+
+
+def _session(model: bytes | str) -> Any:
+    import onnxruntime as ort  # local: optional dependency
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
+def verify(model: WaveformClassifier, onnx_model: bytes,
+           *, features: FeatureConfig) -> tuple[float, float, int]:
+    """Max absolute logit and probability differences, onnxruntime vs PyTorch, on
+    :func:`probe_waves`; and the number of probe clips."""
+    waves = probe_waves(features)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(waves)).numpy()
+    got = _session(onnx_model).run([OUTPUT_NAME], {INPUT_NAME: waves})[0]
+    prob_diff = np.abs(softmax(got) - softmax(expected)).max()
+    return float(np.abs(got - expected).max()), float(prob_diff), len(waves)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax ``[shape=(batch, n_classes)]``, float32."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class OnnxClassifier(BaseClassifier):
+    """An exported model run by onnxruntime; same API as :class:`~audiogate.Classifier`."""
+
+    backend = "onnx"
+
+    def __init__(self, path: str | os.PathLike[str], *, workers: int = 1) -> None:
+        self.path = str(path)
+        meta = read_metadata(path)
+        super().__init__(classes=meta["classes"], features=meta["features"],
+                         epoch=meta["epoch"], metrics=meta["metrics"], workers=workers)
+        self.checkpoint_sha256: str = meta["checkpoint_sha256"]
+        self.session = _session(self.path)
+
+    def _batch_probabilities(self, x: np.ndarray) -> np.ndarray:
+        return softmax(self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Classes, :class:`FeatureConfig`, epoch, metrics and source checkpoint hash of an
+    exported model; :class:`CheckpointError` if it is not an audiogate ONNX file."""
+    import onnx  # local: optional dependency
+
+    if not Path(path).is_file():
+        raise CheckpointError(f"ONNX model not found: {path} (write one with "
+                              "`audiogate export --checkpoint CKPT --onnx PATH`)")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises assorted protobuf/decode errors
+        raise CheckpointError(f"{path}: not a readable ONNX file ({exc})") from None
+    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
+            if p.key.startswith(META_PREFIX)}
+    if meta.get("format") != META_FORMAT:
+        raise CheckpointError(f"{path}: an ONNX file without audiogate metadata; export it "
+                              "with `audiogate export`")
+    if meta.get("version") != META_VERSION:
+        raise CheckpointError(f"{path}: audiogate ONNX version {meta.get('version')} is not "
+                              f"supported (this audiogate reads version {META_VERSION})")
+    try:
+        return {"classes": tuple(json.loads(meta["classes"])),
+                "features": FeatureConfig(**json.loads(meta["features"])),
+                "epoch": int(meta["epoch"]), "metrics": json.loads(meta["metrics"]),
+                "checkpoint_sha256": meta["checkpoint_sha256"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: incomplete audiogate metadata ({exc})") from None
+
+
+def load_onnx(path: str | os.PathLike[str], *, workers: int = 1,
+              checkpoint: str | os.PathLike[str] | None = None) -> OnnxClassifier:
+    """Load an exported model. With ``checkpoint``, refuse an export of another checkpoint."""
+    gate = OnnxClassifier(path, workers=workers)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise CheckpointError(f"checkpoint not found: {checkpoint}")
+    if checkpoint is not None and file_sha256(checkpoint) != gate.checkpoint_sha256:
+        raise CheckpointError(f"{path} was not exported from {checkpoint} (or the checkpoint "
+                              "changed since); export it again with `audiogate export`")
+    return gate

@@ -1,0 +1,267 @@
+"""HTTP service: ``POST /predict`` (audio upload -> verdict JSON), ``GET /health``,
+``GET /model``, the OpenAPI spec at ``/openapi.json``, and a one-page web UI at ``/``.
+
+Uploads are checked before any model work: the request body is capped (413, whether or not the
+client sends ``Content-Length``), the body must be ``multipart/form-data`` with a ``file`` field
+(415/422), and the file must decode with libsndfile (415) into usable audio no longer than
+``max_seconds`` (422/413). The upload is copied into a fresh ``TemporaryDirectory`` that is
+removed when the request ends; the client's file name is never used as a path. Model calls run
+in the thread pool under one lock, so concurrent requests are safe.
+
+The page (``static/``) is plain HTML + JS with no build step and nothing fetched from other
+hosts; the interactive Swagger page is off because it loads its code from a CDN.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .audio_io import AUDIO_EXTENSIONS, load_audio, probe
+from .config import FeatureConfig
+from .errors import AudioError, ConfigError
+from .features import AMIN, LogMel
+from .inference import BaseClassifier
+from .scan import DEFAULT_HOP_S, scan_wave
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+MiB = 1024 * 1024
+DEFAULT_MAX_UPLOAD_MB = 20.0
+DEFAULT_MAX_SECONDS = 600.0
+FIELD = "file"
+"""Name of the multipart form field that carries the audio."""
+SPECTROGRAM_COLUMNS = 800
+"""Most time columns of the spectrogram sent to the page (longer audio is averaged down)."""
+SPECTROGRAM_CHUNK_S = 30.0
+"""Seconds of audio per STFT call when computing the display spectrogram (bounds memory)."""
+SCAN_MAX_WINDOWS = 240
+"""Most windows scanned per upload: long uploads get a coarser hop (bounds request time)."""
+UINT8_MAX = 255
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                               "media-src 'self' blob:; object-src 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeSettings:
+    """Limits of the service. ``max_upload_mb``: request body cap (MiB); ``max_seconds``:
+    longest recording accepted; ``hop_s``: hop of the segment scan returned with each verdict
+    (coarsened for long uploads so at most ``SCAN_MAX_WINDOWS`` windows are judged)."""
+
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    hop_s: float = DEFAULT_HOP_S
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_mb", "max_seconds", "hop_s"):
+            value = getattr(self, name)
+            if not (value > 0 and np.isfinite(value)):
+                raise ConfigError(f"serve setting '{name}' must be > 0, got {value}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * MiB)
+
+
+class UploadTooLarge(HTTPException):
+    """413: the request body is over the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, headers={"Connection": "close"},
+                         detail=f"upload too large: the limit is {limit / MiB:g} MiB "
+                                "(start the server with a larger --max-upload-mb to change it)")
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413.
+
+    A declared ``Content-Length`` over the limit is refused before the body is read; otherwise
+    the bytes are counted as they arrive (chunked uploads included).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+        if declared and (not declared.isdigit() or int(declared) > self.max_bytes):
+            error = UploadTooLarge(self.max_bytes)
+            response = JSONResponse({"detail": error.detail}, status_code=error.status_code,
+                                    headers=error.headers)
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise UploadTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def display_spectrogram(*, wave: np.ndarray, frontend: LogMel,
+                        max_columns: int = SPECTROGRAM_COLUMNS) -> dict[str, Any]:
+    """Log-mel spectrogram for display: dB re max, floored at ``-top_db``, as uint8.
+
+    ``wave`` ``[shape=(n,)]`` at ``frontend.cfg.sr``. Returns ``n_mels``, ``n_frames`` (at most
+    ``max_columns``), ``seconds_per_column``, ``top_db`` and ``data``: base64 of uint8
+    ``[shape=(n_mels, n_frames)]`` row-major, lowest mel band first, 0 = ``-top_db``,
+    255 = 0 dB.
+    """
+    cfg: FeatureConfig = frontend.cfg
+    chunk = max(1, int(SPECTROGRAM_CHUNK_S * cfg.sr) // cfg.hop_length) * cfg.hop_length
+    wave = wave / max(1.0, float(np.abs(wave).max(initial=0.0)))  # one scale for all chunks
+    parts = []
+    with torch.no_grad():
+        for start in range(0, wave.size, chunk):
+            piece = torch.from_numpy(np.ascontiguousarray(wave[start:start + chunk]))
+            part = torch.matmul(frontend.mel, frontend.power(piece[None]))[0]
+            last = start + chunk >= wave.size
+            parts.append((part if last else part[:, :-1]).numpy())
+    power = np.concatenate(parts, axis=1).astype(np.float64)
+    factor = -(-power.shape[1] // max_columns)
+    if factor > 1:
+        pad = factor * -(-power.shape[1] // factor) - power.shape[1]
+        power = np.pad(power, ((0, 0), (0, pad)), mode="edge")
+        power = power.reshape(power.shape[0], -1, factor).mean(axis=2)
+    db = 10.0 * np.log10(np.maximum(power, AMIN))
+    db = np.maximum(db - db.max(), -cfg.top_db)
+    pixels = np.round((db + cfg.top_db) / cfg.top_db * UINT8_MAX).astype(np.uint8)
+    return {"n_mels": int(pixels.shape[0]), "n_frames": int(pixels.shape[1]),
+            "seconds_per_column": factor * cfg.hop_length / cfg.sr, "top_db": cfg.top_db,
+            "data": base64.b64encode(pixels.tobytes()).decode("ascii")}
+
+
+class Judge:
+    """The per-upload work: save to a temp folder, check, decode, predict, scan, draw."""
+
+    def __init__(self, gate: BaseClassifier, settings: ServeSettings) -> None:
+        self.gate = gate
+        self.settings = settings
+        self.frontend = LogMel(gate.features)
+        self.lock = threading.Lock()
+
+    def __call__(self, upload: IO[bytes], filename: str | None) -> dict[str, Any]:
+        began = time.perf_counter()
+        wave = self.decode(upload, filename)
+        sr = self.gate.features.sr
+        hop_s = max(self.settings.hop_s, wave.size / sr / SCAN_MAX_WINDOWS)
+        with self.lock:
+            pred = self.gate.predict(wave, sr=sr)
+            scan = scan_wave(self.gate, wave=wave, sr=sr, hop_s=hop_s, source="upload")
+        spectrogram = display_spectrogram(wave=wave, frontend=self.frontend)
+        elapsed_ms = 1000.0 * (time.perf_counter() - began)
+        log.info("predict %.2f s of audio -> %s (%.2f) in %.0f ms", wave.size / sr,
+                 pred.label, pred.confidence, elapsed_ms)
+        return {"label": pred.label, "confidence": pred.confidence,
+                "probabilities": pred.probabilities, "classes": list(self.gate.classes),
+                "duration_s": wave.size / sr, "window_s": self.gate.features.n_samples / sr,
+                "segments": [s.as_dict() for s in scan.segments], "hop_s": scan.hop_s,
+                "spectrogram": spectrogram, "elapsed_ms": round(elapsed_ms, 1)}
+
+    def decode(self, upload: IO[bytes], filename: str | None) -> np.ndarray:
+        """Upload -> mono float32 at ``features.sr``; HTTP 413/415/422 for unusable files."""
+        suffix = Path(filename or "").suffix.lower()
+        with tempfile.TemporaryDirectory(prefix="audiogate-upload-") as tmp:
+            path = Path(tmp) / ("upload" + (suffix if suffix in AUDIO_EXTENSIONS else ""))
+            with open(path, "wb") as out:
+                shutil.copyfileobj(upload, out)
+            if path.stat().st_size == 0:
+                raise HTTPException(422, "empty upload: the file has 0 bytes")
+            try:
+                info = probe(path)
+            except AudioError as exc:
+                raise HTTPException(415, f"unsupported audio file: {exc.reason}. Send WAV, "
+                                         "FLAC, OGG or MP3.") from None
+            if info.duration > self.settings.max_seconds:
+                raise HTTPException(413, f"recording too long: {info.duration:.1f} s; the "
+                                         f"limit is {self.settings.max_seconds:g} s")
+            try:
+                return load_audio(path, sr=self.gate.features.sr)
+            except AudioError as exc:
+                raise HTTPException(422, f"unusable audio: {exc.reason}") from None
+
+
+def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI application serving ``gate``."""
+    settings = settings or ServeSettings()
+    judge = Judge(gate, settings)
+    app = FastAPI(title="audiogate", version=_version(), docs_url=None, redoc_url=None,
+                  description="Judge audio clips with a trained audiogate model.")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/health", summary="Liveness check")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/model", summary="Classes, feature config, epoch and validation metric")
+    def model() -> dict[str, Any]:
+        return {**gate.describe(), "max_upload_mb": settings.max_upload_mb,
+                "max_seconds": settings.max_seconds, "hop_s": settings.hop_s}
+
+    @app.post("/predict", summary="Judge one uploaded audio file", responses={
+        413: {"description": "upload or recording over the limit"},
+        415: {"description": "not multipart/form-data, or not a readable audio file"},
+        422: {"description": "no file, empty file, or unusable audio (too short, NaN)"}})
+    async def predict(request: Request, file: Annotated[UploadFile | None, File(
+            description="audio file (WAV, FLAC, OGG, MP3, ...)")] = None) -> dict[str, Any]:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "multipart/form-data":
+            raise HTTPException(415, f"send the audio as multipart/form-data field '{FIELD}' "
+                                     f"(got content type '{kind or 'none'}')")
+        if file is None:
+            raise HTTPException(422, f"no file: send the audio as the multipart/form-data "
+                                     f"field '{FIELD}'")
+        return await run_in_threadpool(judge, file.file, file.filename)
+
+    return app
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def run_server(gate: BaseClassifier, *, host: str = "127.0.0.1", port: int = 8000,
+               settings: ServeSettings | None = None) -> None:
+    """Serve ``gate`` with uvicorn until interrupted (Ctrl+C / SIGTERM)."""
+    import uvicorn  # local: optional dependency
+
+    log.info("serving %s model on http://%s:%d/ (classes %s)", gate.backend, host, port,
+             list(gate.classes))
+    uvicorn.run(create_app(gate, settings=settings), host=host, port=port, log_level="info")

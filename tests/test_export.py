@@ -1,0 +1,217 @@
+"""ONNX export: the exported graph (front end included) reproduces PyTorch on real inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import soundfile as sf
+import torch
+
+from audiogate.audio_io import load_audio
+from audiogate.checkpoint import load_checkpoint, save_checkpoint
+from audiogate.cli import main
+from audiogate.config import Config
+from audiogate.errors import CheckpointError
+from audiogate.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    DftLogMel,
+    ExportError,
+    export_onnx,
+    load_onnx,
+    probe_waves,
+    read_metadata,
+)
+from audiogate.features import LogMel, fit_length
+from audiogate.inference import load
+from audiogate.model import build_net
+from audiogate.synth import confuser, voice_like
+
+from .test_scan import build_band_gate, hiss
+
+SR = 16000
+TOL = 1e-4
+CLASSES = ("not_allowed", "allowed")
+
+
+def random_checkpoint(path: Path, *, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    cfg = Config(seed=seed)
+    net = build_net(cfg.features(), n_classes=2, dropout=cfg.dropout)
+    save_checkpoint(path, net=net, config=cfg, classes=CLASSES, epoch=7,
+                    metrics={"val_f1": 0.75, "val_loss": 0.5})
+    return path
+
+
+def real_waves(folder: Path, *, n_samples: int, seed: int = 11) -> np.ndarray:
+    """Generated clips written as 16-bit WAV (44.1 kHz for some) and decoded back, as
+    ``predict`` would see them: speech-like, confusers, hiss, short, quiet."""
+    rng = np.random.default_rng(seed)
+    clips = [voice_like(rng=rng, duration=d, sr=SR, snr_db=s)
+             for d, s in ((2.5, 20.0), (1.2, 8.0), (0.5, None))]
+    clips += [confuser(rng=rng, duration=2.0, sr=SR, snr_db=15.0, kind=k)
+              for k in ("hum", "music", "clicks", "door", "chirp")]
+    clips += [hiss(rng=rng, duration=2.0), 3e-3 * voice_like(rng=rng, duration=2.0, sr=SR)]
+    waves = []
+    for i, clip in enumerate(clips):
+        path = folder / f"clip{i}.wav"
+        sr = 44100 if i % 3 == 0 else SR
+        if sr != SR:
+            import librosa
+
+            clip = librosa.resample(clip, orig_sr=SR, target_sr=sr)
+        sf.write(path, 0.7 * clip, sr, subtype="PCM_16")
+        waves.append(fit_length(load_audio(path, sr=SR), n_samples=n_samples))
+    return np.stack(waves)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two checkpoints (default init and the hand-built band gate) and their exports."""
+    root = tmp_path_factory.mktemp("export")
+    out = {}
+    for name, ckpt in (("random", random_checkpoint(root / "random.pt")),
+                       ("band", build_band_gate(root / "band.pt"))):
+        export_onnx(checkpoint=ckpt, out=root / f"{name}.onnx")
+        out[name], out[f"{name}.onnx"] = ckpt, root / f"{name}.onnx"
+    out["waves"] = root
+    return out
+
+
+def test_dft_front_end_matches_logmel() -> None:
+    feats = Config().features()
+    ref = LogMel(feats)
+    mine = DftLogMel(feats, mel=ref.mel, window=ref.window)
+    x = torch.from_numpy(probe_waves(feats, seed=3))
+    with torch.no_grad():
+        a, b = ref(x), mine(x)
+    assert a.shape == b.shape == (len(x), feats.n_mels, feats.fixed_length)
+    assert (a - b).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("name", ["random", "band"])
+def test_onnxruntime_matches_pytorch_on_real_inputs(exported: dict[str, Path], name: str,
+                                                    tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    model = load_checkpoint(exported[name]).build_model()
+    waves = real_waves(tmp_path, n_samples=model.frontend.cfg.n_samples)
+    session = ort.InferenceSession(str(exported[f"{name}.onnx"]),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: waves})[0]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(waves)).numpy()
+    assert got.shape == expected.shape == (len(waves), 2)
+    assert np.abs(got - expected).max() < TOL
+    one = session.run([OUTPUT_NAME], {INPUT_NAME: waves[:1]})[0]  # dynamic batch axis
+    assert np.abs(one - expected[:1]).max() < TOL
+    loud = 1e4 * waves[:2]  # float files may peak far above 1
+    with torch.no_grad():
+        expected_loud = model(torch.from_numpy(loud)).numpy()
+    got_loud = session.run([OUTPUT_NAME], {INPUT_NAME: loud})[0]
+    assert np.isfinite(got_loud).all() and np.abs(got_loud - expected_loud).max() < TOL
+    if name == "band":  # the known-answer model really separates the inputs
+        assert np.ptp(expected[:, 1] - expected[:, 0]) > 4.0
+
+
+def test_onnx_classifier_matches_torch_classifier(exported: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    torch_gate, onnx_gate = load(exported["band"]), load_onnx(exported["band.onnx"])
+    assert onnx_gate.classes == torch_gate.classes
+    assert onnx_gate.features == torch_gate.features
+    assert onnx_gate.describe() == {**torch_gate.describe(), "backend": "onnx"}
+    rng = np.random.default_rng(1)
+    voice, noise = voice_like(rng=rng, duration=2.0, sr=SR), hiss(rng=rng, duration=1.0)
+    sf.write(tmp_path / "voice.wav", voice, SR)
+    items = [str(tmp_path / "voice.wav"), noise, str(tmp_path / "missing.wav")]
+    a = torch_gate.predict_many(items, sr=SR)
+    b = onnx_gate.predict_many(items, sr=SR)
+    assert [p.label for p in b] == [p.label for p in a] == ["allowed", "not_allowed", None]
+    for pa, pb in zip(a[:2], b[:2], strict=True):
+        assert max(abs(pa.probabilities[c] - pb.probabilities[c]) for c in CLASSES) < TOL
+    assert b[2].error == a[2].error
+
+
+def test_metadata_travels_with_the_model(exported: dict[str, Path]) -> None:
+    meta = read_metadata(exported["random.onnx"])
+    ckpt = load_checkpoint(exported["random"])
+    assert meta["classes"] == CLASSES and meta["features"] == ckpt.features
+    assert meta["epoch"] == 7 and meta["metrics"]["val_f1"] == 0.75
+    proto = onnx.load(str(exported["random.onnx"]))
+    assert proto.opset_import[0].version >= 17
+    assert [i.name for i in proto.graph.input] == [INPUT_NAME]
+
+
+def test_refuses_foreign_missing_and_mismatched_models(exported: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_onnx(tmp_path / "nope.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a protobuf at all")
+    with pytest.raises(CheckpointError):
+        load_onnx(tmp_path / "junk.onnx")
+    bare = tmp_path / "bare.onnx"
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+                                   [x], [y])
+    onnx.save(onnx.helper.make_model(graph), str(bare))
+    with pytest.raises(CheckpointError, match="without audiogate metadata"):
+        load_onnx(bare)
+    with pytest.raises(CheckpointError, match="not exported from"):
+        load_onnx(exported["random.onnx"], checkpoint=exported["band"])
+
+
+def test_export_refuses_to_write_a_model_outside_tolerance(exported: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="differs"):
+        export_onnx(checkpoint=exported["random"], out=tmp_path / "m.onnx", tolerance=0.0)
+    assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(CheckpointError):
+        export_onnx(checkpoint=tmp_path / "missing.pt", out=tmp_path / "m.onnx")
+
+
+def test_cli_export_then_predict_with_onnx_backend(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = build_band_gate(tmp_path / "band.pt")
+    assert main(["-q", "export", "--checkpoint", str(ckpt), "--onnx", str(tmp_path / "band.onnx")
+                 ]) == 0
+    assert "max |logit diff|" in capsys.readouterr().out
+    rng = np.random.default_rng(2)
+    sf.write(tmp_path / "a.wav", voice_like(rng=rng, duration=1.5, sr=SR), SR)
+    sf.write(tmp_path / "b.wav", hiss(rng=rng, duration=1.5), SR)
+    files = [str(tmp_path / "a.wav"), str(tmp_path / "b.wav")]
+    runs = {}
+    for backend in ("torch", "onnx"):
+        assert main(["-q", "predict", "--checkpoint", str(ckpt), "--backend", backend,
+                     "--json", "--workers", "1", *files]) == 0
+        runs[backend] = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in runs["onnx"]] == [r["label"] for r in runs["torch"]] == [
+        "allowed", "not_allowed"]
+    for a, b in zip(runs["torch"], runs["onnx"], strict=True):
+        assert abs(a["confidence"] - b["confidence"]) < TOL
+    # an .onnx given as the checkpoint runs as is; a missing export is a clear error
+    assert main(["-q", "predict", "--checkpoint", str(tmp_path / "band.onnx"), *files]) == 0
+    capsys.readouterr()
+    assert main(["-q", "predict", "--checkpoint", str(ckpt), "--backend", "onnx", "--onnx",
+                 str(tmp_path / "other.onnx"), *files]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_trained_model_exports_within_tolerance(tmp_path: Path) -> None:
+    from audiogate.synth import make_demo_dataset
+    from audiogate.train import train
+
+    make_demo_dataset(root=tmp_path / "data", n_per_class=16)
+    result = train(Config(data=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"),
+                          name="t", max_epochs=2, patience=0, workers=1, lr=3e-3,
+                          fixed_length=100, keep_epoch_checkpoints=False), progress=False)
+    report = export_onnx(checkpoint=result.run.last, out=tmp_path / "t.onnx")
+    assert report.max_abs_diff < TOL
+    gate, onnx_gate = load(result.run.last), load_onnx(tmp_path / "t.onnx")
+    waves = real_waves(tmp_path, n_samples=gate.features.n_samples)
+    assert np.abs(gate.probabilities(waves) - onnx_gate.probabilities(waves)).max() < TOL

@@ -1,0 +1,268 @@
+"""Long recordings: window placement, segment merging, and boundaries on generated audio.
+
+Also home of :func:`build_band_gate`, a hand-built checkpoint whose answer is known (used by
+test_export, test_serve and test_browser too): it calls a window ``allowed`` when its low mel
+bands (< 1 kHz, where synthetic speech lives) are louder, in z-scored dB, than its high bands
+(> 3 kHz, where the test hiss lives), and ``not_allowed`` otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from scipy import signal
+
+from audiogate.checkpoint import save_checkpoint
+from audiogate.cli import main
+from audiogate.config import Config
+from audiogate.errors import AudioError, ConfigError
+from audiogate.inference import BaseClassifier, load
+from audiogate.model import build_net
+from audiogate.scan import (
+    format_scan,
+    merge_segments,
+    scan_file,
+    scan_wave,
+    smooth,
+    stretch_edges,
+    window_starts,
+)
+from audiogate.synth import voice_like
+
+SR = 16000
+CLASSES = ("not_allowed", "allowed")
+LOW_HZ, HIGH_HZ = 1000.0, 3000.0
+OFFSET = 3.0  # lifts z-scored features (mostly > -3) through the ReLUs
+SCALE = 2.0  # logit units per unit of mean z-scored band loudness
+POOL = 4  # two 2x2 max-pools
+HISS_CUTOFF_HZ = 4000.0
+LEVEL = 0.5
+
+
+def build_band_gate(path: Path, *, fixed_length: int = 200) -> Path:
+    """Write a checkpoint whose network compares low-band and high-band loudness."""
+    cfg = Config(fixed_length=fixed_length)
+    feats = cfg.features()
+    net = build_net(feats, n_classes=len(CLASSES), dropout=cfg.dropout)
+    centres = librosa.mel_frequencies(n_mels=feats.n_mels + 2, fmin=feats.fmin,
+                                      fmax=feats.mel_fmax)[1:-1]
+    rows = centres.reshape(-1, POOL).mean(axis=1)
+    cols = feats.fixed_length // POOL
+    low, high = rows < LOW_HZ, rows > HIGH_HZ
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.conv1.weight[0, 0, 1, 1] = 1.0
+        net.conv1.bias[0] = OFFSET
+        net.conv2.weight[0, 0, 1, 1] = 1.0
+        fc = net.fc.weight.view(len(CLASSES), -1, rows.size, cols)
+        fc[1, 0, torch.from_numpy(low)] = SCALE / (low.sum() * cols)
+        fc[0, 0, torch.from_numpy(high)] = SCALE / (high.sum() * cols)
+        net.fc.bias[:] = -SCALE * OFFSET  # logits near 0: no large float32 sums
+    save_checkpoint(path, net=net, config=cfg, classes=CLASSES, epoch=1,
+                    metrics={"val_f1": 1.0})
+    return path
+
+
+def hiss(*, rng: np.random.Generator, duration: float) -> np.ndarray:
+    """High-passed white noise (not_allowed for the band gate), peak 1, float32."""
+    sos = signal.butter(4, HISS_CUTOFF_HZ, "highpass", fs=SR, output="sos")
+    x = signal.sosfilt(sos, rng.standard_normal(round(duration * SR)))
+    return (x / np.abs(x).max()).astype(np.float32)
+
+
+def vowel(*, rng: np.random.Generator, duration: float) -> np.ndarray:
+    """Sustained harmonic tone (allowed for the band gate), peak 1, float32."""
+    t = np.arange(round(duration * SR)) / SR
+    f0 = rng.uniform(100.0, 200.0)
+    x = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 8))
+    return (x / np.abs(x).max()).astype(np.float32)
+
+
+def recording(plan: list[tuple[str, float]], *, rng: np.random.Generator,
+              allowed: str = "voice") -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated sections; returns samples and the true inner boundaries (s)."""
+    def make(kind: str, d: float) -> np.ndarray:
+        if kind == "not_allowed":
+            return hiss(rng=rng, duration=d)
+        if allowed == "voice":
+            return voice_like(rng=rng, duration=d, sr=SR)
+        return vowel(rng=rng, duration=d)
+
+    y = np.concatenate([LEVEL * make(k, d) for k, d in plan]).astype(np.float32)
+    return y, np.cumsum([d for _, d in plan])[:-1]
+
+
+@pytest.fixture(scope="module")
+def band_gate(tmp_path_factory: pytest.TempPathFactory) -> BaseClassifier:
+    """1-second window (fixed_length 100) to keep the scan fast."""
+    path = build_band_gate(tmp_path_factory.mktemp("gate") / "band.pt", fixed_length=100)
+    return load(path)
+
+
+class SignGate(BaseClassifier):
+    """Stub: allowed when the window's mean sample is positive (padding counts as 0)."""
+
+    backend = "stub"
+
+    def __init__(self, *, window: int) -> None:
+        cfg = Config(fixed_length=window // 160 + 1)
+        super().__init__(classes=CLASSES, features=cfg.features(), epoch=0, metrics={})
+
+    def _batch_probabilities(self, x: np.ndarray) -> np.ndarray:
+        p = (x.mean(axis=1) > 0).astype(np.float32)
+        return np.stack([1 - p, p], axis=1)
+
+
+# ----------------------------------------------------------------- pure logic
+@pytest.mark.parametrize(("n", "window", "hop", "expected"), [
+    (100, 100, 30, [0]),
+    (50, 100, 30, [0]),
+    (160, 100, 30, [0, 30, 60]),
+    (190, 100, 30, [0, 30, 60, 90]),
+    (200, 100, 50, [0, 50, 100]),
+])
+def test_window_starts_cover_the_recording(n: int, window: int, hop: int,
+                                           expected: list[int]) -> None:
+    starts = window_starts(n=n, window=window, hop=hop)
+    assert starts.tolist() == expected
+    assert starts[-1] + window >= n
+
+
+def test_window_starts_rejects_bad_hop() -> None:
+    with pytest.raises(ConfigError):
+        window_starts(n=10, window=5, hop=0)
+
+
+def test_segments_tile_the_recording_and_merge_runs() -> None:
+    starts = window_starts(n=1000, window=200, hop=100)
+    edges = stretch_edges(starts=starts, window=200, n=1000)
+    labels = [0, 0, 1, 1, 1, 0, 0, 0, 0][:len(starts)]
+    probs = np.eye(2)[labels] * 0.8 + 0.1
+    segs = merge_segments(labels=labels, probs=probs, edges=edges, sr=100, classes=CLASSES)
+    assert [s.label for s in segs] == ["not_allowed", "allowed", "not_allowed"]
+    assert segs[0].start == 0.0 and segs[-1].end == 10.0
+    assert all(a.end == b.start for a, b in itertools.pairwise(segs))
+    assert [s.n_windows for s in segs] == [2, 3, len(starts) - 5]
+    assert segs[1].score == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("hop_s", [0.05, 0.1, 0.25])
+def test_stub_boundaries_are_within_half_a_hop(hop_s: float) -> None:
+    gate = SignGate(window=8000)  # 0.5 s window
+    plan = [(-1.0, 1.3), (1.0, 2.05), (-1.0, 0.9), (1.0, 1.7)]
+    y = np.concatenate([np.full(round(d * SR), v, np.float32) for v, d in plan])
+    result = scan_wave(gate, wave=y, sr=SR, hop_s=hop_s)
+    truth = np.cumsum([d for _, d in plan])[:-1]
+    assert [s.label for s in result.segments] == ["not_allowed", "allowed"] * 2
+    errors = np.array([s.end for s in result.segments[:-1]]) - truth
+    assert np.abs(errors).max() <= hop_s / 2 + 1.0 / SR
+
+
+def test_smoothing_removes_one_window_flickers() -> None:
+    gate = SignGate(window=8000)
+    y = np.full(3 * SR, -1.0, np.float32)
+    y[SR:SR + 5000] = 1.0  # a 0.31 s blip: only windows centred on it flip
+    raw = scan_wave(gate, wave=y, sr=SR, hop_s=0.1)
+    assert [s.label for s in raw.segments] == ["not_allowed", "allowed", "not_allowed"]
+    smoothed = scan_wave(gate, wave=y, sr=SR, hop_s=0.1, smooth_s=1.0)
+    assert [s.label for s in smoothed.segments] == ["not_allowed"]
+    assert [w.probabilities for w in smoothed.windows] == [w.probabilities for w in raw.windows]
+    with pytest.raises(ConfigError, match="smoothing"):
+        scan_wave(gate, wave=y, sr=SR, smooth_s=-1.0)
+
+
+def test_smooth_keeps_constant_scores_and_averages_neighbours() -> None:
+    flat = np.tile([[0.2, 0.8]], (7, 1)).astype(np.float32)
+    assert np.allclose(smooth(flat, width=5), flat)
+    spike = np.zeros((5, 1))
+    spike[2] = 3.0
+    assert smooth(spike, width=3)[:, 0].tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+    assert smooth(spike, width=1) is spike
+
+
+def test_recording_shorter_than_one_window(band_gate: BaseClassifier) -> None:
+    y = LEVEL * voice_like(rng=np.random.default_rng(0), duration=0.6, sr=SR)
+    result = scan_wave(band_gate, wave=y, sr=SR, hop_s=0.25)
+    assert len(result.windows) == 1 and len(result.segments) == 1
+    seg = result.segments[0]
+    assert (seg.start, seg.label) == (0.0, "allowed")
+    assert seg.end == pytest.approx(0.6)
+    assert seg.score == pytest.approx(band_gate.predict(y, sr=SR).confidence, abs=1e-6)
+
+
+def test_bad_hop_and_bad_audio_are_refused(band_gate: BaseClassifier) -> None:
+    with pytest.raises(ConfigError, match="hop"):
+        scan_wave(band_gate, wave=np.zeros(SR, np.float32), sr=SR, hop_s=0.0)
+    with pytest.raises(AudioError, match="too short"):
+        scan_wave(band_gate, wave=np.zeros(10, np.float32), sr=SR)
+
+
+# ------------------------------------------------------- known boundaries, real model
+PLAN = [("not_allowed", 3.0), ("allowed", 4.0), ("not_allowed", 2.5), ("allowed", 3.5)]
+
+
+@pytest.mark.parametrize(("allowed", "seed", "hop_s", "tolerance_hops"), [
+    ("vowel", 0, 0.25, 1.0),   # stationary sections: only the scan's own placement error
+    ("vowel", 1, 0.1, 1.0),
+    ("voice", 2, 0.25, 2.0),   # speech pauses shift the model's own switch point a little
+    ("voice", 3, 0.25, 2.0),
+])
+def test_boundaries_of_generated_recording(band_gate: BaseClassifier, allowed: str, seed: int,
+                                           hop_s: float, tolerance_hops: float) -> None:
+    y, truth = recording(PLAN, rng=np.random.default_rng(seed), allowed=allowed)
+    result = scan_wave(band_gate, wave=y, sr=SR, hop_s=hop_s)
+    assert [s.label for s in result.segments] == [k for k, _ in PLAN]
+    errors = np.array([s.end for s in result.segments[:-1]]) - truth
+    assert np.abs(errors).max() <= tolerance_hops * hop_s, errors
+    assert all(s.score > 0.5 for s in result.segments)
+    assert result.segments[-1].end == pytest.approx(len(y) / SR)
+
+
+def test_scan_file_resamples(band_gate: BaseClassifier, tmp_path: Path) -> None:
+    y, truth = recording(PLAN, rng=np.random.default_rng(4), allowed="vowel")
+    path = tmp_path / "long.wav"
+    sf.write(path, librosa.resample(y, orig_sr=SR, target_sr=22050), 22050)
+    result = scan_file(band_gate, path=path, hop_s=0.25)
+    errors = np.array([s.end for s in result.segments[:-1]]) - truth
+    assert np.abs(errors).max() <= 0.25
+    assert result.duration == pytest.approx(len(y) / SR, abs=1e-3)
+
+
+# ------------------------------------------------------------------ output + CLI
+def test_cli_scan_json_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = build_band_gate(tmp_path / "band.pt", fixed_length=100)
+    y, truth = recording(PLAN, rng=np.random.default_rng(5), allowed="vowel")
+    sf.write(tmp_path / "long.wav", y, SR)
+    sf.write(tmp_path / "short.wav", y[:SR // 2], SR)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF nonsense")
+    args = ["-q", "scan", "--checkpoint", str(ckpt), "--hop", "0.25"]
+    assert main([*args, "--json", "--windows", str(tmp_path / "long.wav")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    segs = doc[0]["segments"]
+    assert [s["label"] for s in segs] == [k for k, _ in PLAN]
+    assert np.abs(np.array([s["end"] for s in segs[:-1]]) - truth).max() <= 0.25
+    assert len(doc[0]["windows"]) == len(window_starts(n=len(y), window=15840, hop=4000))
+
+    assert main([*args, "--csv", str(tmp_path / "long.wav"), str(tmp_path / "short.wav"),
+                 str(tmp_path / "broken.wav")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "file,start_s,end_s,label,score,n_windows"
+    assert len(lines) == 1 + len(PLAN) + 1
+    assert main([*args, str(tmp_path / "broken.wav")]) == 1
+
+
+def test_format_scan_table_and_bad_format(band_gate: BaseClassifier) -> None:
+    y, _ = recording(PLAN[:2], rng=np.random.default_rng(6), allowed="vowel")
+    text = format_scan([scan_wave(band_gate, wave=y, sr=SR)], fmt="table")
+    assert text.splitlines()[0].split() == ["file", "start_s", "end_s", "label", "score",
+                                            "n_windows"]
+    with pytest.raises(ConfigError):
+        format_scan([], fmt="xml")
