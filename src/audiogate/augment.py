@@ -56,7 +56,9 @@ class AddNoise:
         """
         inside = torch.arange(wave.shape[1])[None, :] < lengths[:, None]
         count = lengths.clamp_min(1).to(wave.dtype)
-        rms = torch.sqrt((wave.square() * inside).sum(dim=1) / count)
+        real = wave * inside
+        peak = real.abs().amax(dim=1).clamp_min(torch.finfo(wave.dtype).tiny)
+        rms = peak * torch.sqrt((real / peak[:, None]).square().sum(dim=1) / count)  # no overflow
         scale = rms * torch.pow(10.0, -snr_db.to(wave.dtype) / 20.0)
         noise = torch.randn(wave.shape, generator=generator, dtype=wave.dtype)
         return wave + noise * (scale[:, None] * inside)
@@ -154,6 +156,13 @@ class AugmentedFrontEnd:
         ``[shape=(batch, n_mels, fixed_length)]``. All randomness comes from ``rng``."""
         params = self.augmenter.draw(rng, wave.shape[0])
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        return self.apply(wave, lengths=lengths, params=params, generator=generator)
+
+    def apply(self, wave: torch.Tensor, *, lengths: torch.Tensor,
+              params: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        """Deterministic part of :meth:`__call__`: ``params`` as from
+        :meth:`Augmenter.draw`, noise samples from ``generator``."""
+        wave = wave / wave.abs().amax(dim=1, keepdim=True).clamp_min(1.0)  # no overflow
         wave = AddNoise.apply(wave, snr_db=params["snr_db"], lengths=lengths,
                               generator=generator)
         mag = self.frontend.power(wave).sqrt()

@@ -27,11 +27,13 @@ from tqdm.auto import tqdm
 
 from . import plots
 from .augment import AugmentedFrontEnd
+from .cache import CacheSpec, FeatureCache
 from .checkpoint import ensure_compatible, load_checkpoint, save_checkpoint
-from .clips import ClipArrays, decode_clips
+from .clips import ClipSet, cache_clips
 from .config import Config
 from .data import (
     Clip,
+    Discovery,
     Split,
     balance,
     class_weights,
@@ -43,9 +45,10 @@ from .data import (
     write_split,
 )
 from .errors import CheckpointError, DataError
-from .features import LogMel
+from .features import LogMel, channels_last
 from .metrics import classification_report, macro_f1
 from .model import SimpleConvNet, build_net
+from .prefetch import prefetch, split_threads
 from .runs import RunPaths, new_run, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -100,16 +103,13 @@ def graceful_stop() -> Iterator[StopFlag]:
 @dataclass
 class _Data:
     classes: tuple[str, ...]
-    train: ClipArrays
-    val: ClipArrays
-    test: ClipArrays
+    train: ClipSet
+    val: ClipSet
+    test: ClipSet
 
 
-def _subset(arrays: ClipArrays, clips: list[Clip]) -> ClipArrays:
-    index = {c.path: i for i, c in enumerate(arrays.clips)}
-    rows = np.asarray([index[c.path] for c in clips], dtype=np.int64)
-    return ClipArrays(clips=list(clips), waves=arrays.waves[rows], lengths=arrays.lengths[rows],
-                      labels=arrays.labels[rows])
+def _subset(arrays: ClipSet, clips: list[Clip]) -> ClipSet:
+    return arrays.subset(clips)
 
 
 def _n_keep(config: Config) -> int:
@@ -119,16 +119,23 @@ def _n_keep(config: Config) -> int:
     return math.ceil(feats.n_samples * rate) + feats.hop_length
 
 
-def _prepare_new(config: Config, run: RunPaths, progress: bool) -> _Data:
-    found = discover(config.data)
-    arrays, bad = decode_clips(found.clips, sr=config.sr, n_keep=_n_keep(config),
-                               workers=config.workers, progress=progress)
+def _open_cache(config: Config) -> FeatureCache:
+    """The feature cache for this config: waveforms are kept only for augmentation."""
+    spec = CacheSpec(features=config.features(), n_keep=_n_keep(config) if config.augment else 0)
+    return FeatureCache(config.cache_path(), spec, temporary=not config.cache)
+
+
+def _prepare_new(config: Config, found: Discovery, run: RunPaths, progress: bool) -> _Data:
+    arrays, bad = cache_clips(found.clips, cache=_open_cache(config), workers=config.workers,
+                              progress=progress)
     skipped = found.skipped + bad
     write_skipped(skipped, run.skipped)
     if skipped:
         log.warning("skipped %d file(s); reasons in %s", len(skipped), run.skipped)
+        for s in skipped[:20]:
+            log.warning("  skipped %s: %s", s.path, s.reason)
     usable = {name: int((arrays.labels == i).sum()) for i, name in enumerate(found.classes)}
-    require_all_classes(usable, where=config.data)
+    require_all_classes(usable, where=config.data, skipped=skipped)
     rng = np.random.default_rng(config.seed)
     kept = balance(arrays.clips, strategy=config.balance, rng=rng)
     split = stratified_split(kept, test_size=config.test_size, val_size=config.val_size,
@@ -144,8 +151,8 @@ def _prepare_resume(config: Config, run: RunPaths, classes: tuple[str, ...],
                     progress: bool) -> _Data:
     split: Split = read_split(run.split)
     every = split.train + split.val + split.test
-    arrays, bad = decode_clips(every, sr=config.sr, n_keep=_n_keep(config),
-                               workers=config.workers, progress=progress)
+    arrays, bad = cache_clips(every, cache=_open_cache(config), workers=config.workers,
+                              progress=progress)
     if bad:
         listed = ", ".join(f"{s.path} ({s.reason})" for s in bad[:5])
         raise DataError(f"cannot resume: {len(bad)} file(s) of the saved split are no longer "
@@ -154,13 +161,10 @@ def _prepare_resume(config: Config, run: RunPaths, classes: tuple[str, ...],
                  _subset(arrays, split.test))
 
 
-def _features(frontend: LogMel, arrays: ClipArrays) -> torch.Tensor:
-    """Clean features of every clip, ``[shape=(n, n_mels, fixed_length)]``."""
-    n = frontend.cfg.n_samples
-    with torch.no_grad():
-        parts = [frontend(torch.from_numpy(arrays.waves[i:i + EVAL_BATCH, :n]))
-                 for i in range(0, len(arrays.labels), EVAL_BATCH)]
-    return torch.cat(parts) if parts else torch.zeros(0)
+def _features(frontend: LogMel, arrays: ClipSet) -> torch.Tensor:
+    """Clean features of every clip, ``[shape=(n, 1, n_mels, fixed_length)]`` channels-last,
+    memory-mapped from the cache (pages are read as batches use them)."""
+    return channels_last(torch.from_numpy(arrays.feature_matrix()))
 
 
 def _evaluate(net: SimpleConvNet, feats: torch.Tensor, labels: np.ndarray,
@@ -218,38 +222,46 @@ class _Trainer:
         self.bad_epochs = state["bad_epochs"]
 
     # ----- one epoch -----
+    def _batches(self, order: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """``(rows, features)`` per training batch, in ``order``: augmented from the cached
+        waveforms, or the cached clean features; channels-last for the network."""
+        train, bs = self.data.train, self.config.batch_size
+        for start in range(0, len(order), bs):
+            rows = np.sort(order[start:start + bs])
+            if self.config.augment:
+                feats = self.augment(torch.from_numpy(train.waves(rows)),
+                                     lengths=torch.from_numpy(train.lengths[rows]), rng=self.rng)
+            else:
+                feats = torch.from_numpy(train.features(rows))
+            yield rows, channels_last(feats)
+
     def train_epoch(self, epoch: int, stop: StopFlag) -> tuple[float, float] | None:
-        """Mean loss and macro-F1 on the (augmented) training data; None if interrupted."""
+        """Mean loss and macro-F1 on the (augmented) training data; None if interrupted.
+
+        The next batch is read and featurised in a background thread while this one trains.
+        """
         train, bs = self.data.train, self.config.batch_size
         order = self.rng.permutation(len(train.labels))
-        n_samples = self.frontend.cfg.n_samples
         self.net.train()
         total, preds, targets = 0.0, [], []
-        bar = tqdm(range(0, len(order), bs), desc=f"epoch {epoch}", unit="batch",
-                   disable=not self.progress, leave=False)
-        for start in bar:
-            if stop.reason:
-                bar.close()
-                return None
-            rows = np.sort(order[start:start + bs])
-            wave = torch.from_numpy(train.waves[rows])
-            target = torch.from_numpy(train.labels[rows])
-            if self.config.augment:
-                feats = self.augment(wave, lengths=torch.from_numpy(train.lengths[rows]),
-                                     rng=self.rng)
-            else:
-                with torch.no_grad():
-                    feats = self.frontend(wave[:, :n_samples])
-            logits = self.net(feats)
-            loss = self.criterion(logits, target)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.item() * len(rows)
-            preds.append(logits.argmax(1).detach().numpy())
-            targets.append(train.labels[rows])
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        bar.close()
+        with split_threads(), contextlib.closing(prefetch(self._batches(order))) as batches:
+            bar = tqdm(batches, total=math.ceil(len(order) / bs), desc=f"epoch {epoch}",
+                       unit="batch", disable=not self.progress, leave=False)
+            for rows, feats in bar:
+                if stop.reason:
+                    bar.close()
+                    return None
+                target = torch.from_numpy(train.labels[rows])
+                logits = self.net(feats)
+                loss = self.criterion(logits, target)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                total += loss.item() * len(rows)
+                preds.append(logits.argmax(1).detach().numpy())
+                targets.append(train.labels[rows])
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.close()
         f1 = macro_f1(np.concatenate(targets), np.concatenate(preds),
                       n_classes=len(self.data.classes))
         return total / len(order), f1
@@ -315,9 +327,10 @@ class _Trainer:
 def train(config: Config, *, progress: bool = True) -> TrainResult:
     """Train a new run as described by ``config``."""
     config = replace(config, data=str(Path(config.data).resolve()))
+    found = discover(config.data)  # before the run folder: a bad --data leaves no trace
     run = new_run(config)
     log.info("run folder: %s", run.root)
-    data = _prepare_new(config, run, progress)
+    data = _prepare_new(config, found, run, progress)
     return _loop(_Trainer(config, run, data, progress), start_epoch=1)
 
 

@@ -1,0 +1,362 @@
+"""Benchmark: audiogate's data pipeline against the specified per-sample librosa pipeline.
+
+    python -m bench.pipeline                 # 300 clips of 1-5 s, about 5 minutes on 2 cores
+    python -m bench.pipeline --clips 600 --work /tmp/agbench
+
+Both pipelines train the same :class:`~audiogate.model.SimpleConvNet` with the same batch size
+on the same training split, in the same run. Every phase runs in a fresh process, so its peak
+memory (and that of its worker processes) is its own; phases alternate between the two
+pipelines so that a change in machine load hits both. Reported:
+
+* training epoch throughput (clips/s) with augmentation: audiogate's first run (cold cache,
+  decoding of *every* split included), its second epoch, and a second run (new process);
+* a clean (un-augmented) epoch from cached features, against the reference's clean epoch;
+* prediction over the whole folder (clips/s) and single-clip latency (ms);
+* CPU seconds per clip (all processes; robust to a busy machine) and peak memory.
+
+The reference's training epochs are timed with torch's default intra-op threads and with one
+thread, and the faster one is kept, so a thread setting cannot flatter the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from audiogate.checkpoint import save_checkpoint
+from audiogate.config import Config
+from audiogate.data import balance, discover, stratified_split
+from audiogate.features import channels_last
+from audiogate.inference import load
+from audiogate.model import build_net
+from audiogate.runs import new_run
+from audiogate.train import StopFlag, _prepare_new, _Trainer
+
+from . import reference
+from .dataset import make_dataset
+
+LATENCY_CLIPS = 20
+"""Single clips timed for the latency figure (median reported)."""
+REF_WORKERS = 2
+"""DataLoader workers of the reference, what a user of a 2-core machine would pick."""
+OLD_STEP_BATCHES = 4
+"""Batches timed the way the first version trained (sequential, default threads)."""
+CLASSES = ("not_allowed", "allowed")
+
+Result = dict[str, Any]
+
+
+def bench_config(work: Path) -> Config:
+    """The specification's settings; audiogate's cache and runs under ``work``."""
+    return Config(data=str(work / "data"), runs_dir=str(work / "runs"),
+                  cache_dir=str(work / "cache"), workers=0, max_epochs=1, patience=0,
+                  keep_epoch_checkpoints=False)
+
+
+def train_pairs(config: Config) -> list[tuple[str, int]]:
+    """The training split audiogate's ``train`` makes of the folder (same seed, same code)."""
+    found = discover(config.data)
+    kept = balance(found.clips, strategy=config.balance,
+                   rng=np.random.default_rng(config.seed))
+    split = stratified_split(kept, test_size=config.test_size, val_size=config.val_size,
+                             seed=config.seed)
+    return [(c.path, c.label) for c in split.train]
+
+
+def _usage() -> tuple[float, float]:
+    """CPU seconds of this process and of its reaped children."""
+    me, kids = (resource.getrusage(who) for who in
+                (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall seconds, CPU seconds (all processes) and the result of ``fn()``."""
+    cpu0, wall0 = sum(_usage()), time.perf_counter()
+    out = fn()
+    return time.perf_counter() - wall0, sum(_usage()) - cpu0, out
+
+
+# ----------------------------------------------------------------- reference phases
+def phase_ref_train(work: Path) -> Result:
+    config = bench_config(work)
+    pairs = train_pairs(config)
+    reference.warm_up(config, pairs[0][0])
+    torch.manual_seed(config.seed)
+    net = build_net(config.features(), n_classes=len(CLASSES), dropout=config.dropout)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    default_threads = torch.get_num_threads()
+    out: Result = {"train_clips": len(pairs)}
+    for name, augment in (("aug", True), ("clean", False)):
+        data = reference.SpectrogramDataset(pairs, config=config, augment=augment)
+        runs = []
+        for epoch, threads in enumerate(sorted({default_threads, 1}, reverse=True)):
+            torch.set_num_threads(threads)
+            data.epoch = epoch
+            batches = reference.loader(data, batch_size=config.batch_size,
+                                       workers=REF_WORKERS, shuffle=True, seed=epoch)
+            wall, cpu, _ = _timed(lambda b=batches: reference.train_epoch(net, b, optimizer))
+            runs.append((wall, cpu, threads))
+        wall, cpu, threads = min(runs)
+        out[f"{name}_clips_s"] = len(pairs) / wall
+        out[f"{name}_cpu_ms"] = 1000 * cpu / len(pairs)
+        out[f"{name}_threads"] = threads
+    torch.set_num_threads(default_threads)
+    data = reference.SpectrogramDataset(pairs, config=config, augment=True)
+    batches = reference.loader(data, batch_size=config.batch_size, workers=REF_WORKERS,
+                               shuffle=True)
+    wall, _, _ = _timed(lambda: sum(len(y) for _, y in batches))
+    out["aug_data_only_clips_s"] = len(pairs) / wall
+    return out
+
+
+def phase_ref_predict(work: Path) -> Result:
+    config = bench_config(work)
+    found = discover(config.data)
+    pairs = [(c.path, c.label) for c in found.clips]
+    reference.warm_up(config, pairs[0][0])
+    net = build_net(config.features(), n_classes=len(CLASSES), dropout=config.dropout).eval()
+    data = reference.SpectrogramDataset(pairs, config=config, augment=False)
+    batches = reference.loader(data, batch_size=config.batch_size, workers=REF_WORKERS,
+                               shuffle=False)
+    wall, cpu, _ = _timed(lambda: reference.predict(net, batches))
+
+    def one(i: int) -> None:
+        x, _ = data[i]
+        with torch.no_grad():
+            torch.softmax(net(x[None]), dim=1)
+
+    latency = [_timed(lambda i=i: one(i))[0] for i in range(LATENCY_CLIPS)]
+    return {"clips": len(pairs), "folder_clips_s": len(pairs) / wall,
+            "folder_cpu_ms": 1000 * cpu / len(pairs),
+            "latency_ms": 1000 * statistics.median(latency)}
+
+
+# ----------------------------------------------------------------- audiogate phases
+def _prepare(config: Config, name: str) -> tuple[float, float, _Trainer]:
+    """Decode/cache (or look up) every clip and build the trainer, as ``train`` does."""
+    def build() -> _Trainer:
+        run = new_run(replace(config, name=name))
+        data = _prepare_new(config, discover(config.data), run, progress=False)
+        return _Trainer(config, run, data, progress=False)
+
+    wall, cpu, trainer = _timed(build)
+    return wall, cpu, trainer
+
+
+def _epoch(trainer: _Trainer, epoch: int) -> tuple[float, float]:
+    wall, cpu, _ = _timed(lambda: trainer.train_epoch(epoch, StopFlag()))
+    return wall, cpu
+
+
+def phase_ours_cold(work: Path) -> Result:
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    config = bench_config(work)
+    prep_wall, prep_cpu, trainer = _prepare(config, "cold")
+    n = len(trainer.data.train)
+    wall1, cpu1 = _epoch(trainer, 1)
+    wall2, cpu2 = _epoch(trainer, 2)
+    return {"train_clips": n, "all_clips": n + len(trainer.data.val) + len(trainer.data.test),
+            "prepare_s": prep_wall,
+            "first_run_clips_s": n / (prep_wall + wall1),
+            "first_run_cpu_ms": 1000 * (prep_cpu + cpu1) / n,
+            "second_epoch_clips_s": n / wall2, "second_epoch_cpu_ms": 1000 * cpu2 / n,
+            "batches": -(-n // config.batch_size), "epoch_s": wall2}
+
+
+def _old_style_step_ms(trainer: _Trainer) -> float:
+    """ms per batch the way the first version trained: features then model, in sequence,
+    torch's default threads, default (channels-first) layout."""
+    data, bs = trainer.data.train, trainer.config.batch_size
+    rng = np.random.default_rng(0)
+    times = []
+    for k in range(OLD_STEP_BATCHES + 1):
+        rows = np.arange(k * bs, (k + 1) * bs) % len(data)
+        wave = torch.from_numpy(data.waves(rows))
+        target = torch.from_numpy(data.labels[rows])
+        began = time.perf_counter()
+        feats = trainer.augment(wave, lengths=torch.from_numpy(data.lengths[rows]), rng=rng)
+        loss = trainer.criterion(trainer.net(feats), target)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+        times.append(time.perf_counter() - began)
+    return 1000 * statistics.median(times[1:])
+
+
+def phase_ours_warm(work: Path) -> Result:
+    config = bench_config(work)
+    prep_wall, prep_cpu, trainer = _prepare(config, "warm")
+    n = len(trainer.data.train)
+    wall, cpu = _epoch(trainer, 1)
+    out: Result = {"lookup_s": prep_wall,
+                   "second_run_clips_s": n / (prep_wall + wall),
+                   "second_run_cpu_ms": 1000 * (prep_cpu + cpu) / n,
+                   "step_ms": 1000 * wall / -(-n // config.batch_size),
+                   "old_step_ms": _old_style_step_ms(trainer)}
+    clean = _Trainer(replace(config, augment=False), trainer.run, trainer.data, progress=False)
+    wall, cpu = _epoch(clean, 1)
+    out.update({"clean_clips_s": n / wall, "clean_cpu_ms": 1000 * cpu / n,
+                "aug_data_only_clips_s": _data_only_clips_s(trainer),
+                "model_only_clips_s": _model_only_clips_s(trainer)})
+    return out
+
+
+def _data_only_clips_s(trainer: _Trainer) -> float:
+    """Augmented training features made per second from the cache, without the model."""
+    order = np.random.default_rng(0).permutation(len(trainer.data.train))
+    with torch.no_grad():
+        wall, _, _ = _timed(lambda: sum(len(rows) for rows, _ in trainer._batches(order)))
+    return len(order) / wall
+
+
+def _model_only_clips_s(trainer: _Trainer) -> float:
+    """Training steps per second on ready features (channels-last), best thread count: the
+    ceiling of any data pipeline feeding this model on this machine."""
+    bs = trainer.config.batch_size
+    rows = np.arange(bs) % len(trainer.data.train)
+    feats = channels_last(torch.from_numpy(trainer.data.train.features(rows)))
+    target = torch.from_numpy(trainer.data.train.labels[rows])
+    best, default_threads = math.inf, torch.get_num_threads()
+    for threads in sorted({default_threads, 1}):
+        torch.set_num_threads(threads)
+        for _ in range(OLD_STEP_BATCHES + 1):
+            began = time.perf_counter()
+            loss = trainer.criterion(trainer.net(feats), target)
+            trainer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.optimizer.step()
+            best = min(best, time.perf_counter() - began)
+    torch.set_num_threads(default_threads)
+    return bs / best
+
+
+def phase_ours_predict(work: Path) -> Result:
+    config = bench_config(work)
+    checkpoint = work / "bench.pt"
+    net = build_net(config.features(), n_classes=len(CLASSES), dropout=config.dropout)
+    save_checkpoint(checkpoint, net=net, config=config, classes=CLASSES, epoch=0, metrics={})
+    gate = load(checkpoint, workers=0)
+    files = [c.path for c in discover(config.data).clips]
+    gate.predict_many(files[:2])
+    wall, cpu, _ = _timed(lambda: gate.predict_many(files))
+    latency = [_timed(lambda f=f: gate.predict(f))[0] for f in files[:LATENCY_CLIPS]]
+    return {"clips": len(files), "folder_clips_s": len(files) / wall,
+            "folder_cpu_ms": 1000 * cpu / len(files),
+            "latency_ms": 1000 * statistics.median(latency)}
+
+
+PHASES: dict[str, Callable[[Path], Result]] = {
+    "ref-train": phase_ref_train, "ours-cold": phase_ours_cold,
+    "ours-warm": phase_ours_warm, "ref-predict": phase_ref_predict,
+    "ours-predict": phase_ours_predict,
+}
+
+
+def run_phase(name: str, work: Path) -> Result:
+    """Run one phase in a fresh process; its result plus its peak memory (MB)."""
+    cmd = [sys.executable, "-m", "bench.pipeline", "--phase", name, "--work", str(work)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _phase_main(name: str, work: Path) -> None:
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # pays torch's lazy imports (~2 s)
+    result = PHASES[name](work)
+    peak = {who: resource.getrusage(r).ru_maxrss / 1024 for who, r in
+            (("main", resource.RUSAGE_SELF), ("worker", resource.RUSAGE_CHILDREN))}
+    result.update({"peak_main_mb": peak["main"], "peak_worker_mb": peak["worker"]})
+    print(json.dumps(result))
+
+
+def _rows(r: dict[str, Result]) -> list[tuple[str, float, float, str]]:
+    """(label, reference, audiogate, unit) for each figure; higher is better unless ms/MB."""
+    ref, cold, warm = r["ref-train"], r["ours-cold"], r["ours-warm"]
+    rp, op = r["ref-predict"], r["ours-predict"]
+    return [
+        ("train, augmented, first run (cold cache)", ref["aug_clips_s"],
+         cold["first_run_clips_s"], "clips/s"),
+        ("train, augmented, second epoch", ref["aug_clips_s"], cold["second_epoch_clips_s"],
+         "clips/s"),
+        ("train, augmented, second run (new process)", ref["aug_clips_s"],
+         warm["second_run_clips_s"], "clips/s"),
+        ("train, clean, cached features", ref["clean_clips_s"], warm["clean_clips_s"],
+         "clips/s"),
+        ("augmented features only, no model", ref["aug_data_only_clips_s"],
+         warm["aug_data_only_clips_s"], "clips/s"),
+        ("predict, whole folder", rp["folder_clips_s"], op["folder_clips_s"], "clips/s"),
+        ("predict, one clip (latency)", rp["latency_ms"], op["latency_ms"], "ms"),
+        ("CPU per clip, augmented epoch", ref["aug_cpu_ms"], warm["second_run_cpu_ms"],
+         "ms"),
+        ("CPU per clip, clean epoch", ref["clean_cpu_ms"], warm["clean_cpu_ms"], "ms"),
+        ("peak memory, training: main process", ref["peak_main_mb"],
+         max(cold["peak_main_mb"], warm["peak_main_mb"]), "MB"),
+        ("peak memory, training: one worker", ref["peak_worker_mb"],
+         max(cold["peak_worker_mb"], warm["peak_worker_mb"]), "MB"),
+        ("peak memory, predict: main process", rp["peak_main_mb"], op["peak_main_mb"], "MB"),
+    ]
+
+
+def report(r: dict[str, Result], *, clips: int, seconds: float) -> str:
+    """The results as a Markdown table, with the per-batch figures below it."""
+    cold, warm = r["ours-cold"], r["ours-warm"]
+    lines = [f"{clips} clips of 1-5 s at 16/22.05/44.1/48 kHz; {cold['train_clips']} in the "
+             f"training split; batch {bench_config(Path()).batch_size}; "
+             f"{torch.get_num_threads()} cores; bench took {seconds:.0f} s.", "",
+             "| figure | reference | audiogate | ratio |", "|---|---:|---:|---:|"]
+    for label, ref, ours, unit in _rows(r):
+        ratio = ours / ref if unit == "clips/s" else ref / ours
+        lines.append(f"| {label} ({unit}) | {ref:.1f} | {ours:.1f} | {ratio:.1f}x |")
+    lines += ["", f"Training batch of {bench_config(Path()).batch_size} with augmentation: "
+              f"{warm['old_step_ms']:.0f} ms the first version's way (sequential, default "
+              f"threads, channels-first), {warm['step_ms']:.0f} ms now (prefetch thread, "
+              f"channels-last). First run: {cold['prepare_s']:.1f} s to decode and cache all "
+              f"{cold['all_clips']} clips; second run: {warm['lookup_s']:.1f} s to find them.",
+              "", f"Ceiling: the model's training step alone (ready features, best thread "
+              f"count) runs at {warm['model_only_clips_s']:.0f} clips/s = "
+              f"{warm['model_only_clips_s'] / r['ref-train']['aug_clips_s']:.1f}x the "
+              "reference's augmented epoch; no data pipeline can train this model faster."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=300, help="clips in the data set")
+    parser.add_argument("--work", type=Path,
+                        default=Path(tempfile.gettempdir()) / "audiogate-bench",
+                        help="folder for the data set, cache and runs (data is reused)")
+    parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.phase:
+        _phase_main(args.phase, args.work)
+        return
+    began = time.perf_counter()
+    make_dataset(root=args.work / "data", n_per_class=args.clips // 2)
+    shutil.rmtree(args.work / "runs", ignore_errors=True)
+    results = {}
+    for name in PHASES:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results[name] = run_phase(name, args.work)
+    (args.work / "results.json").write_text(json.dumps(results, indent=1))
+    print(report(results, clips=args.clips // 2 * 2, seconds=time.perf_counter() - began))
+
+
+if __name__ == "__main__":
+    main()

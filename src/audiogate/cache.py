@@ -1,0 +1,321 @@
+"""On-disk cache of decoded clips and their clean log-mel features, read through memory maps.
+
+Layout of one namespace (one feature config and stored waveform length)::
+
+    <root>/<namespace>/spec.json           what the namespace holds, for people
+    <root>/<namespace>/<shard>.waves.npy   int16 [shape=(rows, n_keep)], each row peak-scaled
+    <root>/<namespace>/<shard>.feats.npy   float32 [shape=(rows, n_mels, fixed_length)]
+    <root>/<namespace>/<shard>.json        the shard's index, written last
+    <root>/<namespace>/views/<key>.npy     one subset's features, contiguous (val/test)
+
+An entry is keyed by the SHA-256 of the file's bytes. A *source* record maps a file's fast
+key (path, size, mtime) to that digest, so a second run costs one ``stat`` per file; an edited
+file gets a new size or mtime and is hashed (and, if its bytes changed, decoded) again. A new
+feature config or waveform length is a new namespace. Every file is written under a temporary
+name and renamed, and a shard exists only once its index does: an interrupted run leaves no
+partial entry and keeps the shards it finished. Memory stays bounded: at most ``SHARD_ROWS``
+new rows are buffered, and reads go through memory maps that the OS pages in and out.
+
+Waveforms are stored as int16 scaled to each clip's own peak: the quantisation noise sits about
+96 dB below the clip's peak, under the front end's ``top_db`` floor (80 dB), whatever the clip's
+level. Features are stored as computed (float32), so cached and fresh features are identical.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import secrets
+import stat
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import FeatureConfig
+from .errors import DataError
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+"""Bumped whenever the stored layout or the feature computation changes."""
+SHARD_ROWS = 256
+"""New entries buffered before a shard is written (about 130 kB each with waveforms)."""
+INT16_FULL_SCALE = 32767
+"""Largest int16 magnitude; a clip's peak is stored as this value."""
+HASH_CHUNK = 1 << 20
+"""Bytes read at a time when hashing a file."""
+STALE_TMP_S = 3600.0
+"""Temporary files older than this (seconds) are left-overs of a killed run and removed."""
+VIEW_CHUNK = 256
+"""Rows copied at a time when writing a contiguous view."""
+
+FastKey = tuple[str, int, int]
+"""``(path, size in bytes, mtime in ns)`` of a file."""
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What each entry holds: clean features for ``features``, and the first ``n_keep``
+    decoded samples (``n_keep = 0``: features only)."""
+
+    features: FeatureConfig
+    n_keep: int
+
+    def namespace(self) -> str:
+        """Folder name: a digest of the spec and of :data:`CACHE_VERSION`."""
+        blob = json.dumps({"version": CACHE_VERSION, "features": asdict(self.features),
+                           "n_keep": self.n_keep}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Source:
+    """What one file gave: its content ``digest``, or the ``reason`` it is unusable."""
+
+    key: FastKey
+    digest: str | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One decoded clip: ``wave`` int16 ``[shape=(n_keep,)]`` (None when ``n_keep = 0``) times
+    ``scale`` gives the samples; ``length`` counts the real (unpadded) ones; ``feats``
+    ``[shape=(n_mels, fixed_length)]`` float32."""
+
+    digest: str
+    length: int
+    scale: float
+    wave: np.ndarray | None
+    feats: np.ndarray
+
+
+def fast_key(path: str) -> FastKey | None:
+    """The file's fast key, or None if it cannot be stat-ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (path, int(st.st_size), int(st.st_mtime_ns))
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 (hex) of the file's bytes. Raises ``OSError`` if it is unreadable or not a
+    regular file (reading a FIFO or a device could block or never end)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def quantize(y: np.ndarray) -> tuple[np.ndarray, float]:
+    """float ``[shape=(n,)]`` -> (int16 ``[shape=(n,)]``, scale); ``int16 * scale ~ y``."""
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    scale = peak / INT16_FULL_SCALE if peak > 0 else 1.0
+    return np.round(y / scale).astype(np.int16), scale
+
+
+@dataclass
+class _Shard:
+    name: str
+    lengths: np.ndarray
+    scales: np.ndarray
+    waves: np.ndarray | None = None
+    feats: np.ndarray | None = None
+
+
+class FeatureCache:
+    """One namespace of the cache: look-ups, appends, and batched reads by ``(shard, row)``.
+
+    ``temporary=True`` puts it in a fresh temporary folder, removed when the object goes
+    away (the ``--no-cache`` mode: same bounded memory, nothing kept).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], spec: CacheSpec, *,
+                 temporary: bool = False) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="audiogate-cache-") if temporary else None
+        self.root = Path(self._tmp.name if self._tmp else root)
+        self.spec = spec
+        self.folder = self.root / spec.namespace()
+        self._shards: list[_Shard] = []
+        self._where: dict[str, tuple[int, int]] = {}
+        self._sources: dict[FastKey, Source] = {}
+        self._new_entries: list[Entry] = []
+        self._new_digests: set[str] = set()
+        self._new_sources: list[Source] = []
+        self._make_folder()
+        self._remove_stale()
+        for index in sorted(self.folder.glob("shard-*.json")):
+            self._register(index)
+
+    def _make_folder(self) -> None:
+        try:
+            (self.folder / "views").mkdir(parents=True, exist_ok=True)
+            spec = {"version": CACHE_VERSION, "features": asdict(self.spec.features),
+                    "n_keep": self.spec.n_keep}
+            _write_atomic(self.folder / "spec.json", json.dumps(spec, indent=1).encode())
+        except OSError as exc:
+            raise DataError(f"cannot write the feature cache in {self.root} ({exc}); "
+                            "choose another --cache-dir or use --no-cache") from None
+
+    def _remove_stale(self) -> None:
+        now = time.time()
+        for path in [*self.folder.glob("*.tmp"), *self.folder.glob("views/*.tmp")]:
+            try:
+                if now - path.stat().st_mtime > STALE_TMP_S:
+                    path.unlink()
+            except OSError:
+                pass
+
+    # ----- index -----
+    def _register(self, index: Path) -> None:
+        name = index.name[: -len(".json")]
+        try:
+            meta = json.loads(index.read_text())
+            entries, sources = meta["entries"], meta["sources"]
+            if entries and not self._data_present(name):
+                raise ValueError("data file missing")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring damaged cache shard %s (%s)", index, exc)
+            return
+        shard_id = len(self._shards)
+        self._shards.append(_Shard(name, np.asarray([e[1] for e in entries], np.int64),
+                                   np.asarray([e[2] for e in entries], np.float32)))
+        for row, (digest, _, _) in enumerate(entries):
+            self._where.setdefault(digest, (shard_id, row))
+        for path, size, mtime, digest, reason in sources:
+            key = (path, int(size), int(mtime))
+            self._sources[key] = Source(key, digest, reason)
+
+    def _data_present(self, name: str) -> bool:
+        names = [f"{name}.feats.npy"] + ([f"{name}.waves.npy"] if self.spec.n_keep else [])
+        return all((self.folder / n).is_file() for n in names)
+
+    def source(self, key: FastKey) -> Source | None:
+        """The recorded source for ``key`` if its entry (or its failure) is usable."""
+        src = self._sources.get(key)
+        if src is None or (src.reason is None and src.digest not in self._where):
+            return None
+        return src
+
+    def locate(self, digest: str) -> tuple[int, int] | None:
+        """``(shard, row)`` of a stored entry (flushed ones only)."""
+        return self._where.get(digest)
+
+    def lengths(self, refs: np.ndarray) -> np.ndarray:
+        """Real sample counts of entries ``refs`` ``[shape=(k, 2)]`` -> ``[shape=(k,)]``."""
+        return np.asarray([self._shards[s].lengths[r] for s, r in refs], dtype=np.int64)
+
+    # ----- writing -----
+    def add(self, source: Source, entry: Entry | None) -> None:
+        """Record what a file gave; store ``entry`` unless its digest is already stored.
+        Failures are recorded only for files that could be read (decode errors)."""
+        if source.reason is not None and source.digest is None:
+            return
+        self._new_sources.append(source)
+        if (entry is not None and entry.digest not in self._where
+                and entry.digest not in self._new_digests):
+            self._new_entries.append(entry)
+            self._new_digests.add(entry.digest)
+        if len(self._new_entries) >= SHARD_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered entries and sources as one new shard."""
+        if not self._new_sources and not self._new_entries:
+            return
+        name = f"shard-{time.time_ns():x}-{os.getpid()}-{secrets.token_hex(3)}"
+        entries, sources = self._new_entries, self._new_sources
+        if entries:
+            _save_npy(self.folder / f"{name}.feats.npy", np.stack([e.feats for e in entries]))
+            if self.spec.n_keep:
+                _save_npy(self.folder / f"{name}.waves.npy",
+                          np.stack([e.wave for e in entries if e.wave is not None]))
+        meta = {"version": CACHE_VERSION,
+                "entries": [[e.digest, e.length, e.scale] for e in entries],
+                "sources": [[*s.key, s.digest, s.reason] for s in sources]}
+        _write_atomic(self.folder / f"{name}.json", json.dumps(meta).encode())
+        self._new_entries, self._new_sources, self._new_digests = [], [], set()
+        self._register(self.folder / f"{name}.json")
+
+    # ----- reading -----
+    def _feats(self, shard_id: int) -> np.ndarray:
+        shard = self._shards[shard_id]
+        if shard.feats is None:
+            shard.feats = np.load(self.folder / f"{shard.name}.feats.npy", mmap_mode="r")
+        return shard.feats
+
+    def _waves(self, shard_id: int) -> np.ndarray:
+        shard = self._shards[shard_id]
+        if shard.waves is None:
+            shard.waves = np.load(self.folder / f"{shard.name}.waves.npy", mmap_mode="r")
+        return shard.waves
+
+    def waves(self, refs: np.ndarray) -> np.ndarray:
+        """Decoded samples of entries ``refs`` ``[shape=(k, 2)]`` -> float32
+        ``[shape=(k, n_keep)]``, zero past each clip's end."""
+        if not self.spec.n_keep:
+            raise DataError("this cache holds features only (n_keep = 0), not waveforms")
+        out = np.empty((len(refs), self.spec.n_keep), dtype=np.float32)
+        for shard_id in np.unique(refs[:, 0]):
+            sel = np.flatnonzero(refs[:, 0] == shard_id)
+            rows = refs[sel, 1]
+            out[sel] = self._waves(int(shard_id))[rows]
+            out[sel] *= self._shards[shard_id].scales[rows][:, None]
+        return out
+
+    def features(self, refs: np.ndarray) -> np.ndarray:
+        """Clean features of entries ``refs`` ``[shape=(k, 2)]`` -> float32
+        ``[shape=(k, n_mels, fixed_length)]``."""
+        cfg = self.spec.features
+        out = np.empty((len(refs), cfg.n_mels, cfg.fixed_length), dtype=np.float32)
+        for shard_id in np.unique(refs[:, 0]):
+            sel = np.flatnonzero(refs[:, 0] == shard_id)
+            out[sel] = self._feats(int(shard_id))[refs[sel, 1]]
+        return out
+
+    def feature_view(self, refs: np.ndarray) -> np.ndarray:
+        """Features of ``refs`` as one contiguous, memory-mapped (copy-on-write) array
+        ``[shape=(k, n_mels, fixed_length)]``; written once per distinct list of entries."""
+        ids = "\n".join(f"{self._shards[s].name}:{r}" for s, r in refs)
+        key = hashlib.sha256(ids.encode()).hexdigest()[:32]
+        path = self.folder / "views" / f"{key}.npy"
+        if not path.is_file():
+            cfg = self.spec.features
+            tmp = path.with_name(f"{key}.{secrets.token_hex(3)}.tmp")
+            view = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                             shape=(len(refs), cfg.n_mels, cfg.fixed_length))
+            for i in range(0, len(refs), VIEW_CHUNK):
+                view[i:i + VIEW_CHUNK] = self.features(refs[i:i + VIEW_CHUNK])
+            view.flush()
+            del view
+            os.replace(tmp, path)
+        return np.load(path, mmap_mode="c")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(3)}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(3)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.lib.format.write_array(fh, np.ascontiguousarray(array))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
