@@ -239,3 +239,12 @@ def test_no_cache_keeps_nothing_on_disk(tmp_path: Path) -> None:
     data = make_toy_dataset(tmp_path / "data", n_per_class=12, seconds=0.4)
     train(_config(data, tmp_path / "runs", cache=False, augment=False), progress=False)
     assert not (tmp_path / "runs" / ".cache").exists()
+
+
+def test_a_truncated_shard_is_a_clear_error(tmp_path: Path, rng: np.random.Generator) -> None:
+    clips = _write_clips(tmp_path / "audio", rng)
+    got, _ = _load(clips, tmp_path / "cache")
+    feats = next((tmp_path / "cache").glob("*/shard-*.feats.npy"))
+    feats.write_bytes(feats.read_bytes()[:-100])
+    with pytest.raises(DataError, match="truncated"):
+        got.features(np.array([len(clips) - 1]))

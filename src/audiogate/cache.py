@@ -129,8 +129,6 @@ class _Shard:
     name: str
     lengths: np.ndarray
     scales: np.ndarray
-    waves: np.ndarray | None = None
-    feats: np.ndarray | None = None
 
 
 class FeatureCache:
@@ -248,18 +246,6 @@ class FeatureCache:
         self._register(self.folder / f"{name}.json")
 
     # ----- reading -----
-    def _feats(self, shard_id: int) -> np.ndarray:
-        shard = self._shards[shard_id]
-        if shard.feats is None:
-            shard.feats = np.load(self.folder / f"{shard.name}.feats.npy", mmap_mode="r")
-        return shard.feats
-
-    def _waves(self, shard_id: int) -> np.ndarray:
-        shard = self._shards[shard_id]
-        if shard.waves is None:
-            shard.waves = np.load(self.folder / f"{shard.name}.waves.npy", mmap_mode="r")
-        return shard.waves
-
     def waves(self, refs: np.ndarray) -> np.ndarray:
         """Decoded samples of entries ``refs`` ``[shape=(k, 2)]`` -> float32
         ``[shape=(k, n_keep)]``, zero past each clip's end."""
@@ -268,9 +254,11 @@ class FeatureCache:
         out = np.empty((len(refs), self.spec.n_keep), dtype=np.float32)
         for shard_id in np.unique(refs[:, 0]):
             sel = np.flatnonzero(refs[:, 0] == shard_id)
+            shard = self._shards[shard_id]
             rows = refs[sel, 1]
-            out[sel] = self._waves(int(shard_id))[rows]
-            out[sel] *= self._shards[shard_id].scales[rows][:, None]
+            raw = np.empty((len(sel), self.spec.n_keep), dtype=np.int16)
+            _read_rows(self.folder / f"{shard.name}.waves.npy", rows, raw)
+            out[sel] = raw * shard.scales[rows][:, None]
         return out
 
     def features(self, refs: np.ndarray) -> np.ndarray:
@@ -280,7 +268,10 @@ class FeatureCache:
         out = np.empty((len(refs), cfg.n_mels, cfg.fixed_length), dtype=np.float32)
         for shard_id in np.unique(refs[:, 0]):
             sel = np.flatnonzero(refs[:, 0] == shard_id)
-            out[sel] = self._feats(int(shard_id))[refs[sel, 1]]
+            part = np.empty((len(sel), cfg.n_mels, cfg.fixed_length), dtype=np.float32)
+            _read_rows(self.folder / f"{self._shards[shard_id].name}.feats.npy",
+                       refs[sel, 1], part)
+            out[sel] = part
         return out
 
     def feature_view(self, refs: np.ndarray) -> np.ndarray:
@@ -292,14 +283,35 @@ class FeatureCache:
         if not path.is_file():
             cfg = self.spec.features
             tmp = path.with_name(f"{key}.{secrets.token_hex(3)}.tmp")
-            view = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                             shape=(len(refs), cfg.n_mels, cfg.fixed_length))
-            for i in range(0, len(refs), VIEW_CHUNK):
-                view[i:i + VIEW_CHUNK] = self.features(refs[i:i + VIEW_CHUNK])
-            view.flush()
-            del view
-            os.replace(tmp, path)
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                      "fortran_order": False,
+                      "shape": (len(refs), cfg.n_mels, cfg.fixed_length)}
+            try:
+                with open(tmp, "wb") as fh:
+                    np.lib.format.write_array_header_1_0(fh, header)
+                    for i in range(0, len(refs), VIEW_CHUNK):
+                        fh.write(self.features(refs[i:i + VIEW_CHUNK]).tobytes())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
         return np.load(path, mmap_mode="c")
+
+
+def _read_rows(path: Path, rows: np.ndarray, out: np.ndarray) -> None:
+    """Rows ``rows`` of the C-ordered ``.npy`` file ``path`` into ``out`` (its dtype and row
+    shape), by positioned reads: the file data stays in the OS page cache, so this process's
+    memory does not grow with the size of the cache (as it would through a memory map)."""
+    with open(path, "rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                       else np.lib.format.read_array_header_2_0)
+        read_header(fh)
+        start, row_bytes = fh.tell(), out[0].nbytes if len(out) else 0
+        for i, row in enumerate(rows):
+            fh.seek(start + int(row) * row_bytes)
+            if fh.readinto(memoryview(out[i]).cast("B")) != row_bytes:
+                raise DataError(f"feature cache file {path} is truncated; delete it to "
+                                "rebuild that part of the cache")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -52,7 +52,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  "
                      f"{row['f1']:5.4f}  {row['support']:7d}")
     lines += ["", "confusion (rows = true, columns = predicted):",
-              " " * (width + 2) + "  ".join(f"{c[:10]:>10}" for c in classes)]
+              " " * (width + 2) + "  ".join(f"{c:>{width}}" for c in classes)]
     for name, row in zip(classes, report["confusion"], strict=True):
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>10d}" for v in row))
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
     return "\n".join(lines)
