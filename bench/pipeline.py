@@ -41,7 +41,6 @@ import torch
 from audiogate.checkpoint import save_checkpoint
 from audiogate.config import Config
 from audiogate.data import balance, discover, stratified_split
-from audiogate.features import channels_last
 from audiogate.inference import load
 from audiogate.model import build_net
 from audiogate.runs import new_run
@@ -227,11 +226,11 @@ def _data_only_clips_s(trainer: _Trainer) -> float:
 
 
 def _model_only_clips_s(trainer: _Trainer) -> float:
-    """Training steps per second on ready features (channels-last), best thread count: the
+    """Training steps per second on ready features, best thread count: the
     ceiling of any data pipeline feeding this model on this machine."""
     bs = trainer.config.batch_size
     rows = np.arange(bs) % len(trainer.data.train)
-    feats = channels_last(torch.from_numpy(trainer.data.train.features(rows)))
+    feats = torch.from_numpy(trainer.data.train.features(rows))
     target = torch.from_numpy(trainer.data.train.labels[rows])
     best, default_threads = math.inf, torch.get_num_threads()
     for threads in sorted({default_threads, 1}):

@@ -136,3 +136,21 @@ def test_kill_9_during_writes_never_corrupts(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert load_checkpoint(path).classes == ("a", "b")
+
+
+def test_predict_many_in_chunks_keeps_order(tmp_path: Path, rng: np.random.Generator,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import audiogate.inference as inference
+
+    _save(tmp_path / "m.pt")
+    gate = load(tmp_path / "m.pt")
+    waves = [rng.standard_normal(8000).astype(np.float32) * a for a in (0.1, 0.5, 1.0, 2.0)]
+    items = [*waves, np.full(10, np.nan, np.float32), waves[0]]
+    whole = gate.predict_many(items, sr=16000)
+    monkeypatch.setattr(inference, "PREDICT_CHUNK", 2)
+    chunked = gate.predict_many(items, sr=16000)
+    assert [(r.label, r.error) for r in chunked] == [(r.label, r.error) for r in whole]
+    for a, b in zip(chunked, whole, strict=True):  # batch size changes float rounding only
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+    assert [r.ok for r in chunked] == [True, True, True, True, False, True]
+    assert chunked[0].probabilities == pytest.approx(chunked[5].probabilities, abs=1e-6)

@@ -32,7 +32,10 @@ class SimpleConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 3:
-            x = x[:, None]
+            # (batch, 1, n_mels, frames) with channels-last strides (a view, no copy): the
+            # activations stay channels-last, where PyTorch's CPU convolutions and max-pool
+            # run several times faster than in the default layout, with the same results.
+            x = x[..., None].permute(0, 3, 1, 2)
         x = self.pool(self.relu(self.conv1(x)))
         x = self.pool(self.relu(self.conv2(x)))
         x = self.dropout(x)

@@ -45,7 +45,7 @@ from .data import (
     write_split,
 )
 from .errors import CheckpointError, DataError
-from .features import LogMel, channels_last
+from .features import LogMel
 from .metrics import classification_report, macro_f1
 from .model import SimpleConvNet, build_net
 from .prefetch import prefetch, split_threads
@@ -162,9 +162,9 @@ def _prepare_resume(config: Config, run: RunPaths, classes: tuple[str, ...],
 
 
 def _features(frontend: LogMel, arrays: ClipSet) -> torch.Tensor:
-    """Clean features of every clip, ``[shape=(n, 1, n_mels, fixed_length)]`` channels-last,
-    memory-mapped from the cache (pages are read as batches use them)."""
-    return channels_last(torch.from_numpy(arrays.feature_matrix()))
+    """Clean features of every clip, ``[shape=(n, n_mels, fixed_length)]``, memory-mapped
+    from the cache (pages are read as batches use them)."""
+    return torch.from_numpy(arrays.feature_matrix())
 
 
 def _evaluate(net: SimpleConvNet, feats: torch.Tensor, labels: np.ndarray,
@@ -224,7 +224,7 @@ class _Trainer:
     # ----- one epoch -----
     def _batches(self, order: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """``(rows, features)`` per training batch, in ``order``: augmented from the cached
-        waveforms, or the cached clean features; channels-last for the network."""
+        waveforms, or the cached clean features."""
         train, bs = self.data.train, self.config.batch_size
         for start in range(0, len(order), bs):
             rows = np.sort(order[start:start + bs])
@@ -233,7 +233,7 @@ class _Trainer:
                                      lengths=torch.from_numpy(train.lengths[rows]), rng=self.rng)
             else:
                 feats = torch.from_numpy(train.features(rows))
-            yield rows, channels_last(feats)
+            yield rows, feats
 
     def train_epoch(self, epoch: int, stop: StopFlag) -> tuple[float, float] | None:
         """Mean loss and macro-F1 on the (augmented) training data; None if interrupted.
