@@ -1,6 +1,6 @@
 """Benchmark: audiogate's data pipeline against the specified per-sample librosa pipeline.
 
-    python -m bench.pipeline                 # 300 clips of 1-5 s, about 5 minutes on 2 cores
+    python -m bench.pipeline                 # 300 clips of 1-5 s, 1-2 minutes on 2 cores
     python -m bench.pipeline --clips 600 --work /tmp/agbench
 
 Both pipelines train the same :class:`~audiogate.model.SimpleConvNet` with the same batch size
