@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -130,8 +129,3 @@ def write_text(path: Path, text: str) -> None:
     """Write a text file atomically."""
     with atomic_write(path) as fh:
         fh.write(text.encode())
-
-
-def read_json(path: str | os.PathLike[str]) -> Any:
-    with open(path) as fh:
-        return json.load(fh)

@@ -32,7 +32,6 @@ from .checkpoint import ensure_compatible, load_checkpoint, save_checkpoint
 from .clips import ClipSet, cache_clips
 from .config import Config
 from .data import (
-    Clip,
     Discovery,
     Split,
     balance,
@@ -49,7 +48,7 @@ from .features import LogMel
 from .metrics import classification_report, macro_f1
 from .model import SimpleConvNet, build_net
 from .prefetch import prefetch, split_threads
-from .runs import RunPaths, new_run, read_json, write_json
+from .runs import RunPaths, new_run, write_json
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +106,10 @@ class _Data:
     val: ClipSet
     test: ClipSet
 
-
-def _subset(arrays: ClipSet, clips: list[Clip]) -> ClipSet:
-    return arrays.subset(clips)
+    @classmethod
+    def of(cls, classes: tuple[str, ...], arrays: ClipSet, split: Split) -> _Data:
+        return cls(classes, arrays.subset(split.train), arrays.subset(split.val),
+                   arrays.subset(split.test))
 
 
 def _n_keep(config: Config) -> int:
@@ -143,8 +143,7 @@ def _prepare_new(config: Config, found: Discovery, run: RunPaths, progress: bool
     write_split(split, run.split, classes=found.classes)
     log.info("classes %s, usable %s; split train %d / val %d / test %d", found.classes, usable,
              len(split.train), len(split.val), len(split.test))
-    return _Data(found.classes, _subset(arrays, split.train), _subset(arrays, split.val),
-                 _subset(arrays, split.test))
+    return _Data.of(found.classes, arrays, split)
 
 
 def _prepare_resume(config: Config, run: RunPaths, classes: tuple[str, ...],
@@ -157,14 +156,7 @@ def _prepare_resume(config: Config, run: RunPaths, classes: tuple[str, ...],
         listed = ", ".join(f"{s.path} ({s.reason})" for s in bad[:5])
         raise DataError(f"cannot resume: {len(bad)} file(s) of the saved split are no longer "
                         f"usable: {listed}")
-    return _Data(classes, _subset(arrays, split.train), _subset(arrays, split.val),
-                 _subset(arrays, split.test))
-
-
-def _features(frontend: LogMel, arrays: ClipSet) -> torch.Tensor:
-    """Clean features of every clip, ``[shape=(n, n_mels, fixed_length)]``, memory-mapped
-    from the cache (pages are read as batches use them)."""
-    return torch.from_numpy(arrays.feature_matrix())
+    return _Data.of(classes, arrays, split)
 
 
 def _evaluate(net: SimpleConvNet, feats: torch.Tensor, labels: np.ndarray,
@@ -201,8 +193,9 @@ class _Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.history: list[dict[str, Any]] = []
         self.best_epoch, self.best_val_f1, self.bad_epochs = 0, -1.0, 0
-        self.val_feats = _features(self.frontend, data.val)
-        self.test_feats = _features(self.frontend, data.test)
+        # clean features, (n, n_mels, fixed_length), memory-mapped from the cache
+        self.val_feats = torch.from_numpy(data.val.feature_matrix())
+        self.test_feats = torch.from_numpy(data.test.feature_matrix())
 
     # ----- state for resume -----
     def state(self) -> dict[str, Any]:
@@ -372,7 +365,3 @@ def _loop(trainer: _Trainer, *, start_epoch: int) -> TrainResult:
                        best_val_f1=trainer.best_val_f1, epochs_done=len(trainer.history),
                        stop_reason=reason, test_report=report)
 
-
-def load_history(run_dir: str | Path) -> dict[str, Any]:
-    """The ``metrics.json`` of a run."""
-    return dict(read_json(RunPaths(Path(run_dir)).metrics))
