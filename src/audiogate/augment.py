@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .config import AugmentConfig
 from .errors import ConfigError
-from .features import LogMel
+from .features import LogMel, limit_peak
 
 
 def _check_p(p: float) -> None:
@@ -162,8 +162,7 @@ class AugmentedFrontEnd:
               params: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         """Deterministic part of :meth:`__call__`: ``params`` as from
         :meth:`Augmenter.draw`, noise samples from ``generator``."""
-        wave = wave / wave.abs().amax(dim=1, keepdim=True).clamp_min(1.0)  # no overflow
-        wave = AddNoise.apply(wave, snr_db=params["snr_db"], lengths=lengths,
+        wave = AddNoise.apply(limit_peak(wave), snr_db=params["snr_db"], lengths=lengths,
                               generator=generator)
         mag = self.frontend.power(wave).sqrt()
         warped = warp_magnitude(mag, semitones=params["semitones"], rate=params["rate"],

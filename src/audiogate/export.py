@@ -36,7 +36,7 @@ from torch import nn
 from .checkpoint import Checkpoint, atomic_write, load_checkpoint
 from .config import FeatureConfig
 from .errors import AudiogateError, CheckpointError
-from .features import fit_length, power_to_db, zscore
+from .features import fit_length, limit_peak, power_to_db, zscore
 from .inference import BaseClassifier
 from .model import WaveformClassifier
 
@@ -97,8 +97,7 @@ class DftLogMel(nn.Module):
         Clips peaking above 1 are scaled to peak 1 first, as in ``LogMel.power`` (the features
         are scale-invariant; this keeps huge samples from overflowing float32).
         """
-        wave = wave / wave.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
-        x = F.pad(wave[:, None, :], (self.left, self.right))
+        x = F.pad(limit_peak(wave)[:, None, :], (self.left, self.right))
         spec = F.conv1d(x, self.basis, stride=self.cfg.hop_length)[..., :self.cfg.fixed_length]
         return spec[:, :self.n_bins].square() + spec[:, self.n_bins:].square()
 
@@ -156,6 +155,9 @@ def _to_onnx_bytes(module: nn.Module, *, n_samples: int) -> bytes:
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        # limit_peak's empty-clip check: the exported length is fixed and non-zero
+        warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean",
+                                category=torch.jit.TracerWarning)
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(module, (example,), path, dynamo=False, opset_version=OPSET,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

@@ -62,6 +62,17 @@ def zscore(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / (std + Z_EPS)
 
 
+def limit_peak(wave: torch.Tensor) -> torch.Tensor:
+    """Scale each clip ``[shape=(..., n)]`` that peaks above 1 down to peak 1; others unchanged.
+
+    Keeps huge (finite) samples from overflowing float32 powers; the normalised features are
+    scale-invariant, so they do not change.
+    """
+    if wave.shape[-1] == 0:
+        return wave
+    return wave / wave.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+
+
 class LogMel(nn.Module):
     """Waveform batch -> normalised log-mel batch.
 
@@ -85,10 +96,8 @@ class LogMel(nn.Module):
         Clips that peak above 1 are scaled to peak 1 first, so huge (finite) samples cannot
         overflow float32; :meth:`from_power` is scale-invariant, so the features are the same.
         """
-        if wave.shape[-1] > 0:
-            wave = wave / wave.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
         spec = torch.stft(
-            wave, n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
+            limit_peak(wave), n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
             win_length=self.cfg.win_length, window=self.window, center=True,
             pad_mode="constant", return_complex=True,
         )
