@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audiogate.synth import confuser, voice_like
+from audiogate.data.synth import confuser, voice_like
 
 DURATION_S = (1.0, 5.0)
 """Clip length range (seconds), uniform."""

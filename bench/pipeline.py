@@ -3,7 +3,7 @@
     python -m bench.pipeline                 # 300 clips of 1-5 s, 1-2 minutes on 2 cores
     python -m bench.pipeline --clips 600 --work /tmp/agbench
 
-Both pipelines train the same :class:`~audiogate.model.SimpleConvNet` with the same batch size
+Both pipelines train the same :class:`~audiogate.models.SimpleConvNet` with the same batch size
 on the same training split, in the same run. Every phase runs in a fresh process, so its peak
 memory (and that of its worker processes) is its own; phases alternate between the two
 pipelines so that a change in machine load hits both. Reported:
@@ -38,13 +38,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiogate.checkpoint import save_checkpoint
 from audiogate.config import Config
-from audiogate.data import balance, discover, stratified_split
-from audiogate.inference import load
-from audiogate.model import build_net
-from audiogate.runs import new_run
-from audiogate.train import StopFlag, _prepare_new, _Trainer
+from audiogate.data import discover, prepare_data
+from audiogate.data.split import balance, stratified_split
+from audiogate.deploy.inference import load
+from audiogate.models import ModelSpec
+from audiogate.training import Trainer
+from audiogate.training.checkpoint import save_checkpoint
+from audiogate.training.signals import StopFlag
 
 from . import reference
 from .dataset import make_dataset
@@ -97,7 +98,7 @@ def phase_ref_train(work: Path) -> Result:
     pairs = train_pairs(config)
     reference.warm_up(config, pairs[0][0])
     torch.manual_seed(config.seed)
-    net = build_net(config.features(), n_classes=len(CLASSES), dropout=config.dropout)
+    net = ModelSpec.of(config, n_classes=len(CLASSES)).build()
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
     default_threads = torch.get_num_threads()
@@ -130,7 +131,7 @@ def phase_ref_predict(work: Path) -> Result:
     found = discover(config.data)
     pairs = [(c.path, c.label) for c in found.clips]
     reference.warm_up(config, pairs[0][0])
-    net = build_net(config.features(), n_classes=len(CLASSES), dropout=config.dropout).eval()
+    net = ModelSpec.of(config, n_classes=len(CLASSES)).build().eval()
     data = reference.SpectrogramDataset(pairs, config=config, augment=False)
     batches = reference.loader(data, batch_size=config.batch_size, workers=REF_WORKERS,
                                shuffle=False)
@@ -148,18 +149,16 @@ def phase_ref_predict(work: Path) -> Result:
 
 
 # ----------------------------------------------------------------- audiogate phases
-def _prepare(config: Config, name: str) -> tuple[float, float, _Trainer]:
+def _prepare(config: Config) -> tuple[float, float, Trainer]:
     """Decode/cache (or look up) every clip and build the trainer, as ``train`` does."""
-    def build() -> _Trainer:
-        run = new_run(replace(config, name=name))
-        data = _prepare_new(config, discover(config.data), run, progress=False)
-        return _Trainer(config, run, data, progress=False)
+    def build() -> Trainer:
+        return Trainer(config, prepare_data(config, progress=False), progress=False)
 
     wall, cpu, trainer = _timed(build)
     return wall, cpu, trainer
 
 
-def _epoch(trainer: _Trainer, epoch: int) -> tuple[float, float]:
+def _epoch(trainer: Trainer, epoch: int) -> tuple[float, float]:
     wall, cpu, _ = _timed(lambda: trainer.train_epoch(epoch, StopFlag()))
     return wall, cpu
 
@@ -167,7 +166,7 @@ def _epoch(trainer: _Trainer, epoch: int) -> tuple[float, float]:
 def phase_ours_cold(work: Path) -> Result:
     shutil.rmtree(work / "cache", ignore_errors=True)
     config = bench_config(work)
-    prep_wall, prep_cpu, trainer = _prepare(config, "cold")
+    prep_wall, prep_cpu, trainer = _prepare(config)
     n = len(trainer.data.train)
     wall1, cpu1 = _epoch(trainer, 1)
     wall2, cpu2 = _epoch(trainer, 2)
@@ -179,7 +178,7 @@ def phase_ours_cold(work: Path) -> Result:
             "batches": -(-n // config.batch_size), "epoch_s": wall2}
 
 
-def _old_style_step_ms(trainer: _Trainer) -> float:
+def _old_style_step_ms(trainer: Trainer) -> float:
     """ms per batch the way the first version trained: features then model, in sequence,
     torch's default threads, default (channels-first) layout."""
     data, bs = trainer.data.train, trainer.config.batch_size
@@ -201,7 +200,7 @@ def _old_style_step_ms(trainer: _Trainer) -> float:
 
 def phase_ours_warm(work: Path) -> Result:
     config = bench_config(work)
-    prep_wall, prep_cpu, trainer = _prepare(config, "warm")
+    prep_wall, prep_cpu, trainer = _prepare(config)
     n = len(trainer.data.train)
     wall, cpu = _epoch(trainer, 1)
     out: Result = {"lookup_s": prep_wall,
@@ -209,7 +208,7 @@ def phase_ours_warm(work: Path) -> Result:
                    "second_run_cpu_ms": 1000 * (prep_cpu + cpu) / n,
                    "step_ms": 1000 * wall / -(-n // config.batch_size),
                    "old_step_ms": _old_style_step_ms(trainer)}
-    clean = _Trainer(replace(config, augment=False), trainer.run, trainer.data, progress=False)
+    clean = Trainer(replace(config, augment=False), trainer.data, progress=False)
     wall, cpu = _epoch(clean, 1)
     out.update({"clean_clips_s": n / wall, "clean_cpu_ms": 1000 * cpu / n,
                 "aug_data_only_clips_s": _data_only_clips_s(trainer),
@@ -217,15 +216,15 @@ def phase_ours_warm(work: Path) -> Result:
     return out
 
 
-def _data_only_clips_s(trainer: _Trainer) -> float:
+def _data_only_clips_s(trainer: Trainer) -> float:
     """Augmented training features made per second from the cache, without the model."""
     order = np.random.default_rng(0).permutation(len(trainer.data.train))
     with torch.no_grad():
-        wall, _, _ = _timed(lambda: sum(len(rows) for rows, _ in trainer._batches(order)))
+        wall, _, _ = _timed(lambda: sum(len(rows) for rows, _ in trainer.batches(order)))
     return len(order) / wall
 
 
-def _model_only_clips_s(trainer: _Trainer) -> float:
+def _model_only_clips_s(trainer: Trainer) -> float:
     """Training steps per second on ready features, best thread count: the
     ceiling of any data pipeline feeding this model on this machine."""
     bs = trainer.config.batch_size
@@ -249,8 +248,9 @@ def _model_only_clips_s(trainer: _Trainer) -> float:
 def phase_ours_predict(work: Path) -> Result:
     config = bench_config(work)
     checkpoint = work / "bench.pt"
-    net = build_net(config.features(), n_classes=len(CLASSES), dropout=config.dropout)
-    save_checkpoint(checkpoint, net=net, config=config, classes=CLASSES, epoch=0, metrics={})
+    spec = ModelSpec.of(config, n_classes=len(CLASSES))
+    save_checkpoint(checkpoint, net=spec.build(), spec=spec, config=config, classes=CLASSES,
+                    epoch=0, metrics={})
     gate = load(checkpoint, workers=0)
     files = [c.path for c in discover(config.data).clips]
     gate.predict_many(files[:2])

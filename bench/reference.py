@@ -4,7 +4,7 @@
 noise / ``librosa.effects.pitch_shift`` / ``librosa.effects.time_stretch``, then
 ``librosa.feature.melspectrogram`` -> ``power_to_db(ref=np.max)`` -> pad/truncate to
 ``fixed_length`` frames -> per-sample z-score. A ``DataLoader`` with ``num_workers`` worker
-processes feeds the same :class:`~audiogate.model.SimpleConvNet` that audiogate trains.
+processes feeds the same :class:`~audiogate.models.SimpleConvNet` that audiogate trains.
 
 This is the baseline of ``bench/pipeline.py``; it is kept honest, not slow on purpose: every
 librosa call uses its defaults, and librosa's lazily compiled code is warmed up in the parent

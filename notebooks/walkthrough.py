@@ -22,16 +22,17 @@ from pathlib import Path
 import numpy as np
 
 import audiogate
-from audiogate import plots
-from audiogate.audio_io import load_audio
-from audiogate.augment import AddNoise, PitchShift, TimeStretch
 from audiogate.config import Config
-from audiogate.data import balance, discover, stratified_split
-from audiogate.eda import analyse, write_eda
-from audiogate.evaluate import evaluate
-from audiogate.features import log_mel
-from audiogate.synth import make_demo_dataset
-from audiogate.train import train
+from audiogate.data import discover
+from audiogate.data.audio_io import load_audio
+from audiogate.data.split import balance, stratified_split
+from audiogate.data.synth import make_demo_dataset
+from audiogate.features.augment import AddNoise, PitchShift, TimeStretch
+from audiogate.features.frontend import log_mel
+from audiogate.reporting import plots
+from audiogate.reporting.eda import analyse, write_eda
+from audiogate.reporting.evaluate import evaluate
+from audiogate.training import train
 
 SMALL = os.environ.get("AUDIOGATE_WALKTHROUGH_SMALL") == "1"
 WORK = Path(os.environ.get("AUDIOGATE_WALKTHROUGH_DIR", "walkthrough"))
@@ -78,7 +79,7 @@ plots.plot_spectrogram(S, WORK / "example_logmel.png", hop_s=args.hop_length / a
 
 # %% [markdown]
 # ## 7. Augmentation (training only): noise, pitch shift, time stretch
-# Each transform draws its parameters from an explicit generator; see `audiogate.augment`.
+# Each transform draws its parameters from an explicit generator; see `audiogate.features.augment`.
 
 # %%
 rng = np.random.default_rng(0)

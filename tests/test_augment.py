@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from audiogate.augment import (
+from audiogate.config import AugmentConfig, FeatureConfig
+from audiogate.errors import ConfigError
+from audiogate.features.augment import (
     AddNoise,
     AugmentedFrontEnd,
     Augmenter,
@@ -17,9 +19,7 @@ from audiogate.augment import (
     TimeStretch,
     warp_magnitude,
 )
-from audiogate.config import AugmentConfig, FeatureConfig
-from audiogate.errors import ConfigError
-from audiogate.features import LogMel
+from audiogate.features.frontend import LogMel
 
 from .conftest import SR, sine
 

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiogate.synth import voice_like
+from audiogate.data.synth import voice_like
 
-from .test_scan import build_band_gate, hiss
-from .test_serve import Server, running_server
+from .conftest import Server, build_band_gate, hiss, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

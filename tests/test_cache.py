@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiogate import cache as cache_mod
-from audiogate import clips as clips_mod
-from audiogate.audio_io import load_audio, write_wav
-from audiogate.cache import CacheSpec, FeatureCache, quantize
-from audiogate.clips import ClipSet, cache_clips
 from audiogate.config import Config, FeatureConfig
 from audiogate.data import Clip
+from audiogate.data import cache as cache_mod
+from audiogate.data import decode as clips_mod
+from audiogate.data.audio_io import load_audio, write_wav
+from audiogate.data.cache import CacheSpec, FeatureCache, quantize
+from audiogate.data.decode import ClipSet, cache_clips
 from audiogate.errors import DataError
-from audiogate.features import fit_length, log_mel
+from audiogate.features.frontend import fit_length, log_mel
 
 from .conftest import SR, TINY_FLAGS, make_toy_dataset
 
@@ -222,7 +222,7 @@ def _config(data: Path, runs: Path, **changes: object) -> Config:
 
 def test_a_second_training_run_decodes_nothing(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from audiogate.train import train
+    from audiogate.training import train
 
     data = make_toy_dataset(tmp_path / "data", n_per_class=12, seconds=0.4)
     first = train(_config(data, tmp_path / "runs"), progress=False)
@@ -234,7 +234,7 @@ def test_a_second_training_run_decodes_nothing(tmp_path: Path,
 
 
 def test_no_cache_keeps_nothing_on_disk(tmp_path: Path) -> None:
-    from audiogate.train import train
+    from audiogate.training import train
 
     data = make_toy_dataset(tmp_path / "data", n_per_class=12, seconds=0.4)
     train(_config(data, tmp_path / "runs", cache=False, augment=False), progress=False)

@@ -15,23 +15,29 @@ import pytest
 import torch
 
 from audiogate import load
-from audiogate.checkpoint import atomic_write, ensure_compatible, load_checkpoint, save_checkpoint
 from audiogate.config import Config
 from audiogate.errors import CheckpointError
-from audiogate.model import SimpleConvNet, build_net
+from audiogate.files import atomic_write
+from audiogate.models import ModelSpec, SimpleConvNet
+from audiogate.training.checkpoint import ensure_compatible, load_checkpoint, save_checkpoint
 
 CONFIG = Config(fixed_length=32, n_fft=512)
 CLASSES = ("not_allowed", "allowed")
 
 
+SPEC = ModelSpec.of(CONFIG, n_classes=2)
+
+
 def _net(seed: int = 0) -> SimpleConvNet:
     torch.manual_seed(seed)
-    return build_net(CONFIG.features(), n_classes=2, dropout=0.3)
+    net = SPEC.build()
+    assert isinstance(net, SimpleConvNet)
+    return net
 
 
 def _save(path: Path, net: SimpleConvNet | None = None) -> None:
-    save_checkpoint(path, net=net or _net(), config=CONFIG, classes=CLASSES, epoch=3,
-                    metrics={"val_f1": 0.75})
+    save_checkpoint(path, net=net or _net(), spec=SPEC, config=CONFIG, classes=CLASSES,
+                    epoch=3, metrics={"val_f1": 0.75})
 
 
 def test_model_shapes() -> None:
@@ -51,7 +57,7 @@ def test_round_trip_gives_identical_predictions(tmp_path: Path,
     assert (ckpt.config, ckpt.classes, ckpt.epoch, ckpt.metrics) == (
         CONFIG, CLASSES, 3, {"val_f1": 0.75})
     waves = rng.standard_normal((4, CONFIG.features().n_samples)).astype(np.float32)
-    from audiogate.features import LogMel
+    from audiogate.features.frontend import LogMel
     expected = torch.softmax(net.eval()(LogMel(CONFIG.features())(torch.from_numpy(waves))), 1)
     got = load(tmp_path / "m.pt").probabilities(waves)
     np.testing.assert_array_equal(got, expected.detach().numpy())
@@ -115,14 +121,16 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
 
 KILL_WRITER = """
 import sys, torch
-from audiogate.checkpoint import save_checkpoint
+from audiogate.training.checkpoint import save_checkpoint
 from audiogate.config import Config
-from audiogate.model import build_net
+from audiogate.models import ModelSpec
 cfg = Config()
-net = build_net(cfg.features(), n_classes=2, dropout=0.3)
+spec = ModelSpec.of(cfg, n_classes=2)
+net = spec.build()
 print("ready", flush=True)
 for i in range(10**6):
-    save_checkpoint(sys.argv[1], net=net, config=cfg, classes=("a", "b"), epoch=i, metrics={})
+    save_checkpoint(sys.argv[1], net=net, spec=spec, config=cfg, classes=("a", "b"), epoch=i,
+                    metrics={})
 """
 
 
@@ -140,7 +148,7 @@ def test_kill_9_during_writes_never_corrupts(tmp_path: Path) -> None:
 
 def test_predict_many_in_chunks_keeps_order(tmp_path: Path, rng: np.random.Generator,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import audiogate.inference as inference
+    import audiogate.deploy.inference as inference
 
     _save(tmp_path / "m.pt")
     gate = load(tmp_path / "m.pt")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from audiogate.checkpoint import load_checkpoint
 from audiogate.cli import main
+from audiogate.training.checkpoint import load_checkpoint
 
 from .conftest import TINY_FLAGS, make_toy_dataset
 

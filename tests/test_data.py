@@ -8,15 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiogate.data import (
-    Clip,
-    balance,
-    class_weights,
-    discover,
-    read_split,
-    stratified_split,
-    write_split,
-)
+from audiogate.data.discover import Clip, discover
+from audiogate.data.split import balance, class_weights, read_split, stratified_split, write_split
 from audiogate.errors import DataError
 
 

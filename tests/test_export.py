@@ -11,27 +11,27 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiogate.audio_io import load_audio
-from audiogate.checkpoint import load_checkpoint, save_checkpoint
 from audiogate.cli import main
 from audiogate.config import Config
-from audiogate.errors import CheckpointError
-from audiogate.export import (
+from audiogate.data.audio_io import load_audio
+from audiogate.data.synth import confuser, voice_like
+from audiogate.deploy.inference import load
+from audiogate.deploy.onnx import (
     INPUT_NAME,
     OUTPUT_NAME,
-    DftLogMel,
     ExportError,
     export_onnx,
     load_onnx,
     probe_waves,
     read_metadata,
 )
-from audiogate.features import LogMel, fit_length
-from audiogate.inference import load
-from audiogate.model import build_net
-from audiogate.synth import confuser, voice_like
+from audiogate.errors import CheckpointError
+from audiogate.features.dft import DftLogMel
+from audiogate.features.frontend import LogMel, fit_length
+from audiogate.models import ModelSpec
+from audiogate.training.checkpoint import load_checkpoint, save_checkpoint
 
-from .test_scan import build_band_gate, hiss
+from .conftest import build_band_gate, hiss
 
 SR = 16000
 TOL = 1e-4
@@ -41,8 +41,8 @@ CLASSES = ("not_allowed", "allowed")
 def random_checkpoint(path: Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     cfg = Config(seed=seed)
-    net = build_net(cfg.features(), n_classes=2, dropout=cfg.dropout)
-    save_checkpoint(path, net=net, config=cfg, classes=CLASSES, epoch=7,
+    spec = ModelSpec.of(cfg, n_classes=2)
+    save_checkpoint(path, net=spec.build(), spec=spec, config=cfg, classes=CLASSES, epoch=7,
                     metrics={"val_f1": 0.75, "val_loss": 0.5})
     return path
 
@@ -85,7 +85,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_dft_front_end_matches_logmel() -> None:
     feats = Config().features()
     ref = LogMel(feats)
-    mine = DftLogMel(feats, mel=ref.mel, window=ref.window)
+    mine = DftLogMel(feats)
     x = torch.from_numpy(probe_waves(feats, seed=3))
     with torch.no_grad():
         a, b = ref(x), mine(x)
@@ -203,8 +203,8 @@ def test_cli_export_then_predict_with_onnx_backend(tmp_path: Path,
 
 @pytest.mark.slow
 def test_trained_model_exports_within_tolerance(tmp_path: Path) -> None:
-    from audiogate.synth import make_demo_dataset
-    from audiogate.train import train
+    from audiogate.data.synth import make_demo_dataset
+    from audiogate.training import train
 
     make_demo_dataset(root=tmp_path / "data", n_per_class=16)
     result = train(Config(data=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"),

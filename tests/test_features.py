@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from audiogate.config import Config
-from audiogate.features import LogMel, fit_length, log_mel, power_to_db
+from audiogate.features.frontend import LogMel, fit_length, log_mel, power_to_db
 
 from .conftest import sine
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from audiogate import clips as clips_mod
-from audiogate.audio_io import write_wav
-from audiogate.cache import CacheSpec, FeatureCache
-from audiogate.clips import cache_clips, decode_clips, resolve_workers
 from audiogate.config import FeatureConfig
 from audiogate.data import Clip
-from audiogate.prefetch import prefetch, split_threads
+from audiogate.data import decode as clips_mod
+from audiogate.data.audio_io import write_wav
+from audiogate.data.cache import CacheSpec, FeatureCache
+from audiogate.data.decode import cache_clips, decode_clips, resolve_workers
+from audiogate.training.prefetch import prefetch, split_threads
 
 from .conftest import SR
 

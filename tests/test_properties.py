@@ -10,11 +10,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audiogate.audio_io import MIN_SAMPLES, NATIVE_SR_RANGE, to_mono_resampled
-from audiogate.augment import AddNoise, AugmentedFrontEnd, Augmenter, warp_magnitude
 from audiogate.config import AugmentConfig, Config, FeatureConfig
+from audiogate.data.audio_io import MIN_SAMPLES, NATIVE_SR_RANGE, to_mono_resampled
 from audiogate.errors import AudioError
-from audiogate.features import LogMel, log_mel
+from audiogate.features.augment import AddNoise, AugmentedFrontEnd, Augmenter, warp_magnitude
+from audiogate.features.frontend import LogMel, log_mel
 
 SETTINGS = settings(max_examples=30, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

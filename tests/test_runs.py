@@ -8,7 +8,7 @@ import pytest
 
 from audiogate.config import Config
 from audiogate.errors import ConfigError
-from audiogate.runs import new_run
+from audiogate.training.runs import new_run
 
 
 def test_named_run_is_reused_until_it_has_an_epoch(tmp_path: Path) -> None:

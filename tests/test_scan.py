@@ -1,10 +1,4 @@
-"""Long recordings: window placement, segment merging, and boundaries on generated audio.
-
-Also home of :func:`build_band_gate`, a hand-built checkpoint whose answer is known (used by
-test_export, test_serve and test_browser too): it calls a window ``allowed`` when its low mel
-bands (< 1 kHz, where synthetic speech lives) are louder, in z-scored dB, than its high bands
-(> 3 kHz, where the test hiss lives), and ``not_allowed`` otherwise.
-"""
+"""Long recordings: window placement, segment merging, and boundaries on generated audio."""
 
 from __future__ import annotations
 
@@ -16,16 +10,12 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from scipy import signal
 
-from audiogate.checkpoint import save_checkpoint
 from audiogate.cli import main
 from audiogate.config import Config
-from audiogate.errors import AudioError, ConfigError
-from audiogate.inference import BaseClassifier, load
-from audiogate.model import build_net
-from audiogate.scan import (
+from audiogate.data.synth import voice_like
+from audiogate.deploy.inference import BaseClassifier, load
+from audiogate.deploy.scan import (
     format_scan,
     merge_segments,
     scan_file,
@@ -34,48 +24,12 @@ from audiogate.scan import (
     stretch_edges,
     window_starts,
 )
-from audiogate.synth import voice_like
+from audiogate.errors import AudioError, ConfigError
 
-SR = 16000
-CLASSES = ("not_allowed", "allowed")
-LOW_HZ, HIGH_HZ = 1000.0, 3000.0
-OFFSET = 3.0  # lifts z-scored features (mostly > -3) through the ReLUs
-SCALE = 2.0  # logit units per unit of mean z-scored band loudness
-POOL = 4  # two 2x2 max-pools
-HISS_CUTOFF_HZ = 4000.0
+from .conftest import CLASSES, SR, build_band_gate, hiss
+
 LEVEL = 0.5
-
-
-def build_band_gate(path: Path, *, fixed_length: int = 200) -> Path:
-    """Write a checkpoint whose network compares low-band and high-band loudness."""
-    cfg = Config(fixed_length=fixed_length)
-    feats = cfg.features()
-    net = build_net(feats, n_classes=len(CLASSES), dropout=cfg.dropout)
-    centres = librosa.mel_frequencies(n_mels=feats.n_mels + 2, fmin=feats.fmin,
-                                      fmax=feats.mel_fmax)[1:-1]
-    rows = centres.reshape(-1, POOL).mean(axis=1)
-    cols = feats.fixed_length // POOL
-    low, high = rows < LOW_HZ, rows > HIGH_HZ
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        net.conv1.weight[0, 0, 1, 1] = 1.0
-        net.conv1.bias[0] = OFFSET
-        net.conv2.weight[0, 0, 1, 1] = 1.0
-        fc = net.fc.weight.view(len(CLASSES), -1, rows.size, cols)
-        fc[1, 0, torch.from_numpy(low)] = SCALE / (low.sum() * cols)
-        fc[0, 0, torch.from_numpy(high)] = SCALE / (high.sum() * cols)
-        net.fc.bias[:] = -SCALE * OFFSET  # logits near 0: no large float32 sums
-    save_checkpoint(path, net=net, config=cfg, classes=CLASSES, epoch=1,
-                    metrics={"val_f1": 1.0})
-    return path
-
-
-def hiss(*, rng: np.random.Generator, duration: float) -> np.ndarray:
-    """High-passed white noise (not_allowed for the band gate), peak 1, float32."""
-    sos = signal.butter(4, HISS_CUTOFF_HZ, "highpass", fs=SR, output="sos")
-    x = signal.sosfilt(sos, rng.standard_normal(round(duration * SR)))
-    return (x / np.abs(x).max()).astype(np.float32)
+"""Peak level of the generated test recordings."""
 
 
 def vowel(*, rng: np.random.Generator, duration: float) -> np.ndarray:

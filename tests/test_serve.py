@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,64 +15,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiogate.inference import load
-from audiogate.synth import voice_like
+from audiogate.data.synth import voice_like
+from audiogate.deploy.inference import load
 
-from .test_scan import build_band_gate, hiss
+from .conftest import SR, Server, build_band_gate, hiss, running_server
 
-SR = 16000
-STARTUP_S = 90.0
 LIMIT_MB = 1.0
 MAX_SECONDS = 30.0
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    tmpdir: Path
-    checkpoint: Path
-
-
-@contextlib.contextmanager
-def running_server(checkpoint: Path, *, tmpdir: Path, extra: tuple[str, ...] = ()
-                   ) -> Iterator[Server]:
-    """Start `python -m audiogate serve` with TMPDIR=tmpdir; wait for /health; stop it after."""
-    port = free_port()
-    tmpdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TMPDIR": str(tmpdir)}
-    cmd = [sys.executable, "-m", "audiogate", "-q", "serve", "--checkpoint", str(checkpoint),
-           "--port", str(port), *extra]
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if process.poll() is not None:
-                out = process.stdout.read().decode() if process.stdout else ""
-                raise RuntimeError(f"server exited with {process.returncode}:\n{out}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not answer /health within {STARTUP_S} s")
-            time.sleep(0.2)
-        yield Server(url=url, process=process, tmpdir=tmpdir, checkpoint=checkpoint)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def wav_bytes(y: np.ndarray, *, sr: int = SR, fmt: str = "WAV", subtype: str = "PCM_16"

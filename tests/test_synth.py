@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiogate.synth import CONFUSER_WEIGHTS, confuser, make_demo_dataset, voice_like
+from audiogate.data.synth import CONFUSER_WEIGHTS, confuser, make_demo_dataset, voice_like
 
 N_PER_CLASS = 12
 SR = 16000

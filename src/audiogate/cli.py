@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -50,7 +47,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 # ----------------------------------------------------------------- commands
 def cmd_eda(args: argparse.Namespace) -> int:
-    from .eda import analyse, write_eda
+    from .reporting.eda import analyse, write_eda
 
     config = config_from_args(args)
     report = analyse(config.data, features=config.features())
@@ -70,7 +67,7 @@ def cmd_eda(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import resume, train
+    from .training import resume, train
 
     if args.resume:
         result = resume(args.resume, max_epochs=args.max_epochs, patience=args.patience,
@@ -88,8 +85,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
-    from .metrics import format_report
+    from .reporting.evaluate import evaluate
+    from .reporting.tables import format_report
 
     result = evaluate(args.checkpoint, data=args.data, subset=args.split, out=args.out,
                       workers=args.workers, progress=not args.quiet)
@@ -100,7 +97,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import Prediction, expand_inputs
+    from .deploy.inference import Prediction, expand_inputs
+    from .reporting.tables import format_predictions
 
     gate = _load_gate(args)
     files, missing = expand_inputs(args.paths)
@@ -114,23 +112,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_predictions(results: Sequence[Any], classes: Sequence[str], *, fmt: str) -> str:
-    """Predictions as an aligned table, JSON (list of objects) or CSV."""
-    if fmt == "json":
-        return json.dumps([r.as_dict() for r in results], indent=2) + "\n"
-    rows = [[r.source, r.label or "ERROR", f"{r.confidence:.4f}",
-             *(f"{r.probabilities.get(c, float('nan')):.4f}" for c in classes), r.error or ""]
-            for r in results]
-    header = ["file", "label", "confidence", *(f"p_{c}" for c in classes), "error"]
-    if fmt == "csv":
-        buf = io.StringIO()
-        csv.writer(buf).writerows([header, *rows])
-        return buf.getvalue()
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    return "".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip()
-                   + "\n" for row in [header, *rows])
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -140,26 +121,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _load_gate(args: argparse.Namespace) -> Any:
-    """The classifier ``--backend`` asks for: the checkpoint (PyTorch) or its ONNX export
-    (``--onnx``, default: the checkpoint path with ``.onnx``), checked to match the checkpoint.
-    A ``--checkpoint`` ending in ``.onnx`` is run with onnxruntime as is."""
-    workers = getattr(args, "workers", 1)
-    if Path(args.checkpoint).suffix.lower() == ".onnx":
-        from .export import load_onnx
+    """The classifier ``--checkpoint`` and ``--backend`` ask for (see :func:`audiogate.load`)."""
+    from .deploy.inference import load
 
-        return load_onnx(args.checkpoint, workers=workers)
-    if args.backend == "onnx":
-        from .export import load_onnx
-
-        onnx_path = args.onnx or str(Path(args.checkpoint).with_suffix(".onnx"))
-        return load_onnx(onnx_path, workers=workers, checkpoint=args.checkpoint)
-    from .inference import load
-
-    return load(args.checkpoint, workers=workers)
+    backend = "onnx" if Path(args.checkpoint).suffix.lower() == ".onnx" else args.backend
+    return load(args.checkpoint, backend=backend, onnx=args.onnx,
+                workers=getattr(args, "workers", 1))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
+    from .deploy.onnx import export_onnx
 
     report = export_onnx(checkpoint=args.checkpoint, out=args.onnx, tolerance=args.tolerance)
     print(f"wrote {report.path} ({report.bytes / 1e6:.1f} MB): waveform -> logits, log-mel "
@@ -170,9 +141,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    from .deploy.inference import expand_inputs
+    from .deploy.scan import format_scan, scan_file
     from .errors import AudioError
-    from .inference import expand_inputs
-    from .scan import format_scan, scan_file
 
     gate = _load_gate(args)
     files, missing = expand_inputs(args.paths)
@@ -192,7 +163,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import ServeSettings, run_server
+    from .deploy.serve import ServeSettings, run_server
 
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
                              hop_s=args.hop)

@@ -101,6 +101,8 @@ class Config:
     stretch_min: float = _f(0.8, "lowest time-stretch rate (<1 slows down)")
     stretch_max: float = _f(1.25, "highest time-stretch rate (>1 speeds up)")
     # --- model and training ---
+    model: str = _f("simple", "network, by registered name: simple (the specification's "
+                              "SimpleConvNet)")
     dropout: float = _f(0.3, "dropout before the classifier")
     max_epochs: int = _f(30, "stop after this many epochs; 0 = run until Ctrl+C")
     patience: int = _f(8, "early stop after this many epochs without val-F1 gain; 0 = off")
@@ -224,12 +226,20 @@ def _validate(c: Config) -> None:
     for name in ("max_epochs", "patience", "workers"):
         _require(getattr(c, name) >= 0, name, "must be >= 0")
     _require("/" not in c.name and c.name not in (".", ".."), "name", "must be a plain name")
+    _check_model(c)
     _check_mel_bands(c)
+
+
+def _check_model(c: Config) -> None:
+    from .models import model_names  # local: keeps config import light
+
+    _require(c.model in model_names(), "model",
+             f"must be one of {', '.join(model_names())}, got {c.model!r}")
 
 
 def _check_mel_bands(c: Config) -> None:
     """Every mel band must cover at least one FFT bin, else it is a constant dead input."""
-    from .features import mel_filterbank  # local: keeps config import light
+    from .features.frontend import mel_filterbank  # local: keeps config import light
 
     with warnings.catch_warnings():  # librosa warns; we raise a clearer error below
         warnings.simplefilter("ignore", UserWarning)

@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 from .config import Config
-from .eda import analyse, write_eda
-from .evaluate import evaluate
-from .inference import expand_inputs, load
-from .metrics import format_report
-from .synth import make_demo_dataset
-from .train import train
+from .data.synth import make_demo_dataset
+from .deploy.inference import expand_inputs, load
+from .reporting.eda import analyse, write_eda
+from .reporting.evaluate import evaluate
+from .reporting.tables import format_report
+from .training import train
 
 log = logging.getLogger(__name__)
 

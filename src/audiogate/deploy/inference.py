@@ -1,6 +1,7 @@
 """Judge new audio with a trained model: everything here needs only a checkpoint.
 
 >>> gate = audiogate.load("runs/demo/models/best.pt")          # doctest: +SKIP
+>>> gate = audiogate.load("best.onnx")                         # doctest: +SKIP
 >>> gate.predict("clip.wav").label                             # doctest: +SKIP
 'allowed'
 """
@@ -16,13 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio_io import AUDIO_EXTENSIONS, to_mono_resampled
-from .checkpoint import Checkpoint, load_checkpoint
-from .clips import decode_clips
-from .config import FeatureConfig
-from .data import Clip, Skipped
-from .errors import AudioError
-from .features import fit_length
+from ..config import FeatureConfig
+from ..data.audio_io import AUDIO_EXTENSIONS, to_mono_resampled
+from ..data.decode import decode_clips
+from ..data.discover import Clip, Skipped
+from ..errors import AudioError, ConfigError
+from ..features.frontend import fit_length
+from ..training.checkpoint import Checkpoint, load_checkpoint
 
 BATCH = 64
 """Clips per forward pass."""
@@ -175,13 +176,34 @@ def _name(item: AudioInput) -> str:
     return "<array>" if isinstance(item, np.ndarray) else str(item)
 
 
-def load(checkpoint: str | os.PathLike[str], *, workers: int = 1) -> Classifier:
-    """Load a checkpoint (safely) as a ready-to-use :class:`Classifier`.
+BACKENDS = ("torch", "onnx")
 
-    For an exported ONNX model use :func:`audiogate.export.load_onnx`, which returns a
-    classifier with the same ``predict``/``predict_many``/``probabilities``.
+
+def load(path: str | os.PathLike[str], *, backend: str | None = None,
+         onnx: str | os.PathLike[str] | None = None, workers: int = 1) -> BaseClassifier:
+    """A ready-to-use classifier from a checkpoint (``.pt``) or an ONNX export (``.onnx``).
+
+    ``backend``: ``"torch"`` runs a checkpoint with PyTorch; ``"onnx"`` runs an export with
+    onnxruntime (needs ``audiogate[onnx]``). ``None`` picks by the file: ONNX for ``.onnx``,
+    PyTorch otherwise. With ``backend="onnx"`` and a checkpoint ``path``, the export is
+    ``onnx`` (default: ``path`` with ``.onnx``) and it is refused unless it was exported from
+    that very checkpoint. Every backend has the same ``predict``/``predict_many``/
+    ``probabilities``. ``workers``: decoding processes for ``predict_many`` over files.
     """
-    return Classifier(load_checkpoint(checkpoint), workers=workers)
+    path = Path(path)
+    is_onnx = path.suffix.lower() == ".onnx"
+    backend = backend or ("onnx" if is_onnx else "torch")
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        if is_onnx:
+            raise ConfigError(f"{path} is an ONNX export; load it with backend='onnx'")
+        return Classifier(load_checkpoint(path), workers=workers)
+    from .onnx import load_onnx  # local: onnxruntime is an optional dependency
+
+    if is_onnx:
+        return load_onnx(path, workers=workers)
+    return load_onnx(onnx or path.with_suffix(".onnx"), workers=workers, checkpoint=path)
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Skipped]]:

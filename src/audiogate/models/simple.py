@@ -1,17 +1,22 @@
-"""The specification's network, and the deployable waveform -> logits module."""
+"""The specification's network: two convolution blocks and a linear classifier."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .config import FeatureConfig
-from .features import LogMel
+from .registry import register_model
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 CHANNELS = (16, 32)
 """Output channels of the two convolution blocks."""
 
 
+@register_model("simple")
 class SimpleConvNet(nn.Module):
     """Conv-ReLU-MaxPool x2 -> Dropout -> Linear, as in the specification.
 
@@ -30,6 +35,12 @@ class SimpleConvNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(c2 * (n_mels // 4) * (n_frames // 4), n_classes)
 
+    @classmethod
+    def config_args(cls, config: Config, *, n_classes: int) -> dict[str, Any]:
+        """Sized for the config's log-mel shape (the linear layer depends on it)."""
+        return {"n_mels": config.n_mels, "n_frames": config.fixed_length,
+                "n_classes": n_classes, "dropout": config.dropout}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 3:
             # (batch, 1, n_mels, frames) with channels-last strides (a view, no copy): the
@@ -40,24 +51,3 @@ class SimpleConvNet(nn.Module):
         x = self.pool(self.relu(self.conv2(x)))
         x = self.dropout(x)
         return self.fc(torch.flatten(x, 1))
-
-
-def build_net(features: FeatureConfig, *, n_classes: int, dropout: float) -> SimpleConvNet:
-    """The network sized for ``features``."""
-    return SimpleConvNet(n_mels=features.n_mels, n_frames=features.fixed_length,
-                         n_classes=n_classes, dropout=dropout)
-
-
-class WaveformClassifier(nn.Module):
-    """Front end + network: ``[shape=(batch, n_samples)]`` waveforms -> logits.
-
-    This is what prediction, the HTTP service and ONNX export run.
-    """
-
-    def __init__(self, frontend: LogMel, net: SimpleConvNet) -> None:
-        super().__init__()
-        self.frontend = frontend
-        self.net = net
-
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.net(self.frontend(wave))

@@ -23,13 +23,11 @@ level. Features are stored as computed (float32), so cached and fresh features a
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
 import os
 import secrets
-import stat
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -37,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import FeatureConfig
-from .errors import DataError
+from ..config import FeatureConfig
+from ..errors import DataError
+from ..files import atomic_write, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,6 @@ SHARD_ROWS = 256
 """New entries buffered before a shard is written (about 130 kB each with waveforms)."""
 INT16_FULL_SCALE = 32767
 """Largest int16 magnitude; a clip's peak is stored as this value."""
-HASH_CHUNK = 1 << 20
-"""Bytes read at a time when hashing a file."""
 STALE_TMP_S = 3600.0
 """Temporary files older than this (seconds) are left-overs of a killed run and removed."""
 VIEW_CHUNK = 256
@@ -105,18 +102,6 @@ def fast_key(path: str) -> FastKey | None:
     return (path, int(st.st_size), int(st.st_mtime_ns))
 
 
-def file_digest(path: str) -> str:
-    """SHA-256 (hex) of the file's bytes. Raises ``OSError`` if it is unreadable or not a
-    regular file (reading a FIFO or a device could block or never end)."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def quantize(y: np.ndarray) -> tuple[np.ndarray, float]:
     """float ``[shape=(n,)]`` -> (int16 ``[shape=(n,)]``, scale); ``int16 * scale ~ y``."""
     peak = float(np.max(np.abs(y))) if y.size else 0.0
@@ -160,7 +145,8 @@ class FeatureCache:
             (self.folder / "views").mkdir(parents=True, exist_ok=True)
             spec = {"version": CACHE_VERSION, "features": asdict(self.spec.features),
                     "n_keep": self.spec.n_keep}
-            _write_atomic(self.folder / "spec.json", json.dumps(spec, indent=1).encode())
+            write_bytes(self.folder / "spec.json", json.dumps(spec, indent=1).encode(),
+                        durable=False)
         except OSError as exc:
             raise DataError(f"cannot write the feature cache in {self.root} ({exc}); "
                             "choose another --cache-dir or use --no-cache") from None
@@ -234,14 +220,15 @@ class FeatureCache:
         name = f"shard-{time.time_ns():x}-{os.getpid()}-{secrets.token_hex(3)}"
         entries, sources = self._new_entries, self._new_sources
         if entries:
-            _save_npy(self.folder / f"{name}.feats.npy", np.stack([e.feats for e in entries]))
+            _save_npy(self.folder / f"{name}.feats.npy",
+                      np.stack([e.feats for e in entries]))
             if self.spec.n_keep:
                 _save_npy(self.folder / f"{name}.waves.npy",
                           np.stack([e.wave for e in entries if e.wave is not None]))
         meta = {"version": CACHE_VERSION,
                 "entries": [[e.digest, e.length, e.scale] for e in entries],
                 "sources": [[*s.key, s.digest, s.reason] for s in sources]}
-        _write_atomic(self.folder / f"{name}.json", json.dumps(meta).encode())
+        write_bytes(self.folder / f"{name}.json", json.dumps(meta).encode(), durable=False)
         self._new_entries, self._new_sources, self._new_digests = [], [], set()
         self._register(self.folder / f"{name}.json")
 
@@ -282,18 +269,13 @@ class FeatureCache:
         path = self.folder / "views" / f"{key}.npy"
         if not path.is_file():
             cfg = self.spec.features
-            tmp = path.with_name(f"{key}.{secrets.token_hex(3)}.tmp")
             header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
                       "fortran_order": False,
                       "shape": (len(refs), cfg.n_mels, cfg.fixed_length)}
-            try:
-                with open(tmp, "wb") as fh:
-                    np.lib.format.write_array_header_1_0(fh, header)
-                    for i in range(0, len(refs), VIEW_CHUNK):
-                        fh.write(self.features(refs[i:i + VIEW_CHUNK]).tobytes())
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            with atomic_write(path, durable=False) as fh:
+                np.lib.format.write_array_header_1_0(fh, header)
+                for i in range(0, len(refs), VIEW_CHUNK):
+                    fh.write(self.features(refs[i:i + VIEW_CHUNK]).tobytes())
         return np.load(path, mmap_mode="c")
 
 
@@ -314,20 +296,6 @@ def _read_rows(path: Path, rows: np.ndarray, out: np.ndarray) -> None:
                                 "rebuild that part of the cache")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{secrets.token_hex(3)}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f"{path.name}.{secrets.token_hex(3)}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.lib.format.write_array(fh, np.ascontiguousarray(array))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, durable=False) as fh:
+        np.lib.format.write_array(fh, np.ascontiguousarray(array))

@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError
+from ..errors import AudioError
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au"})

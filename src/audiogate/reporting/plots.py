@@ -1,12 +1,11 @@
 """PNG figures: training curves, duration histogram, confusion matrix, spectrogram.
 
-Uses matplotlib's non-interactive Agg backend; every function writes one file atomically
-enough for our use (write to a temp name, then rename) and closes its figure.
+Uses matplotlib's non-interactive Agg backend; every function writes one PNG atomically
+(:func:`audiogate.files.atomic_write`) and closes its figure.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..files import atomic_write
+
 
 def _save(fig: Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_write(path, durable=False) as fh:
+            fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:

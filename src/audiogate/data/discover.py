@@ -1,4 +1,4 @@
-"""Data set discovery, class balancing and the stratified train/val/test split.
+"""Data set discovery: which files belong to which class, and which cannot be used.
 
 Layout: one sub-folder per class under the data root. The specification's layout,
 ``allowed/`` and ``not_allowed/``, maps to labels 1 and 0; any other set of folders maps to
@@ -8,18 +8,16 @@ returned as :class:`Skipped` records with a reason.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from sklearn.model_selection import train_test_split
-
+from ..errors import DataError
+from ..files import write_text
+from ..reporting.tables import csv_text
 from .audio_io import AUDIO_EXTENSIONS
-from .errors import DataError
 
 SPEC_CLASSES = ("not_allowed", "allowed")
 """The specification's classes, in label order: not_allowed -> 0, allowed -> 1."""
@@ -54,15 +52,6 @@ class Discovery:
         """Clips per class name."""
         by_label = Counter(c.label for c in self.clips)
         return {name: by_label.get(i, 0) for i, name in enumerate(self.classes)}
-
-
-@dataclass(frozen=True)
-class Split:
-    """Disjoint train / validation / test lists of clips."""
-
-    train: list[Clip]
-    val: list[Clip]
-    test: list[Clip]
 
 
 def class_names(root: Path) -> tuple[str, ...]:
@@ -170,80 +159,6 @@ def require_all_classes(counts: dict[str, int], *, where: str,
     raise DataError(message)
 
 
-def balance(clips: Sequence[Clip], *, strategy: str, rng: np.random.Generator) -> list[Clip]:
-    """Down-sample every class to the smallest class's size (``strategy="downsample"``).
-
-    Other strategies (``weighted``, ``none``) keep every clip; ``weighted`` is handled by the
-    loss (:func:`class_weights`). Order within the result is by class, then random.
-    """
-    if strategy != "downsample":
-        return list(clips)
-    by_label: dict[int, list[Clip]] = {}
-    for clip in clips:
-        by_label.setdefault(clip.label, []).append(clip)
-    n_min = min(len(v) for v in by_label.values())
-    out: list[Clip] = []
-    for label in sorted(by_label):
-        group = by_label[label]
-        picks = rng.choice(len(group), size=n_min, replace=False)
-        out.extend(group[i] for i in sorted(picks))
-    return out
-
-
-def class_weights(labels: Sequence[int] | np.ndarray, *, n_classes: int) -> np.ndarray:
-    """Inverse-frequency weights ``n / (n_classes * count)``, ``[shape=(n_classes,)]``."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
-    return (len(labels) / (n_classes * np.maximum(counts, 1))).astype(np.float32)
-
-
-def stratified_split(clips: Sequence[Clip], *, test_size: float, val_size: float,
-                     seed: int) -> Split:
-    """Seeded stratified split; fractions are of the whole set."""
-    labels = [c.label for c in clips]
-    counts = Counter(labels)
-    need = max(3, int(np.ceil(1.0 / min(test_size, val_size))))  # >= 1 per class per subset
-    if min(counts.values()) < need:
-        raise DataError(
-            f"too few clips for a stratified train/val/test split: per-class counts "
-            f"{dict(sorted(counts.items()))}, need at least {need} per class "
-            f"(with test_size={test_size}, val_size={val_size})")
-    items = list(clips)
-    try:
-        n_test, n_val = (max(1, round(f * len(items))) for f in (test_size, val_size))
-        rest, test = train_test_split(items, test_size=n_test, stratify=labels,
-                                      random_state=seed)
-        train, val = train_test_split(rest, test_size=n_val, stratify=[c.label for c in rest],
-                                      random_state=seed)
-    except ValueError as exc:
-        raise DataError(f"cannot make a stratified split of {len(items)} clips: {exc}") from None
-    return Split(train=train, val=val, test=test)
-
-
-def write_split(split: Split, path: Path, *, classes: Sequence[str]) -> None:
-    """Write ``subset,path,label,class`` rows (CSV) for every clip of the split."""
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["subset", "path", "label", "class"])
-        for subset in ("train", "val", "test"):
-            for clip in getattr(split, subset):
-                writer.writerow([subset, clip.path, clip.label, classes[clip.label]])
-
-
-def read_split(path: Path) -> Split:
-    """Read a file written by :func:`write_split`."""
-    parts: dict[str, list[Clip]] = {"train": [], "val": [], "test": []}
-    try:
-        with open(path, newline="") as fh:
-            for row in csv.DictReader(fh):
-                parts[row["subset"]].append(Clip(row["path"], int(row["label"])))
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"cannot read split file {path}: {exc}") from None
-    return Split(**parts)
-
-
 def write_skipped(skipped: Sequence[Skipped], path: Path) -> None:
-    """Write ``path,reason`` rows (CSV) for every skipped file."""
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "reason"])
-        writer.writerows((s.path, s.reason) for s in skipped)
+    """Write ``path,reason`` rows (CSV, atomically) for every skipped file."""
+    write_text(path, csv_text(["path", "reason"], [[s.path, s.reason] for s in skipped]))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import FeatureConfig
+from ..config import FeatureConfig
 
 AMIN = 1e-10
 """Power floor before the logarithm (librosa's ``amin``)."""

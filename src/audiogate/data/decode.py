@@ -5,7 +5,7 @@ samples, zero-padded) is kept with the clip's true length, so the padding can be
 from the sound. Files that fail to decode come back as skipped records, never as exceptions.
 
 * :func:`cache_clips` (training): workers decode, hash and compute the clean log-mel features;
-  the main process appends them to a :class:`~audiogate.cache.FeatureCache`, and the result,
+  the main process appends them to a :class:`~audiogate.data.cache.FeatureCache`, and the result,
   a :class:`ClipSet`, reads batches back through memory maps, so memory stays bounded.
 * :func:`decode_clips` (prediction): waveforms of a list of files, in memory.
 """
@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..config import FeatureConfig
+from ..errors import AudioError
+from ..features.frontend import LogMel, fit_length
+from ..files import sha256_file
 from .audio_io import load_audio
-from .cache import CacheSpec, Entry, FeatureCache, Source, fast_key, file_digest, quantize
-from .config import FeatureConfig
-from .data import Clip, Skipped
-from .errors import AudioError
-from .features import LogMel, fit_length
+from .cache import CacheSpec, Entry, FeatureCache, Source, fast_key, quantize
+from .discover import Clip, Skipped
 
 CHUNK = 16
 """Files per task sent to a worker process."""
@@ -52,7 +53,7 @@ class ClipArrays:
 
 @dataclass
 class ClipSet:
-    """Decoded clips held in a :class:`~audiogate.cache.FeatureCache`.
+    """Decoded clips held in a :class:`~audiogate.data.cache.FeatureCache`.
 
     ``labels`` and ``lengths`` (real samples) are ``[shape=(n,)]``; ``refs``
     ``[shape=(n, 2)]`` locates each clip's entry. Row ``i`` belongs to ``clips[i]``.
@@ -176,7 +177,7 @@ def _frontend(cfg: FeatureConfig) -> LogMel:
 
 def _digest_or_none(path: str) -> str | None:
     try:
-        return file_digest(path)
+        return sha256_file(path)
     except OSError:
         return None
 
@@ -191,7 +192,7 @@ def _cache_chunk(paths: Sequence[str], spec: CacheSpec) -> list[tuple[Source, En
         key = fast_key(path) or (path, -1, -1)
         try:
             y = load_audio(path, sr=cfg.sr, max_seconds=n_read / cfg.sr + 0.1)
-            digest = file_digest(path)
+            digest = sha256_file(path)
         except AudioError as exc:  # remembered only for a file that can be hashed
             out.append((Source(key, _digest_or_none(path), exc.reason), None))
             continue

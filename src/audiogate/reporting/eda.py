@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from ..config import FeatureConfig
+from ..data.audio_io import verify
+from ..data.discover import Skipped, discover, require_all_classes, write_skipped
+from ..errors import AudioError
+from ..files import write_json
 from . import plots
-from .audio_io import verify
-from .config import FeatureConfig
-from .data import Skipped, discover, require_all_classes, write_skipped
-from .errors import AudioError
-from .runs import write_json
 
 COVER_QUANTILE = 0.9
 """The suggested window covers this fraction of clips completely."""

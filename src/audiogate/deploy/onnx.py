@@ -1,14 +1,14 @@
 """ONNX export of the deployable model, and a classifier that runs the export with onnxruntime.
 
-The exported graph is the whole :class:`~audiogate.model.WaveformClassifier`: waveform
+The exported graph is the whole :class:`~audiogate.models.WaveformClassifier`: waveform
 ``[shape=(batch, n_samples)]`` at ``features.sr`` -> logits ``[shape=(batch, n_classes)]``,
 front end included. Only decoding, mixing to mono, resampling and cutting/padding to the
 window stay in Python (as for the PyTorch backend).
 
 ``torch.stft`` returns complex tensors, which ONNX export does not handle, so the exported front
 end computes the same STFT as a strided 1-D convolution with a fixed windowed-DFT basis
-(:class:`DftLogMel`); mel projection, dB with ``ref=max``, the ``top_db`` floor and the
-z-score are the functions of :mod:`audiogate.features`. :func:`export_onnx` checks the result
+(:class:`~audiogate.features.dft.DftLogMel`); everything after the power spectrogram is the
+code of :class:`~audiogate.features.frontend.LogMel` itself. :func:`export_onnx` checks the result
 with onnxruntime against PyTorch on generated speech-like, confuser, short, quiet and silent
 clips and refuses to write a model that differs by more than ``TOLERANCE``.
 
@@ -18,7 +18,6 @@ checkpoint it came from as ONNX metadata, so :func:`load_onnx` needs nothing els
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,15 +29,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import Checkpoint, atomic_write, load_checkpoint
-from .config import FeatureConfig
-from .errors import AudiogateError, CheckpointError
-from .features import fit_length, limit_peak, power_to_db, zscore
+from ..config import FeatureConfig
+from ..errors import AudiogateError, CheckpointError
+from ..features.dft import DftLogMel
+from ..features.frontend import fit_length
+from ..files import json_safe, sha256_file, write_bytes
+from ..models import WaveformClassifier
+from ..training.checkpoint import Checkpoint, load_checkpoint
 from .inference import BaseClassifier
-from .model import WaveformClassifier
 
 log = logging.getLogger(__name__)
 
@@ -60,57 +60,10 @@ class ExportError(AudiogateError):
     """The model cannot be exported, or the export does not reproduce PyTorch."""
 
 
-class DftLogMel(nn.Module):
-    """Export-friendly twin of :class:`~audiogate.features.LogMel` (same maths, same output).
-
-    The centred, zero-padded STFT frame ``t`` is ``x[t*hop : t*hop + n_fft]`` of the signal
-    padded by ``n_fft // 2`` on both sides; the Hann window (``win_length`` samples, centred in
-    the ``n_fft`` frame as ``torch.stft`` does) is folded into cosine and sine kernels, so only
-    the ``win_length`` non-zero taps are convolved. ``forward``: ``[shape=(batch,
-    cfg.n_samples)]`` -> ``[shape=(batch, n_mels, cfg.fixed_length)]`` (the length is fixed,
-    as in the exported graph).
-    """
-
-    basis: torch.Tensor
-    mel: torch.Tensor
-
-    def __init__(self, cfg: FeatureConfig, *, mel: torch.Tensor, window: torch.Tensor) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.n_bins = cfg.n_fft // 2 + 1
-        self.offset = (cfg.n_fft - cfg.win_length) // 2
-        taps = torch.arange(cfg.win_length, dtype=torch.float64) + self.offset
-        bins = torch.arange(self.n_bins, dtype=torch.float64)
-        angle = 2.0 * torch.pi * torch.outer(bins, taps) / cfg.n_fft
-        win = window.to(torch.float64)
-        basis = torch.cat([torch.cos(angle) * win, -torch.sin(angle) * win])
-        self.register_buffer("basis", basis[:, None, :].to(torch.float32), persistent=False)
-        self.register_buffer("mel", mel.detach().clone(), persistent=False)
-        # static padding for the fixed input length: frame t starts at t * hop_length
-        self.left = cfg.n_fft // 2 - self.offset
-        needed = (cfg.fixed_length - 1) * cfg.hop_length + cfg.win_length
-        self.right = max(needed - cfg.n_samples - self.left, 0)
-
-    def power(self, wave: torch.Tensor) -> torch.Tensor:
-        """Power spectrogram ``[shape=(batch, n_fft // 2 + 1, fixed_length)]``.
-
-        Clips peaking above 1 are scaled to peak 1 first, as in ``LogMel.power`` (the features
-        are scale-invariant; this keeps huge samples from overflowing float32).
-        """
-        x = F.pad(limit_peak(wave)[:, None, :], (self.left, self.right))
-        spec = F.conv1d(x, self.basis, stride=self.cfg.hop_length)[..., :self.cfg.fixed_length]
-        return spec[:, :self.n_bins].square() + spec[:, self.n_bins:].square()
-
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        mel = torch.matmul(self.mel, self.power(wave))
-        return zscore(power_to_db(mel, top_db=self.cfg.top_db))
-
-
 def exportable(model: WaveformClassifier) -> nn.Module:
-    """The same network behind the :class:`DftLogMel` front end, in eval mode."""
-    frontend = DftLogMel(model.frontend.cfg, mel=model.frontend.mel,
-                         window=model.frontend.window)
-    return nn.Sequential(frontend, model.net).eval()
+    """The same network behind the :class:`~audiogate.features.dft.DftLogMel` front end, in
+    eval mode."""
+    return nn.Sequential(DftLogMel(model.frontend.cfg), model.net).eval()
 
 
 @dataclass(frozen=True)
@@ -130,7 +83,7 @@ def probe_waves(features: FeatureConfig, *, seed: int = PROBE_SEED) -> np.ndarra
     Speech-like and confuser clips (full-length and short, i.e. zero-padded), a quiet clip
     near the ``AMIN`` power floor, and digital silence.
     """
-    from .synth import confuser, voice_like  # local: only needed when verifying
+    from ..data.synth import confuser, voice_like  # local: only needed when verifying
 
     rng = np.random.default_rng(seed)
     sr, window_s = features.sr, features.n_samples / features.sr
@@ -170,22 +123,8 @@ def _metadata(ckpt: Checkpoint, *, sha256: str) -> dict[str, str]:
     return {"format": META_FORMAT, "version": META_VERSION,
             "classes": json.dumps(list(ckpt.classes)),
             "features": json.dumps(asdict(ckpt.features)), "epoch": str(ckpt.epoch),
-            "metrics": json.dumps(_plain(ckpt.metrics)), "checkpoint_sha256": sha256}
-
-
-def _plain(value: Any) -> Any:
-    """Metrics as JSON-safe plain data (tensors and numpy scalars become numbers)."""
-    return json.loads(json.dumps(value, default=lambda v: v.tolist()
-                                 if hasattr(v, "tolist") else str(v)))
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            "metrics": json.dumps(json_safe(ckpt.metrics), allow_nan=False),
+            "checkpoint_sha256": sha256}
 
 
 def export_onnx(*, checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -203,7 +142,7 @@ def export_onnx(*, checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     raw = _to_onnx_bytes(exportable(model), n_samples=ckpt.features.n_samples)
     proto = onnx.load_from_string(raw)
     onnx.checker.check_model(proto)
-    meta = _metadata(ckpt, sha256=file_sha256(checkpoint))
+    meta = _metadata(ckpt, sha256=sha256_file(checkpoint))
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_PREFIX + key, value
@@ -216,8 +155,7 @@ def export_onnx(*, checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
                           "grows with the size of the logits; if a difference this size is "
                           "acceptable, export again with a larger --tolerance")
     out_path = Path(out)
-    with atomic_write(out_path) as fh:
-        fh.write(data)
+    write_bytes(out_path, data)
     log.info("exported %s -> %s (max |logit diff| %.2e over %d probe clips)", checkpoint,
              out_path, logit_diff, n_clips)
     return ExportReport(path=str(out_path), max_abs_diff=logit_diff, max_prob_diff=prob_diff,
@@ -304,7 +242,7 @@ def load_onnx(path: str | os.PathLike[str], *, workers: int = 1,
     gate = OnnxClassifier(path, workers=workers)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
-    if checkpoint is not None and file_sha256(checkpoint) != gate.checkpoint_sha256:
+    if checkpoint is not None and sha256_file(checkpoint) != gate.checkpoint_sha256:
         raise CheckpointError(f"{path} was not exported from {checkpoint} (or the checkpoint "
                               "changed since); export it again with `audiogate export`")
     return gate

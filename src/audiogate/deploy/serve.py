@@ -32,10 +32,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .audio_io import AUDIO_EXTENSIONS, load_audio, probe
-from .config import FeatureConfig
-from .errors import AudioError, ConfigError
-from .features import AMIN, LogMel
+from ..config import FeatureConfig
+from ..data.audio_io import AUDIO_EXTENSIONS, load_audio, probe
+from ..errors import AudioError, ConfigError
+from ..features.frontend import LogMel, power_to_db
 from .inference import BaseClassifier
 from .scan import DEFAULT_HOP_S, scan_wave
 
@@ -153,8 +153,7 @@ def display_spectrogram(*, wave: np.ndarray, frontend: LogMel,
         pad = factor * -(-power.shape[1] // factor) - power.shape[1]
         power = np.pad(power, ((0, 0), (0, pad)), mode="edge")
         power = power.reshape(power.shape[0], -1, factor).mean(axis=2)
-    db = 10.0 * np.log10(np.maximum(power, AMIN))
-    db = np.maximum(db - db.max(), -cfg.top_db)
+    db = power_to_db(torch.from_numpy(power)[None], top_db=cfg.top_db)[0].numpy()
     pixels = np.round((db + cfg.top_db) / cfg.top_db * UINT8_MAX).astype(np.uint8)
     return {"n_mels": int(pixels.shape[0]), "n_frames": int(pixels.shape[1]),
             "seconds_per_column": factor * cfg.hop_length / cfg.sr, "top_db": cfg.top_db,
@@ -252,7 +251,7 @@ def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None) -
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,13 +9,16 @@ from typing import Any
 
 import numpy as np
 
+from ..data.discover import Clip, Skipped, discover, write_skipped
+from ..data.split import read_split
+from ..deploy.inference import Classifier
+from ..errors import DataError
+from ..files import write_json, write_text
+from ..training.checkpoint import ensure_compatible, load_checkpoint
+from ..training.runs import RunPaths
 from . import plots
-from .checkpoint import ensure_compatible
-from .data import Clip, Skipped, discover, read_split, write_skipped
-from .errors import DataError
-from .inference import load
 from .metrics import classification_report
-from .runs import RunPaths, write_json
+from .tables import csv_text
 
 
 @dataclass
@@ -43,7 +45,7 @@ def evaluate(checkpoint: str | os.PathLike[str], *, data: str | None = None,
     into ``out``.
     """
     ckpt_path = Path(checkpoint)
-    gate = load(ckpt_path, workers=workers)
+    gate = Classifier(load_checkpoint(ckpt_path), workers=workers)
     run = _run_of(ckpt_path)
     skipped: list[Skipped] = []
     if data is not None:
@@ -75,12 +77,10 @@ def evaluate(checkpoint: str | os.PathLike[str], *, data: str | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "report.json", report)
     write_skipped(skipped, out_dir / "skipped.csv")
-    with open(out_dir / "predictions.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "true", "predicted", "confidence"])
-        for clip, r in zip(clips, results, strict=True):
-            writer.writerow([clip.path, gate.classes[clip.label], r.label or "ERROR",
-                             f"{r.confidence:.4f}"])
+    rows = [[clip.path, gate.classes[clip.label], r.label or "ERROR", f"{r.confidence:.4f}"]
+            for clip, r in zip(clips, results, strict=True)]
+    write_text(out_dir / "predictions.csv",
+               csv_text(["path", "true", "predicted", "confidence"], rows))
     plots.plot_confusion(report["confusion"], gate.classes, out_dir / "confusion.png",
                          title=f"{Path(source).name}: macro-F1 {report['macro_f1']:.3f}")
     return EvalResult(report, skipped, out_dir / "report.json", out_dir / "confusion.png")

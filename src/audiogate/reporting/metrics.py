@@ -38,21 +38,3 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, *,
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "classes": list(classes),
     }
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """Human-readable text of :func:`classification_report`'s result."""
-    classes = report["classes"]
-    width = max(12, *(len(c) for c in classes))
-    lines = [f"clips: {report['n']}   macro-F1: {report['macro_f1']:.4f}   "
-             f"accuracy: {report['accuracy']:.4f}", "",
-             f"{'class':<{width}}  precision  recall     f1  support"]
-    for name in classes:
-        row = report["per_class"][name]
-        lines.append(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  "
-                     f"{row['f1']:5.4f}  {row['support']:7d}")
-    lines += ["", "confusion (rows = true, columns = predicted):",
-              " " * (width + 2) + "  ".join(f"{c:>{width}}" for c in classes)]
-    for name, row in zip(classes, report["confusion"], strict=True):
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
-    return "\n".join(lines)

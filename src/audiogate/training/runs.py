@@ -9,21 +9,18 @@
       metrics.json         one record per finished epoch + best epoch
       test_metrics.json    final report of the best (validation) model on the test split
       models/              model_epoch_NNN.pt, best.pt, last.pt (resumable)
-      outputs/             curves.png, confusion_test.png, durations.png
+      outputs/             curves.png, confusion_test.png
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from .checkpoint import atomic_write
-from .config import Config
-from .errors import ConfigError
+from ..config import Config
+from ..errors import ConfigError
+from ..files import write_text
 
 
 @dataclass(frozen=True)
@@ -79,9 +76,13 @@ class RunPaths:
     def confusion(self) -> Path:
         return self.outputs / "confusion_test.png"
 
-    @property
-    def durations(self) -> Path:
-        return self.outputs / "durations.png"
+
+def check_run_name(config: Config) -> None:
+    """Refuse a ``name`` whose run folder already holds a finished epoch, before any work."""
+    root = Path(config.runs_dir) / config.name
+    if config.name and RunPaths(root).last.exists():
+        raise ConfigError(f"run folder {root} already exists; pass --resume {root} to "
+                          "continue it, or choose another --name")
 
 
 def new_run(config: Config) -> RunPaths:
@@ -91,11 +92,9 @@ def new_run(config: Config) -> RunPaths:
     after a run that failed on its data; a run with trained epochs is never overwritten.
     """
     base = Path(config.runs_dir)
+    check_run_name(config)
     if config.name:
         root = base / config.name
-        if RunPaths(root).last.exists():
-            raise ConfigError(f"run folder {root} already exists; pass --resume {root} to "
-                              "continue it, or choose another --name")
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         root, k = base / stamp, 1
@@ -107,25 +106,3 @@ def new_run(config: Config) -> RunPaths:
     paths.outputs.mkdir(parents=True, exist_ok=True)
     write_text(paths.config, config.to_toml())
     return paths
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Write strict JSON atomically."""
-    write_text(path, json.dumps(_clean(value), indent=2, allow_nan=False) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically."""
-    with atomic_write(path) as fh:
-        fh.write(text.encode())

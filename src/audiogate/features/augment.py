@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import AugmentConfig
-from .errors import ConfigError
-from .features import LogMel, limit_peak
+from ..config import AugmentConfig
+from ..errors import ConfigError
+from .frontend import LogMel, limit_peak
 
 
 def _check_p(p: float) -> None:

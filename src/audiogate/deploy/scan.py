@@ -14,9 +14,6 @@ changes.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from .audio_io import load_audio, to_mono_resampled
-from .errors import ConfigError
+from ..data.audio_io import load_audio, to_mono_resampled
+from ..errors import ConfigError
+from ..files import to_json
+from ..reporting.tables import check_format, render_rows
 from .inference import BaseClassifier
 
 DEFAULT_HOP_S = 0.5
@@ -34,7 +33,6 @@ MIN_HOP_S = 0.01
 """Smallest hop accepted (seconds): 100 windows per second of audio."""
 SCAN_BATCH = 64
 """Windows per forward pass (bounds memory for long recordings)."""
-FORMATS = ("table", "csv", "json")
 
 
 @dataclass(frozen=True)
@@ -191,17 +189,10 @@ def format_scan(results: Sequence[ScanResult], *, fmt: str, windows: bool = Fals
 
     With ``windows`` the JSON also lists every window (table/CSV list segments only).
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"format must be one of {FORMATS}, got {fmt!r}")
+    check_format(fmt)
     if fmt == "json":
-        return json.dumps([r.as_dict(windows=windows) for r in results], indent=2) + "\n"
+        return to_json([r.as_dict(windows=windows) for r in results]) + "\n"
     header = ["file", "start_s", "end_s", "label", "score", "n_windows"]
     rows = [[r.source, f"{s.start:.3f}", f"{s.end:.3f}", s.label, f"{s.score:.4f}",
              str(s.n_windows)] for r in results for s in r.segments]
-    if fmt == "csv":
-        buf = io.StringIO()
-        csv.writer(buf).writerows([header, *rows])
-        return buf.getvalue()
-    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
-    return "".join("  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip()
-                   + "\n" for row in [header, *rows])
+    return render_rows(header, rows, fmt=fmt)

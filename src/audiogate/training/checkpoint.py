@@ -1,32 +1,36 @@
-"""Self-describing checkpoints: weights + full config + label map + training state.
+"""Self-describing checkpoints: weights + network spec + full config + label map + state.
 
-Files are written atomically (temp file in the same folder, flush, fsync, ``os.replace``) so
-a crash or ``kill -9`` never leaves a half-written ``best.pt``/``last.pt``, and read with
+Files are written atomically (:func:`audiogate.files.atomic_write`) so a crash or ``kill -9``
+never leaves a half-written ``best.pt``/``last.pt``, and read with
 ``torch.load(weights_only=True)``, which refuses anything but tensors and plain data: a
-checkpoint cannot run code.
+checkpoint cannot run code. The network is stored by registered name and constructor
+arguments (:class:`~audiogate.models.ModelSpec`), so loading needs nothing but the file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import re
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
+from torch import nn
 
-from .config import Config, FeatureConfig
-from .errors import AudiogateError, CheckpointError
-from .features import LogMel
-from .model import WaveformClassifier, build_net
+from ..config import Config, FeatureConfig
+from ..errors import AudiogateError, CheckpointError
+from ..features.frontend import LogMel
+from ..files import atomic_write
+from ..models import ModelSpec, WaveformClassifier
 
 FORMAT = "audiogate.checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 (audiogate 0.1) stored the SimpleConvNet weights under ``model``, no spec."""
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Checkpoint:
 
     config: Config
     classes: tuple[str, ...]
+    spec: ModelSpec
     weights: dict[str, torch.Tensor]
     epoch: int
     metrics: dict[str, Any]
@@ -44,45 +49,30 @@ class Checkpoint:
     def features(self) -> FeatureConfig:
         return self.config.features()
 
-    def build_model(self) -> WaveformClassifier:
-        """The waveform classifier with these weights, in eval mode, on the CPU."""
-        net = build_net(self.features, n_classes=len(self.classes), dropout=self.config.dropout)
+    def build_net(self) -> nn.Module:
+        """The network with these weights, in eval mode, on the CPU."""
+        net = self.spec.build()
         try:
             net.load_state_dict(self.weights)
         except RuntimeError as exc:
-            raise CheckpointError(f"weights do not fit the stored config: {exc}") from None
-        return WaveformClassifier(LogMel(self.features), net).eval()
+            raise CheckpointError(f"weights do not fit the stored model: {exc}") from None
+        return net.eval()
+
+    def build_model(self) -> WaveformClassifier:
+        """The waveform classifier (front end + network), in eval mode, on the CPU."""
+        return WaveformClassifier(LogMel(self.features), self.build_net()).eval()
 
 
-@contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[IO[bytes]]:
-    """Open a temp file beside ``path``; on success fsync and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def save_checkpoint(path: str | os.PathLike[str], *, net: torch.nn.Module, config: Config,
-                    classes: Sequence[str], epoch: int, metrics: dict[str, Any],
-                    train_state: dict[str, Any] | None = None) -> None:
-    """Write a checkpoint atomically. ``net`` is the :class:`SimpleConvNet`."""
+def save_checkpoint(path: str | os.PathLike[str], *, net: nn.Module, spec: ModelSpec,
+                    config: Config, classes: Sequence[str], epoch: int,
+                    metrics: dict[str, Any], train_state: dict[str, Any] | None = None) -> None:
+    """Write a checkpoint atomically: ``net``'s weights (moved to the CPU), how to rebuild it
+    (``spec``), the config, the class names, and the epoch's metrics; ``train_state`` (optimizer,
+    RNG, history) for a checkpoint a run can resume from."""
     payload: dict[str, Any] = {
         "format": FORMAT, "version": VERSION,
-        "config": config.to_dict(), "classes": list(classes),
-        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "config": config.to_dict(), "classes": list(classes), "model": spec.as_dict(),
+        "weights": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "epoch": int(epoch), "metrics": dict(metrics),
     }
     if train_state is not None:
@@ -111,14 +101,21 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an audiogate checkpoint (a bare state_dict or "
                               "another tool's file)")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not "
-                              f"supported (this audiogate reads version {VERSION})")
+    version = payload.get("version")
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(f"{path}: checkpoint version {version} is not supported (this "
+                              f"audiogate reads versions {READABLE_VERSIONS})")
     try:
         config = Config.from_dict(payload["config"], source=f"{path} config")
-        return Checkpoint(config=config, classes=tuple(payload["classes"]),
-                          weights=payload["model"], epoch=int(payload["epoch"]),
-                          metrics=dict(payload["metrics"]),
+        classes = tuple(payload["classes"])
+        if version == 1:
+            spec = ModelSpec.of(config, n_classes=len(classes))
+            weights = payload["model"]
+        else:
+            spec = ModelSpec(str(payload["model"]["name"]), dict(payload["model"]["args"]))
+            weights = payload["weights"]
+        return Checkpoint(config=config, classes=classes, spec=spec, weights=weights,
+                          epoch=int(payload["epoch"]), metrics=dict(payload["metrics"]),
                           train_state=payload.get("train_state"))
     except (KeyError, TypeError, AudiogateError) as exc:
         raise CheckpointError(f"{path}: incomplete checkpoint ({exc})") from None

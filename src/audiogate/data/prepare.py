@@ -1,0 +1,108 @@
+"""From a config to training-ready data: discover, decode into the cache, balance, split.
+
+:func:`prepare_data` is the one way training, resuming and the benchmarks get their data, so
+they all skip, balance and split the same files the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import Config
+from ..errors import DataError
+from .cache import CacheSpec, FeatureCache
+from .decode import ClipSet, cache_clips
+from .discover import Discovery, Skipped, discover, require_all_classes
+from .split import Split, balance, stratified_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """The clips of one run, decoded and cached, split three ways.
+
+    ``train``/``val``/``test`` are :class:`~audiogate.data.decode.ClipSet` views of one
+    :class:`~audiogate.data.cache.FeatureCache`; ``split`` lists their clips (what
+    ``split.csv`` holds); ``skipped`` lists every file left out, with the reason; ``usable``
+    counts the decodable clips per class before balancing.
+    """
+
+    classes: tuple[str, ...]
+    train: ClipSet
+    val: ClipSet
+    test: ClipSet
+    split: Split
+    skipped: list[Skipped] = field(default_factory=list)
+    usable: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cache(self) -> FeatureCache:
+        return self.train.cache
+
+
+def stored_samples(config: Config) -> int:
+    """Samples stored per clip for training: the window, and enough beyond it for the
+    slowest-reading (fastest) time stretch; 0 (features only) without augmentation."""
+    if not config.augment:
+        return 0
+    feats = config.features()
+    rate = config.stretch_max if config.stretch_p > 0 else 1.0
+    return math.ceil(feats.n_samples * rate) + feats.hop_length
+
+
+def open_cache(config: Config) -> FeatureCache:
+    """The feature cache for ``config`` (a temporary one when ``config.cache`` is off)."""
+    spec = CacheSpec(features=config.features(), n_keep=stored_samples(config))
+    return FeatureCache(config.cache_path(), spec, temporary=not config.cache)
+
+
+def prepare_data(config: Config, *, split: Split | None = None,
+                 classes: tuple[str, ...] | None = None, progress: bool = True) -> PreparedData:
+    """Decode every clip of ``config.data`` once (into the cache), then balance and split.
+
+    With ``split`` (and its ``classes``), the data of an existing run is brought back instead:
+    exactly those clips, in those subsets; a clip that no longer decodes is an error then,
+    since the run's results would no longer mean the same.
+    Raises :class:`~audiogate.errors.DataError` when the data cannot make a run.
+    """
+    if split is not None:
+        if classes is None:
+            raise ValueError("prepare_data: a saved split needs its classes")
+        return _restore(config, split, classes, progress)
+    found = discover(config.data)
+    return _prepare_new(config, found, progress)
+
+
+def _prepare_new(config: Config, found: Discovery, progress: bool) -> PreparedData:
+    arrays, bad = cache_clips(found.clips, cache=open_cache(config), workers=config.workers,
+                              progress=progress)
+    skipped = found.skipped + bad
+    usable = {name: int((arrays.labels == i).sum()) for i, name in enumerate(found.classes)}
+    require_all_classes(usable, where=config.data, skipped=skipped)
+    rng = np.random.default_rng(config.seed)
+    kept = balance(arrays.clips, strategy=config.balance, rng=rng)
+    split = stratified_split(kept, test_size=config.test_size, val_size=config.val_size,
+                             seed=config.seed)
+    log.info("classes %s, usable %s; split train %d / val %d / test %d", found.classes, usable,
+             len(split.train), len(split.val), len(split.test))
+    return PreparedData(found.classes, arrays.subset(split.train), arrays.subset(split.val),
+                        arrays.subset(split.test), split, skipped, usable)
+
+
+def _restore(config: Config, split: Split, classes: tuple[str, ...],
+             progress: bool) -> PreparedData:
+    every = split.train + split.val + split.test
+    arrays, bad = cache_clips(every, cache=open_cache(config), workers=config.workers,
+                              progress=progress)
+    if bad:
+        listed = ", ".join(f"{s.path} ({s.reason})" for s in bad[:5])
+        raise DataError(f"cannot resume: {len(bad)} file(s) of the saved split are no longer "
+                        f"usable: {listed}")
+    usable = {name: int((arrays.labels == i).sum()) for i, name in enumerate(classes)}
+    return PreparedData(classes, arrays.subset(split.train), arrays.subset(split.val),
+                        arrays.subset(split.test), split, [], usable)

@@ -1,0 +1,99 @@
+"""File helpers used everywhere a file is written or fingerprinted.
+
+Every file audiogate writes goes through :func:`atomic_write`: a temporary file beside the
+target, flushed and fsync-ed, then renamed over it. A crash, ``kill -9`` or a full disk leaves
+either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import math
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+HASH_CHUNK = 1 << 20
+"""Bytes read at a time when hashing a file."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[IO[bytes]]:
+    """Open a temporary file beside ``path`` for binary writing; on success rename it over
+    ``path``. On any exception the temporary file is removed and ``path`` is untouched.
+
+    ``durable``: fsync the file and its folder, so the new content survives a power cut (off
+    for bulk cache data that can be rebuilt).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if durable:
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_write(path, durable=durable) as fh:
+        fh.write(data)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a UTF-8 text file atomically."""
+    write_bytes(path, text.encode())
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by ``None`` (JSON has no NaN or infinity),
+    numpy scalars and arrays turned into plain numbers and lists, tuples into lists."""
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def to_json(value: Any, *, indent: int | None = 2) -> str:
+    """Strict JSON text of ``value`` (see :func:`json_safe`); never emits ``NaN``."""
+    return json.dumps(json_safe(value), indent=indent, allow_nan=False)
+
+
+def write_json(path: str | os.PathLike[str], value: Any) -> None:
+    """Write strict JSON (:func:`to_json`) atomically."""
+    write_text(path, to_json(value) + "\n")
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes. Raises ``OSError`` if it is unreadable or not a regular
+    file (reading a FIFO or a device could block or never end)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

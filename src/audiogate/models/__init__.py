@@ -1,0 +1,15 @@
+"""Models: a registry of networks by name, and the deployable waveform classifier.
+
+* :mod:`.registry`: ``register_model`` / :class:`ModelSpec` (name + constructor arguments);
+* :mod:`.simple`: the specification's ``SimpleConvNet`` (``model = "simple"``);
+* :mod:`.waveform`: :class:`WaveformClassifier`, front end + network.
+
+A new network is one new module here with a ``@register_model("name")`` class, imported below.
+"""
+
+from .registry import ModelSpec, model_names, register_model
+from .simple import SimpleConvNet
+from .waveform import WaveformClassifier
+
+__all__ = ["ModelSpec", "SimpleConvNet", "WaveformClassifier", "model_names",
+           "register_model"]
