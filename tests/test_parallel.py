@@ -4,6 +4,7 @@ errors surfaced, nothing left running."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def test_parallel_decode_equals_serial(mixed_clips: list[Clip]) -> None:
 
 
 def test_zero_workers_means_every_core() -> None:
-    assert resolve_workers(0) >= 1
+    assert resolve_workers(0) == len(os.sched_getaffinity(0))
     assert resolve_workers(3) == 3
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import socket
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -116,14 +115,13 @@ def test_long_upload_gets_segments(server: Server) -> None:
 def test_concurrent_requests(server: Server, clips: dict[str, np.ndarray]) -> None:
     jobs = [("voice", "allowed"), ("hiss", "not_allowed")] * 6
     payload = {k: wav_bytes(v) for k, v in clips.items()}
-    began = time.perf_counter()
+    alone = {k: post(server, payload[k]).json()["probabilities"] for k in ("voice", "hiss")}
     with ThreadPoolExecutor(max_workers=6) as pool:
         responses = list(pool.map(lambda job: post(server, payload[job[0]]), jobs))
-    elapsed = time.perf_counter() - began
     assert [r.status_code for r in responses] == [200] * len(jobs)
     assert [r.json()["label"] for r in responses] == [label for _, label in jobs]
-    assert elapsed < 60
-    print(f"\n{len(jobs)} concurrent requests in {elapsed:.2f} s")
+    # requests in flight together do not disturb each other: same numbers as one at a time
+    assert [r.json()["probabilities"] for r in responses] == [alone[k] for k, _ in jobs]
 
 
 # ------------------------------------------------------------------- bad requests

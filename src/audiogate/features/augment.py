@@ -144,7 +144,13 @@ class Augmenter:
 
 
 class AugmentedFrontEnd:
-    """Waveform batch -> augmented, normalised log-mel batch (training only)."""
+    """Waveform batch -> augmented, normalised log-mel batch (training only).
+
+    Each clip is cut to the span its (stretched) window reads, ``round(n_samples * rate)``
+    samples, and zeroed beyond it, as the evaluation front end zero-pads beyond
+    ``n_samples``: with identity parameters (no noise, no shift, rate 1) the result is the
+    clean features of :class:`~audiogate.features.frontend.LogMel`, to float rounding.
+    """
 
     def __init__(self, frontend: LogMel, cfg: AugmentConfig) -> None:
         self.frontend = frontend
@@ -162,8 +168,11 @@ class AugmentedFrontEnd:
               params: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         """Deterministic part of :meth:`__call__`: ``params`` as from
         :meth:`Augmenter.draw`, noise samples from ``generator``."""
-        wave = AddNoise.apply(limit_peak(wave), snr_db=params["snr_db"], lengths=lengths,
-                              generator=generator)
+        span = torch.round(self.frontend.cfg.n_samples * params["rate"].double()).long()
+        inside = torch.arange(wave.shape[1])[None, :] < span[:, None]
+        wave = limit_peak(wave * inside)
+        wave = AddNoise.apply(wave, snr_db=params["snr_db"],
+                              lengths=torch.minimum(lengths, span), generator=generator)
         mag = self.frontend.power(wave).sqrt()
         warped = warp_magnitude(mag, semitones=params["semitones"], rate=params["rate"],
                                 n_frames=self.frontend.cfg.fixed_length)
