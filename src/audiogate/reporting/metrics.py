@@ -1,12 +1,32 @@
-"""Classification metrics: pure functions of label arrays."""
+"""Classification and gate metrics: pure functions of label and score arrays.
+
+A *gate* is a two-class model judged on one score per clip, ``P(positive)`` (positive =
+``allowed``): a clip is accepted when ``score >= threshold``. The false-accept rate (FAR) is
+the fraction of negative clips accepted, the false-reject rate (FRR) the fraction of positive
+clips rejected; the equal error rate (EER) is where the two meet.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+from ..errors import ConfigError
+
+OPERATING_POINT_RULES = ("f1", "eer", "far=", "frr=")
+"""How a gate's threshold is chosen on validation: best F1, EER, or a target FAR or FRR
+(``"far=0.01"``, ``"frr=0.05"``)."""
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, *, n_classes: int) -> float:
@@ -38,3 +58,140 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, *,
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "classes": list(classes),
     }
+
+
+def _binary(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true).astype(np.int64).ravel()
+    p = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"{y.size} labels but {p.size} scores")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("gate labels must be 0 (negative) or 1 (positive)")
+    return y, p
+
+
+def error_rates(y_true: np.ndarray, scores: np.ndarray, *,
+                threshold: float) -> tuple[float, float]:
+    """``(FAR, FRR)`` when clips with ``score >= threshold`` are accepted (NaN for a class
+    with no clip)."""
+    y, p = _binary(y_true, scores)
+    accept = p >= threshold
+    far = float(accept[y == 0].mean()) if (y == 0).any() else math.nan
+    frr = float((~accept[y == 1]).mean()) if (y == 1).any() else math.nan
+    return far, frr
+
+
+def _sweep(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every distinct threshold (each score, and one above the largest) with its FAR and
+    FRR, thresholds ascending (FAR falls, FRR rises)."""
+    thresholds = np.unique(np.append(p, np.nextafter(p.max(initial=0.0), np.inf)))
+    neg, pos = np.sort(p[y == 0]), np.sort(p[y == 1])
+    far = 1.0 - np.searchsorted(neg, thresholds, side="left") / max(neg.size, 1)
+    frr = np.searchsorted(pos, thresholds, side="left") / max(pos.size, 1)
+    return thresholds, far, frr
+
+
+def _need_both(y: np.ndarray) -> None:
+    if not ((y == 0).any() and (y == 1).any()):
+        raise ValueError("a gate metric needs clips of both classes")
+
+
+def equal_error_rate(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """``(EER, threshold)``: the threshold where FAR and FRR are closest, and their mean
+    there. ``y_true``: 1 = positive (allowed); ``scores``: higher = more positive."""
+    y, p = _binary(y_true, scores)
+    _need_both(y)
+    thresholds, far, frr = _sweep(y, p)
+    i = int(np.argmin(np.abs(far - frr)))
+    return float((far[i] + frr[i]) / 2.0), float(thresholds[i])
+
+
+def threshold_at_far(y_true: np.ndarray, scores: np.ndarray, *, far: float) -> float:
+    """The lowest threshold whose false-accept rate is at most ``far`` (so the FRR is as low
+    as that FAR allows)."""
+    y, p = _binary(y_true, scores)
+    _need_both(y)
+    thresholds, fars, _ = _sweep(y, p)
+    return float(thresholds[np.flatnonzero(fars <= far)[0]])
+
+
+def threshold_at_frr(y_true: np.ndarray, scores: np.ndarray, *, frr: float) -> float:
+    """The highest threshold whose false-reject rate is at most ``frr`` (so the FAR is as low
+    as that FRR allows)."""
+    y, p = _binary(y_true, scores)
+    _need_both(y)
+    thresholds, _, frrs = _sweep(y, p)
+    return float(thresholds[np.flatnonzero(frrs <= frr)[-1]])
+
+
+def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """The threshold with the best macro-F1 (ties: the middle of the best range, which moves
+    least with the next data)."""
+    y, p = _binary(y_true, scores)
+    _need_both(y)
+    thresholds, far, frr = _sweep(y, p)
+    n_pos, n_neg = float((y == 1).sum()), float((y == 0).sum())
+    tp, fn = n_pos * (1.0 - frr), n_pos * frr
+    fp, tn = n_neg * far, n_neg * (1.0 - far)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1_pos = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
+        f1_neg = np.nan_to_num(2 * tn / (2 * tn + fn + fp))
+    f1s = (f1_pos + f1_neg) / 2.0
+    best = np.flatnonzero(f1s >= f1s.max() - 1e-12)
+    return float(thresholds[best[len(best) // 2]])
+
+
+def parse_operating_point(rule: str) -> tuple[str, float | None]:
+    """``"f1"``, ``"eer"``, ``"far=0.01"`` or ``"frr=0.05"`` -> ``(kind, target)``; raises
+    :class:`ConfigError` for anything else."""
+    if rule in ("f1", "eer"):
+        return rule, None
+    found = re.fullmatch(r"(far|frr)=([0-9.eE+-]+)", rule)
+    if found:
+        try:
+            target = float(found.group(2))
+        except ValueError:
+            target = math.nan
+        if 0.0 <= target < 1.0:
+            return found.group(1), target
+    raise ConfigError(f"operating point must be 'f1', 'eer', 'far=X' or 'frr=X' with X in "
+                      f"[0, 1), got {rule!r}")
+
+
+def choose_threshold(y_true: np.ndarray, scores: np.ndarray, *, rule: str) -> float:
+    """The decision threshold on ``scores`` that ``rule`` (:func:`parse_operating_point`)
+    picks on these (validation) labels."""
+    kind, target = parse_operating_point(rule)
+    if kind == "f1":
+        return best_f1_threshold(y_true, scores)
+    if kind == "eer":
+        return equal_error_rate(y_true, scores)[1]
+    rate = 0.0 if target is None else target
+    if kind == "far":
+        return threshold_at_far(y_true, scores, far=rate)
+    return threshold_at_frr(y_true, scores, frr=rate)
+
+
+def gate_report(y_true: np.ndarray, scores: np.ndarray, *, threshold: float) -> dict[str, Any]:
+    """ROC-AUC, PR-AUC (average precision), EER (and its threshold), and FAR/FRR at
+    ``threshold``; NaN where a class is missing."""
+    y, p = _binary(y_true, scores)
+    far, frr = error_rates(y, p, threshold=threshold)
+    out: dict[str, Any] = {"threshold": float(threshold), "far": far, "frr": frr,
+                           "roc_auc": math.nan, "pr_auc": math.nan, "eer": math.nan,
+                           "eer_threshold": math.nan,
+                           "n_positive": int((y == 1).sum()), "n_negative": int((y == 0).sum())}
+    if out["n_positive"] and out["n_negative"]:
+        out["roc_auc"] = float(roc_auc_score(y, p))
+        out["pr_auc"] = float(average_precision_score(y, p))
+        out["eer"], out["eer_threshold"] = equal_error_rate(y, p)
+    return out
+
+
+def error_tradeoff(y_true: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """The whole FAR/FRR trade-off, for ROC and DET curves: ``thresholds``, ``far``, ``frr``
+    (each ``[shape=(k,)]``, thresholds ascending)."""
+    y, p = _binary(y_true, scores)
+    _need_both(y)
+    thresholds, far, frr = _sweep(y, p)
+    return {"thresholds": thresholds, "far": far, "frr": frr}
