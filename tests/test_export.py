@@ -25,7 +25,7 @@ from audiogate.deploy.onnx import (
     probe_waves,
     read_metadata,
 )
-from audiogate.errors import CheckpointError
+from audiogate.errors import CheckpointError, ConfigError
 from audiogate.features.dft import DftLogMel
 from audiogate.features.frontend import LogMel, fit_length
 from audiogate.models import ModelSpec
@@ -134,6 +134,22 @@ def test_onnx_classifier_matches_torch_classifier(exported: dict[str, Path],
     for pa, pb in zip(a[:2], b[:2], strict=True):
         assert max(abs(pa.probabilities[c] - pb.probabilities[c]) for c in CLASSES) < TOL
     assert b[2].error == a[2].error
+
+
+def test_load_picks_the_backend(exported: dict[str, Path], tmp_path: Path) -> None:
+    """``audiogate.load``: by file type, or as asked; a checkpoint's export is found beside it
+    (or given) and must come from that checkpoint."""
+    assert load(exported["band"]).backend == "torch"
+    assert load(exported["band.onnx"]).backend == "onnx"
+    beside = load(exported["band"], backend="onnx")      # band.onnx next to band.pt
+    assert beside.backend == "onnx" and beside.classes == CLASSES
+    assert load(exported["band"], backend="onnx", onnx=exported["band.onnx"]).backend == "onnx"
+    with pytest.raises(CheckpointError, match="not exported from"):
+        load(exported["random"], backend="onnx", onnx=exported["band.onnx"])
+    with pytest.raises(ConfigError, match="is an ONNX export"):
+        load(exported["band.onnx"], backend="torch")
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        load(exported["band"], backend="tflite")
 
 
 def test_metadata_travels_with_the_model(exported: dict[str, Path]) -> None:
