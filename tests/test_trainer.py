@@ -61,8 +61,12 @@ def test_prepare_data_discovers_balances_splits_and_restores(tmp_path: Path) -> 
     assert prepared.usable == {"not_allowed": 20, "allowed": 24}
     assert [s.path.endswith("broken.wav") for s in prepared.skipped] == [True]
     sizes = [len(prepared.train), len(prepared.val), len(prepared.test)]
-    assert sum(sizes) == 40 and sizes == [len(prepared.split.train), len(prepared.split.val),
-                                          len(prepared.split.test)]
+    assert sizes == [len(prepared.split.train), len(prepared.split.val),
+                     len(prepared.split.test)]
+    # only the training split is balanced; validation and test are 15% each of all 44
+    assert np.bincount(prepared.train.labels).tolist() == [len(prepared.train) // 2] * 2
+    assert len(prepared.val) == len(prepared.test) == 7
+    assert sum(sizes) < 44
     again = prepare_data(config, split=prepared.split, classes=prepared.classes,
                          progress=False)
     assert again.split == prepared.split
@@ -102,3 +106,21 @@ def test_other_balances_keep_every_clip(tmp_path: Path, balance: str) -> None:
                   sr=16000)
     prepared = prepare_data(tiny_config(data, tmp_path, balance=balance), progress=False)
     assert len(prepared.train) + len(prepared.val) + len(prepared.test) == 30
+
+
+def test_copies_of_a_file_stay_in_one_subset(tmp_path: Path) -> None:
+    import shutil
+
+    data = make_toy_dataset(tmp_path / "data", n_per_class=20)
+    source = data / "allowed" / "tone_000.wav"
+    copies = [data / "allowed" / f"copy_{i}.wav" for i in range(4)]
+    for copy in copies:
+        shutil.copy(source, copy)
+    prepared = prepare_data(tiny_config(data, tmp_path, balance="none"), progress=False)
+    wanted = {str(p) for p in [source, *copies]}
+    holding = {name for name in ("train", "val", "test")
+               for c in getattr(prepared.split, name) if c.path in wanted}
+    assert len(holding) == 1
+    groups = {c.group for name in ("train", "val", "test")
+              for c in getattr(prepared.split, name) if c.path in wanted}
+    assert len(groups) == 1

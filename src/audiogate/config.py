@@ -88,7 +88,11 @@ class Config:
     fmax: float = _f(0.0, "highest mel frequency (Hz); 0 = sr / 2")
     top_db: float = _f(80.0, "dynamic range kept below each clip's maximum (dB)")
     # --- data ---
-    balance: str = _f("downsample", "class balance: downsample | weighted | none")
+    balance: str = _f("downsample", "class balance of the training split: downsample | "
+                                    "weighted | none (validation and test keep the data's mix)")
+    group_by: str = _f("none", "keep groups on one side of the split: none | folder (first "
+                               "sub-folder of a class folder, e.g. a speaker) | regex:PATTERN "
+                               "(first capture group in the file name)")
     seed: int = _f(0, "seed for balancing, split, shuffling, augmentation and init")
     # --- augmentation (training only) ---
     augment: bool = _f(True, "augment training clips")
@@ -216,6 +220,7 @@ def _validate(c: Config) -> None:
     _require(c.fmax == 0 or c.fmin < c.fmax <= c.sr / 2, "fmax",
              f"must be 0 or in (fmin, {c.sr / 2}]")
     _require(c.balance in BALANCE_CHOICES, "balance", f"must be one of {BALANCE_CHOICES}")
+    _check_group_by(c)
     for name in ("noise_p", "pitch_p", "stretch_p", "dropout"):
         _require(0 <= getattr(c, name) <= 1, name, "must be in [0, 1]")
     _require(c.dropout < 1, "dropout", "must be < 1")
@@ -228,6 +233,16 @@ def _validate(c: Config) -> None:
     _require("/" not in c.name and c.name not in (".", ".."), "name", "must be a plain name")
     _check_model(c)
     _check_mel_bands(c)
+
+
+def _check_group_by(c: Config) -> None:
+    from .data.discover import check_group_by  # local: keeps config import light
+    from .errors import DataError
+
+    try:
+        check_group_by(c.group_by)
+    except DataError as exc:
+        raise ConfigError(f"config field 'group_by': {exc}") from None
 
 
 def _check_model(c: Config) -> None:

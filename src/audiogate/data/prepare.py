@@ -1,4 +1,8 @@
-"""From a config to training-ready data: discover, decode into the cache, balance, split.
+"""From a config to training-ready data: discover, decode into the cache, split, balance.
+
+Clips with the same content share a group, so copies never straddle the split; the split is
+stratified and group-aware (``group_by``); only the training split is balanced, so
+validation and test keep the data's own class mix (the precision the gate will see).
 
 :func:`prepare_data` is the one way training, resuming and the benchmarks get their data, so
 they all skip, balance and split the same files the same way.
@@ -10,14 +14,12 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..config import Config
 from ..errors import DataError
 from .cache import CacheSpec, FeatureCache
 from .decode import ClipSet, cache_clips
 from .discover import Discovery, Skipped, discover, require_all_classes
-from .split import Split, balance, stratified_split
+from .split import Split, make_split, merge_identical
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def prepare_data(config: Config, *, split: Split | None = None,
         if classes is None:
             raise ValueError("prepare_data: a saved split needs its classes")
         return _restore(config, split, classes, progress)
-    found = discover(config.data)
+    found = discover(config.data, group_by=config.group_by)
     return _prepare_new(config, found, progress)
 
 
@@ -84,10 +86,9 @@ def _prepare_new(config: Config, found: Discovery, progress: bool) -> PreparedDa
     skipped = found.skipped + bad
     usable = {name: int((arrays.labels == i).sum()) for i, name in enumerate(found.classes)}
     require_all_classes(usable, where=config.data, skipped=skipped)
-    rng = np.random.default_rng(config.seed)
-    kept = balance(arrays.clips, strategy=config.balance, rng=rng)
-    split = stratified_split(kept, test_size=config.test_size, val_size=config.val_size,
-                             seed=config.seed)
+    clips = merge_identical(arrays.clips, [tuple(ref) for ref in arrays.refs.tolist()])
+    split = make_split(clips, test_size=config.test_size, val_size=config.val_size,
+                       seed=config.seed, balance_by=config.balance)
     log.info("classes %s, usable %s; split train %d / val %d / test %d", found.classes, usable,
              len(split.train), len(split.val), len(split.test))
     return PreparedData(found.classes, arrays.subset(split.train), arrays.subset(split.val),
