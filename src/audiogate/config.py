@@ -118,6 +118,15 @@ class Config:
     runs_dir: str = _f("runs", "folder that holds one sub-folder per run")
     name: str = _f("", "run name; empty = a timestamp")
     keep_epoch_checkpoints: bool = _f(True, "keep models/model_epoch_N.pt for every epoch")
+    # --- the gate's decision ---
+    operating_point: str = _f("f1", "how a two-class gate's threshold on P(allowed) is chosen "
+                                    "on validation: f1 | eer | far=X | frr=X")
+    clip_pooling: str = _f("mean", "a clip longer than the window is judged over all its "
+                                   "windows: mean | max of their probabilities")
+    max_clip_s: float = _f(10.0, "seconds of each clip used: training crops come from them, "
+                                 "predictions pool windows over them")
+    random_crop: bool = _f(True, "train on a random window of each clip longer than the "
+                                 "window, a new one every epoch (off: always its start)")
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -221,6 +230,7 @@ def _validate(c: Config) -> None:
              f"must be 0 or in (fmin, {c.sr / 2}]")
     _require(c.balance in BALANCE_CHOICES, "balance", f"must be one of {BALANCE_CHOICES}")
     _check_group_by(c)
+    _check_decision(c)
     for name in ("noise_p", "pitch_p", "stretch_p", "dropout"):
         _require(0 <= getattr(c, name) <= 1, name, "must be in [0, 1]")
     _require(c.dropout < 1, "dropout", "must be < 1")
@@ -233,6 +243,17 @@ def _validate(c: Config) -> None:
     _require("/" not in c.name and c.name not in (".", ".."), "name", "must be a plain name")
     _check_model(c)
     _check_mel_bands(c)
+
+
+def _check_decision(c: Config) -> None:
+    from .reporting.metrics import parse_operating_point  # local: keeps config import light
+
+    try:
+        parse_operating_point(c.operating_point)
+    except ConfigError as exc:
+        raise ConfigError(f"config field 'operating_point': {exc}") from None
+    _require(c.clip_pooling in ("mean", "max"), "clip_pooling", "must be 'mean' or 'max'")
+    _require(math.isfinite(c.max_clip_s) and c.max_clip_s > 0, "max_clip_s", "must be > 0")
 
 
 def _check_group_by(c: Config) -> None:

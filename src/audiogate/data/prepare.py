@@ -47,14 +47,24 @@ class PreparedData:
         return self.train.cache
 
 
-def stored_samples(config: Config) -> int:
-    """Samples stored per clip for training: the window, and enough beyond it for the
-    slowest-reading (fastest) time stretch; 0 (features only) without augmentation."""
-    if not config.augment:
-        return 0
+def window_samples(config: Config) -> int:
+    """Samples one training window reads: the model window, and enough beyond it for the
+    slowest-reading (fastest) time stretch when augmenting."""
     feats = config.features()
+    if not config.augment:
+        return feats.n_samples
     rate = config.stretch_max if config.stretch_p > 0 else 1.0
     return math.ceil(feats.n_samples * rate) + feats.hop_length
+
+
+def stored_samples(config: Config) -> int:
+    """Samples stored per clip for training: the first ``max_clip_s`` seconds for random
+    crops, else one training window; 0 (features only) with neither crops nor augmentation."""
+    if not (config.augment or config.random_crop):
+        return 0
+    if config.random_crop:
+        return max(window_samples(config), round(config.max_clip_s * config.sr))
+    return window_samples(config)
 
 
 def open_cache(config: Config) -> FeatureCache:

@@ -19,6 +19,7 @@ from .callbacks import (
     EarlyStopping,
     EpochLogger,
     MetricsWriter,
+    OperatingPoint,
     TestReport,
 )
 from .checkpoint import ensure_compatible, load_checkpoint
@@ -45,9 +46,10 @@ class TrainResult:
 
 def run_callbacks(config: Config, run: RunPaths) -> list[Callback]:
     """The callbacks of a run folder, in order: checkpoints, metrics.json, curves, log, early
-    stopping, and the final test report (last)."""
+    stopping, then at the end the operating point (on validation) and the test report."""
     return [CheckpointSaver(run, keep_epochs=config.keep_epoch_checkpoints), MetricsWriter(run),
-            CurvePlotter(run), EpochLogger(), EarlyStopping(config.patience), TestReport(run)]
+            CurvePlotter(run), EpochLogger(), EarlyStopping(config.patience),
+            OperatingPoint(run), TestReport(run)]
 
 
 def _fit(trainer: Trainer, run: RunPaths) -> TrainResult:

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.prepare import PreparedData
+from ..data.prepare import PreparedData, window_samples
 from ..data.split import class_weights
 from ..features.augment import AugmentedFrontEnd
 from ..features.frontend import LogMel
@@ -123,15 +123,36 @@ class Trainer:
                                 bad_epochs=train_state["bad_epochs"])
 
     # ----- one epoch -----
+    def crops(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Training windows of clips ``rows``: float32 ``[shape=(len(rows), window_samples)]``
+        and their real lengths. With ``random_crop``, each clip longer than the model window
+        starts at a random sample (uniform over the positions that keep the window inside the
+        stored clip), else at 0."""
+        train, span = self.data.train, window_samples(self.config)
+        waves, lengths = train.waves(rows), train.lengths[rows]
+        n_samples = self.frontend.cfg.n_samples
+        room = np.clip(np.minimum(lengths, waves.shape[1]) - n_samples, 0, None)
+        starts = ((self.rng.random(len(rows)) * (room + 1)).astype(np.int64)
+                  if self.config.random_crop else np.zeros(len(rows), np.int64))
+        out = np.zeros((len(rows), span), np.float32)
+        for i, s in enumerate(starts.tolist()):
+            piece = waves[i, s:s + span]
+            out[i, :piece.size] = piece
+        return out, np.clip(lengths - starts, 0, span)
+
     def batches(self, order: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """``(rows, features)`` per training batch, in ``order``: augmented from the cached
-        waveforms, or the cached clean features."""
+        """``(rows, features)`` per training batch, in ``order``: from (cropped) cached
+        waveforms, augmented when ``augment`` is on, or the cached clean features of each
+        clip's first window when neither crops nor augmentation are on."""
         train, bs = self.data.train, self.config.batch_size
         for start in range(0, len(order), bs):
             rows = np.sort(order[start:start + bs])
             if self.config.augment:
-                feats = self.augment(torch.from_numpy(train.waves(rows)),
-                                     lengths=torch.from_numpy(train.lengths[rows]), rng=self.rng)
+                waves, lengths = self.crops(rows)
+                feats = self.augment(torch.from_numpy(waves), lengths=torch.from_numpy(lengths),
+                                     rng=self.rng)
+            elif self.config.random_crop:
+                feats = self.frontend(torch.from_numpy(self.crops(rows)[0]))
             else:
                 feats = torch.from_numpy(train.features(rows))
             yield rows, feats
