@@ -152,6 +152,26 @@ def test_load_picks_the_backend(exported: dict[str, Path], tmp_path: Path) -> No
         load(exported["band"], backend="tflite")
 
 
+def test_the_operating_point_travels_with_the_export(exported: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    ckpt = load_checkpoint(exported["band"])
+    gated = tmp_path / "gated.pt"
+    save_checkpoint(gated, net=ckpt.build_net(), spec=ckpt.spec,
+                    config=Config(**{**ckpt.config.to_dict(), "clip_pooling": "max"}),
+                    classes=ckpt.classes, epoch=ckpt.epoch, metrics=ckpt.metrics,
+                    gate={"positive": "allowed", "threshold": 0.62, "operating_point": "eer",
+                          "validation": {"far": 0.1, "frr": float("nan")}})
+    export_onnx(checkpoint=gated, out=tmp_path / "gated.onnx")
+    torch_gate, onnx_gate = load(gated), load(tmp_path / "gated.onnx")
+    assert torch_gate.threshold == onnx_gate.threshold == 0.62
+    assert torch_gate.decision == onnx_gate.decision
+    assert onnx_gate.describe()["pooling"] == "max"
+    y = 0.4 * voice_like(rng=np.random.default_rng(2), duration=3.0, sr=SR)
+    a, b = torch_gate.predict(y, sr=SR), onnx_gate.predict(y, sr=SR)
+    assert a.label == b.label and a.n_windows == b.n_windows == 3
+    assert a.score == pytest.approx(b.score, abs=TOL)
+
+
 def test_metadata_travels_with_the_model(exported: dict[str, Path]) -> None:
     meta = read_metadata(exported["random.onnx"])
     ckpt = load_checkpoint(exported["random"])

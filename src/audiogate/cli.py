@@ -81,6 +81,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.test_report:
         print(f"test macro-F1 of the best model: {result.test_report['macro_f1']:.4f} "
               f"({result.run.test_report})")
+        gate = result.test_report.get("gate")
+        if gate:
+            print(f"operating point: P({gate['positive']}) >= {gate['threshold']:.4f}; on the "
+                  f"test split FAR {gate['far']:.4f}, FRR {gate['frr']:.4f}, EER "
+                  f"{gate['eer']:.4f}")
     return 0
 
 
@@ -89,6 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .reporting.tables import format_report
 
     result = evaluate(args.checkpoint, data=args.data, subset=args.split, out=args.out,
+                      threshold=args.threshold,
                       workers=args.workers, progress=not args.quiet)
     print(format_report(result.report))
     _report_skipped(result.skipped)
@@ -125,7 +131,7 @@ def _load_gate(args: argparse.Namespace) -> Any:
     from .deploy.inference import load
 
     backend = "onnx" if Path(args.checkpoint).suffix.lower() == ".onnx" else args.backend
-    return load(args.checkpoint, backend=backend, onnx=args.onnx,
+    return load(args.checkpoint, backend=backend, onnx=args.onnx, threshold=args.threshold,
                 workers=getattr(args, "workers", 1))
 
 
@@ -171,7 +177,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_threshold_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="a two-class gate accepts when P(allowed) >= P (default: the "
+                        "operating point chosen on validation, stored in the checkpoint)")
+
+
 def _add_backend_flags(p: argparse.ArgumentParser) -> None:
+    _add_threshold_flag(p)
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="run the checkpoint with PyTorch, or its ONNX export with onnxruntime")
     p.add_argument("--onnx", metavar="PATH",
@@ -249,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for report.json and confusion.png "
                                  "(default: <run>/evaluation or ./evaluation)")
     p.add_argument("--workers", type=int, default=0, help="decoding processes; 0 = all cores")
+    _add_threshold_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label new audio files or folders")
