@@ -141,3 +141,38 @@ def test_operating_point_is_chosen_on_validation_and_used(tmp_path: Path,
     strict = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert strict["gate"]["frr"] == 1.0 and strict["gate"]["far"] == 0.0
     assert (tmp_path / "ev" / "det.png").is_file() and (tmp_path / "ev" / "roc.png").is_file()
+
+
+def test_auto_window_comes_from_the_training_split(tmp_path: Path) -> None:
+    """Clips of 0.3-1.2 s: the window must hold 90% of the training clips whole, and the run
+    records the number it chose."""
+    import csv
+
+    rng = np.random.default_rng(3)
+    data = tmp_path / "data"
+    for cls in ("allowed", "not_allowed"):
+        for i in range(20):
+            seconds = float(rng.uniform(0.3, 1.2))
+            y = 0.3 * rng.standard_normal(round(seconds * SR)).astype(np.float32)
+            sf.write(data / cls / f"{i:02d}.wav" if (data / cls).is_dir() else
+                     _mkdir(data / cls) / f"{i:02d}.wav", y, SR)
+    runs = tmp_path / "runs"
+    flags = [f for f in TINY_FLAGS if f != "32"]
+    flags.remove("--fixed-length")
+    assert main(["-q", "train", "--data", str(data), "--runs-dir", str(runs), "--name", "a",
+                 *flags, "--fixed-length", "auto", "--max-epochs", "1"]) == 0
+    config = load_checkpoint(runs / "a" / "models" / "best.pt").config
+    assert not config.auto_window
+    assert f"fixed_length = {config.fixed_length}\n" in (runs / "a" / "config.toml").read_text()
+    with open(runs / "a" / "split.csv") as fh:
+        train = [row["path"] for row in csv.DictReader(fh) if row["subset"] == "train"]
+    durations = np.asarray([sf.info(p).duration for p in train])
+    window_s = (config.fixed_length - 1) * config.hop_length / config.sr
+    assert np.mean(durations <= window_s) >= 0.9
+    smaller = (config.fixed_length - 5) * config.hop_length / config.sr
+    assert np.mean(durations <= smaller) < 0.9   # and no more than that (multiple of 4)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

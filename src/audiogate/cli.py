@@ -20,6 +20,11 @@ EXIT_NOTHING_USABLE = 1
 _TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
 
+def _frames(text: str) -> int | str:
+    """``--fixed-length``: a number of frames, or ``auto``."""
+    return "auto" if text == "auto" else int(text)
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per :class:`Config` field; unset flags stay ``None`` (TOML/defaults win)."""
     group = parser.add_argument_group("config fields (override --config)")
@@ -30,7 +35,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
         else:
-            group.add_argument(flag, dest=f.name, type=_TYPES[str(f.type)], default=None,
+            kind = _frames if f.name == "fixed_length" else _TYPES[str(f.type)]
+            group.add_argument(flag, dest=f.name, type=kind, default=None,
                                metavar=str(f.type).upper(), help=help_text)
     group.add_argument("--epochs", dest="max_epochs", type=int, default=None,
                        help="alias of --max-epochs")
@@ -47,9 +53,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 # ----------------------------------------------------------------- commands
 def cmd_eda(args: argparse.Namespace) -> int:
+    from .data.prepare import resolve_window
     from .reporting.eda import analyse, write_eda
 
-    config = config_from_args(args)
+    config = resolve_window(config_from_args(args))  # "auto": the window train would use
     report = analyse(config.data, features=config.features())
     paths = write_eda(report, Path(args.out))
     summary = report.summary()

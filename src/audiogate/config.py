@@ -19,6 +19,8 @@ from typing import Any
 from .errors import ConfigError
 
 BALANCE_CHOICES = ("downsample", "weighted", "none")
+AUTO_WINDOW = 0
+"""``fixed_length = "auto"`` is held as this value until ``train`` resolves it."""
 
 
 def _f(default: Any, help: str) -> Any:
@@ -49,10 +51,6 @@ class FeatureConfig:
         """Upper mel edge in Hz (``fmax`` of 0 means Nyquist)."""
         return self.fmax if self.fmax > 0 else self.sr / 2
 
-    def frames_for(self, seconds: float) -> int:
-        """Number of centred STFT frames for a clip of ``seconds`` seconds."""
-        return 1 + int(seconds * self.sr) // self.hop_length
-
 
 @dataclass(frozen=True, kw_only=True)
 class AugmentConfig:
@@ -74,7 +72,8 @@ class Config:
     data: str = _f("./dataset", "data set root: one sub-folder per class")
     sr: int = _f(16000, "sample rate (Hz) every clip is resampled to")
     n_mels: int = _f(64, "number of mel bands")
-    fixed_length: int = _f(200, "spectrogram frames per clip (pad or truncate)")
+    fixed_length: int = _f(200, "spectrogram frames per clip (pad or truncate); \"auto\": "
+                                "enough for 90%% of the training clips, chosen by train")
     batch_size: int = _f(32, "clips per training batch")
     lr: float = _f(1e-3, "Adam learning rate")
     weight_decay: float = _f(1e-4, "Adam weight decay (L2)")
@@ -136,8 +135,17 @@ class Config:
         """Folder of the on-disk feature cache (``cache_dir``, else ``<runs_dir>/.cache``)."""
         return Path(self.cache_dir) if self.cache_dir else Path(self.runs_dir) / ".cache"
 
+    @property
+    def auto_window(self) -> bool:
+        """Whether ``fixed_length`` is still ``"auto"`` (resolved by ``train``)."""
+        return self.fixed_length == AUTO_WINDOW
+
     def features(self) -> FeatureConfig:
         """The front-end settings, as stored in checkpoints."""
+        if self.auto_window:
+            raise ConfigError("fixed_length is 'auto': train chooses it from the training "
+                              "split (audiogate.data.prepare.resolve_window); set a number "
+                              "to use the front end directly")
         return FeatureConfig(
             sr=self.sr, n_mels=self.n_mels, fixed_length=self.fixed_length, n_fft=self.n_fft,
             win_length=self.win_length, hop_length=self.hop_length, fmin=self.fmin,
@@ -185,7 +193,9 @@ class Config:
         """Render as a flat TOML document that :meth:`from_toml` reads back unchanged."""
         lines = ["# audiogate run configuration"]
         for key, value in self.to_dict().items():
-            if isinstance(value, bool):
+            if key == "fixed_length" and value == AUTO_WINDOW:
+                text = '"auto"'
+            elif isinstance(value, bool):
                 text = "true" if value else "false"
             elif isinstance(value, str):
                 text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -196,6 +206,8 @@ class Config:
 
 
 def _coerce(name: str, value: Any, kind: type, source: str) -> Any:
+    if name == "fixed_length" and value == "auto":
+        return AUTO_WINDOW
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -210,11 +222,11 @@ def _require(ok: bool, name: str, message: str) -> None:
 
 
 def _validate(c: Config) -> None:
-    for name in ("sr", "n_mels", "fixed_length", "batch_size", "n_fft", "win_length",
-                 "hop_length"):
+    for name in ("sr", "n_mels", "batch_size", "n_fft", "win_length", "hop_length"):
         _require(getattr(c, name) > 0, name, f"must be > 0, got {getattr(c, name)}")
     _require(c.sr >= 4000, "sr", f"must be at least 4000 Hz, got {c.sr}")
-    _require(c.fixed_length >= 4, "fixed_length", "must be >= 4 (two 2x2 poolings)")
+    _require(c.auto_window or c.fixed_length >= 4, "fixed_length",
+             f"must be 'auto' or >= 4 (two 2x2 poolings), got {c.fixed_length}")
     _require(c.win_length <= c.n_fft, "win_length", f"must be <= n_fft ({c.n_fft})")
     _require(c.hop_length <= c.win_length, "hop_length",
              f"must be <= win_length ({c.win_length}), or samples fall between frames")
@@ -279,7 +291,8 @@ def _check_mel_bands(c: Config) -> None:
 
     with warnings.catch_warnings():  # librosa warns; we raise a clearer error below
         warnings.simplefilter("ignore", UserWarning)
-        bank = mel_filterbank(c.features())
+        bank = mel_filterbank(dataclasses.replace(c, fixed_length=4).features()
+                              if c.auto_window else c.features())
     empty = int((bank.max(axis=1) <= 0).sum())
     _require(empty == 0, "n_mels",
              f"= {c.n_mels} is too large for n_fft = {c.n_fft} at sr = {c.sr}: {empty} mel "

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from ..config import Config
-from ..errors import DataError
+import numpy as np
+
+from ..config import Config, FeatureConfig
+from ..errors import AudioError, DataError
+from .audio_io import probe
 from .cache import CacheSpec, FeatureCache
 from .decode import ClipSet, cache_clips
 from .discover import Discovery, Skipped, discover, require_all_classes
@@ -71,6 +74,49 @@ def open_cache(config: Config) -> FeatureCache:
     """The feature cache for ``config`` (a temporary one when ``config.cache`` is off)."""
     spec = CacheSpec(features=config.features(), n_keep=stored_samples(config))
     return FeatureCache(config.cache_path(), spec, temporary=not config.cache)
+
+
+COVER_QUANTILE = 0.9
+"""The suggested window covers this fraction of clips completely."""
+
+
+def suggest_fixed_length(durations: np.ndarray, *, features: FeatureConfig,
+                         quantile: float = COVER_QUANTILE) -> int:
+    """The fewest frames, a multiple of 4 (the two 2x2 poolings), whose window
+    (``(frames - 1) * hop_length`` samples) holds at least ``quantile`` of the clips whole."""
+    if durations.size == 0:
+        return features.fixed_length
+    longest = float(np.quantile(durations, quantile, method="higher"))
+    frames = 1 + math.ceil(round(longest * features.sr, 6) / features.hop_length)
+    return max(4, 4 * math.ceil(frames / 4))
+
+
+def resolve_window(config: Config) -> Config:
+    """``config`` with ``fixed_length = "auto"`` replaced by the frames that hold
+    :data:`COVER_QUANTILE` of the *training* clips whole (:func:`suggest_fixed_length`).
+
+    The training split is the one :func:`prepare_data` will make (same files, same seed);
+    durations come from the file headers. Validation and test clips play no part.
+    """
+    if not config.auto_window:
+        return config
+    found = discover(config.data, group_by=config.group_by)
+    seconds: dict[str, float] = {}
+    for clip in found.clips:
+        try:
+            seconds[clip.path] = probe(clip.path).duration
+        except AudioError:
+            continue  # skipped later, with its reason, when the clips are decoded
+    usable = [c for c in found.clips if c.path in seconds]
+    split = make_split(usable, test_size=config.test_size, val_size=config.val_size,
+                       seed=config.seed, balance_by="none")
+    durations = np.asarray([seconds[c.path] for c in split.train])
+    frames = suggest_fixed_length(durations,
+                                  features=replace(config, fixed_length=4).features())
+    log.info("fixed_length = auto: %d frames (%.2f s) hold %d%% of the %d training clips whole",
+             frames, (frames - 1) * config.hop_length / config.sr, round(100 * COVER_QUANTILE),
+             len(durations))
+    return replace(config, fixed_length=frames)
 
 
 def prepare_data(config: Config, *, split: Split | None = None,

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import Config
 from ..data.discover import write_skipped
-from ..data.prepare import PreparedData, prepare_data
+from ..data.prepare import PreparedData, prepare_data, resolve_window
 from ..data.split import read_split, write_split
 from ..errors import CheckpointError
 from .callbacks import (
@@ -77,7 +77,7 @@ def train(config: Config, *, progress: bool = True,
     The run folder is made once the data is ready, so a data set that cannot be used leaves
     nothing behind.
     """
-    config = replace(config, data=str(Path(config.data).resolve()))
+    config = resolve_window(replace(config, data=str(Path(config.data).resolve())))
     check_run_name(config)
     data = prepare_data(config, progress=progress)
     run = new_run(config)
