@@ -218,7 +218,7 @@ def _data_only_clips_s(trainer: Trainer) -> float:
     """Augmented training features made per second from the cache, without the model."""
     order = np.random.default_rng(0).permutation(len(trainer.data.train))
     with torch.no_grad():
-        wall, _, _ = _timed(lambda: sum(len(rows) for rows, _ in trainer.batches(order)))
+        wall, _, _ = _timed(lambda: sum(len(rows) for rows, _, _ in trainer.batches(order)))
     return len(order) / wall
 
 

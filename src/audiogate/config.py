@@ -23,6 +23,27 @@ AUTO_WINDOW = 0
 """``fixed_length = "auto"`` is held as this value until ``train`` resolves it."""
 
 
+SPEC_RECIPE: dict[str, Any] = {
+    "sr": 16000, "n_mels": 64, "fixed_length": 200, "batch_size": 32, "lr": 1e-3,
+    "weight_decay": 1e-4, "test_size": 0.15, "val_size": 0.15, "balance": "downsample",
+    "augment": True, "model": "simple", "dropout": 0.3, "label_smoothing": 0.0,
+    "mixup_alpha": 0.0, "specaug_freq_masks": 0, "specaug_time_masks": 0,
+    "lr_schedule": "none", "warmup_epochs": 0.0, "random_crop": False,
+}
+"""The specification's notebook: its ``Args`` and its SimpleConvNet, nothing added."""
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "spec": SPEC_RECIPE,
+    "strong": {
+        "model": "bcresnet", "width": 2, "dropout": 0.1, "lr": 3e-3, "weight_decay": 1e-3,
+        "lr_schedule": "onecycle", "label_smoothing": 0.1, "specaug_freq_masks": 2,
+        "specaug_freq_width": 8, "specaug_time_masks": 2, "specaug_time_width": 20,
+    },
+}
+"""Named bundles of field values. Precedence: field defaults < recipe < TOML file < flags."""
+
+
 def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
@@ -79,6 +100,9 @@ class Config:
     weight_decay: float = _f(1e-4, "Adam weight decay (L2)")
     test_size: float = _f(0.15, "fraction of clips held out for the final test")
     val_size: float = _f(0.15, "fraction of clips used for validation / model selection")
+    recipe: str = _f("default", "starting point for the other fields: default | spec (the "
+                                "specification's notebook exactly) | strong (the benchmark's "
+                                "best); explicit fields win")
     # --- front end ---
     n_fft: int = _f(1024, "FFT size (samples)")
     win_length: int = _f(400, "STFT window (samples); 400 = 25 ms at 16 kHz")
@@ -105,8 +129,19 @@ class Config:
     stretch_max: float = _f(1.25, "highest time-stretch rate (>1 speeds up)")
     # --- model and training ---
     model: str = _f("simple", "network, by registered name: simple (the specification's "
-                              "SimpleConvNet)")
+                              "SimpleConvNet) | bcresnet (BC-ResNet, Kim et al. 2021)")
+    width: int = _f(2, "width multiplier of BC-ResNet (1: ~9k parameters, 2: ~27k, 8: ~320k)")
     dropout: float = _f(0.3, "dropout before the classifier")
+    label_smoothing: float = _f(0.0, "cross-entropy label smoothing (0 = off)")
+    mixup_alpha: float = _f(0.0, "mixup of pairs of training clips, Beta(alpha, alpha) "
+                                 "weights (0 = off)")
+    specaug_freq_masks: int = _f(0, "SpecAugment: masked bands of mel channels per clip")
+    specaug_freq_width: int = _f(8, "SpecAugment: widest masked band (mel channels)")
+    specaug_time_masks: int = _f(0, "SpecAugment: masked stretches of frames per clip")
+    specaug_time_width: int = _f(20, "SpecAugment: longest masked stretch (frames)")
+    lr_schedule: str = _f("none", "learning-rate schedule: none | cosine | onecycle "
+                                  "(cosine and onecycle need max_epochs > 0)")
+    warmup_epochs: float = _f(0.0, "linear learning-rate warm-up (epochs)")
     max_epochs: int = _f(30, "stop after this many epochs; 0 = run until Ctrl+C")
     patience: int = _f(8, "early stop after this many epochs without val-F1 gain; 0 = off")
     workers: int = _f(0, "processes for decoding audio; 0 = all cores")
@@ -173,7 +208,17 @@ class Config:
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; "
                               f"known fields are: {', '.join(known)}")
-        return cls(**{k: _coerce(k, v, _FIELD_TYPES[k], source) for k, v in values.items()})
+        recipe = values.get("recipe", "default")
+        if recipe not in RECIPES:
+            raise ConfigError(f"{source}: unknown recipe {recipe!r}; recipes are: "
+                              f"{', '.join(RECIPES)}")
+        merged = {**RECIPES[recipe], **values}
+        return cls(**{k: _coerce(k, v, _FIELD_TYPES[k], source) for k, v in merged.items()})
+
+    @classmethod
+    def from_recipe(cls, recipe: str, **overrides: Any) -> Config:
+        """The config of a named recipe (:data:`RECIPES`), with ``overrides`` on top."""
+        return cls.from_dict({**overrides, "recipe": recipe}, source="recipe")
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> Config:
@@ -240,6 +285,7 @@ def _validate(c: Config) -> None:
     _require(0 <= c.fmin < c.sr / 2, "fmin", f"must be in [0, {c.sr / 2})")
     _require(c.fmax == 0 or c.fmin < c.fmax <= c.sr / 2, "fmax",
              f"must be 0 or in (fmin, {c.sr / 2}]")
+    _require(c.recipe in RECIPES, "recipe", f"must be one of {', '.join(RECIPES)}")
     _require(c.balance in BALANCE_CHOICES, "balance", f"must be one of {BALANCE_CHOICES}")
     _check_group_by(c)
     _check_decision(c)
@@ -250,6 +296,18 @@ def _validate(c: Config) -> None:
     _require(0 <= c.pitch_semitones <= 12, "pitch_semitones", "must be in [0, 12]")
     _require(0.25 <= c.stretch_min <= c.stretch_max <= 4, "stretch_min",
              "and stretch_max must satisfy 0.25 <= stretch_min <= stretch_max <= 4")
+    _require(1 <= c.width <= 16, "width", f"must be in [1, 16], got {c.width}")
+    _require(0 <= c.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
+    _require(c.mixup_alpha >= 0 and math.isfinite(c.mixup_alpha), "mixup_alpha", "must be >= 0")
+    for name in ("specaug_freq_masks", "specaug_freq_width", "specaug_time_masks",
+                 "specaug_time_width"):
+        _require(getattr(c, name) >= 0, name, "must be >= 0")
+    _require(c.lr_schedule in ("none", "cosine", "onecycle"), "lr_schedule",
+             "must be none, cosine or onecycle")
+    _require(c.lr_schedule == "none" or c.max_epochs > 0, "lr_schedule",
+             f"{c.lr_schedule!r} needs a known length: set max_epochs > 0")
+    _require(c.warmup_epochs >= 0 and math.isfinite(c.warmup_epochs), "warmup_epochs",
+             "must be >= 0")
     for name in ("max_epochs", "patience", "workers"):
         _require(getattr(c, name) >= 0, name, "must be >= 0")
     _require("/" not in c.name and c.name not in (".", ".."), "name", "must be a plain name")

@@ -31,6 +31,7 @@ from ..models import ModelSpec
 from ..reporting.metrics import macro_f1
 from .callbacks import Callback, CallbackList
 from .prefetch import prefetch, split_threads
+from .regularize import Mix, SpecAugment, lr_factor, mixed_loss, mixup
 from .signals import StopFlag, graceful_stop
 
 EVAL_BATCH = 256
@@ -87,7 +88,15 @@ class Trainer:
         if config.balance == "weighted":
             weights = torch.from_numpy(class_weights(data.train.labels,
                                                      n_classes=len(data.classes)))
-        self.criterion = nn.CrossEntropyLoss(weight=weights)
+        self.criterion = nn.CrossEntropyLoss(weight=weights,
+                                             label_smoothing=config.label_smoothing)
+        self.eval_criterion = nn.CrossEntropyLoss(weight=weights)
+        self.specaug = SpecAugment(freq_masks=config.specaug_freq_masks,
+                                   freq_width=config.specaug_freq_width,
+                                   time_masks=config.specaug_time_masks,
+                                   time_width=config.specaug_time_width)
+        self.scheduler = self._scheduler(steps_per_epoch=math.ceil(len(data.train)
+                                                                   / config.batch_size))
         self.rng = np.random.default_rng(config.seed)
         self.state = TrainState()
         self.callbacks = CallbackList(callbacks)
@@ -95,6 +104,18 @@ class Trainer:
         # clean features, (n, n_mels, fixed_length), memory-mapped from the cache
         self.val_feats = torch.from_numpy(data.val.feature_matrix())
         self.test_feats = torch.from_numpy(data.test.feature_matrix())
+
+    def _scheduler(self, *, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR | None:
+        """Per-step learning-rate schedule (:func:`~.regularize.lr_factor`); None when the
+        rate is constant (no schedule, no warm-up)."""
+        c = self.config
+        warmup = round(c.warmup_epochs * steps_per_epoch)
+        if c.lr_schedule == "none" and warmup == 0:
+            return None
+        total = c.max_epochs * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, schedule=c.lr_schedule, total=total,
+                                                   warmup=warmup))
 
     # ----- control -----
     def request_stop(self, reason: str) -> None:
@@ -106,6 +127,7 @@ class Trainer:
     def train_state(self) -> dict[str, Any]:
         """Optimizer, RNG and progress, as plain data for ``last.pt``."""
         return {"optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "numpy_rng": self.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "history": self.state.history, "best_epoch": self.state.best_epoch,
@@ -115,6 +137,8 @@ class Trainer:
         """Continue from a :meth:`train_state` and the weights saved with it."""
         self.net.load_state_dict(weights)
         self.optimizer.load_state_dict(train_state["optimizer"])
+        if self.scheduler is not None and train_state.get("scheduler"):
+            self.scheduler.load_state_dict(train_state["scheduler"])
         self.rng.bit_generator.state = train_state["numpy_rng"]
         torch.set_rng_state(train_state["torch_rng"])
         self.state = TrainState(history=list(train_state["history"]),
@@ -140,10 +164,11 @@ class Trainer:
             out[i, :piece.size] = piece
         return out, np.clip(lengths - starts, 0, span)
 
-    def batches(self, order: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """``(rows, features)`` per training batch, in ``order``: from (cropped) cached
-        waveforms, augmented when ``augment`` is on, or the cached clean features of each
-        clip's first window when neither crops nor augmentation are on."""
+    def batches(self, order: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor, Mix | None]]:
+        """``(rows, features, mix)`` per training batch, in ``order``: features from (cropped)
+        cached waveforms, augmented when ``augment`` is on, or the cached clean features of
+        each clip's first window when neither crops nor augmentation are on; then SpecAugment
+        and mixup when configured."""
         train, bs = self.data.train, self.config.batch_size
         for start in range(0, len(order), bs):
             rows = np.sort(order[start:start + bs])
@@ -155,7 +180,9 @@ class Trainer:
                 feats = self.frontend(torch.from_numpy(self.crops(rows)[0]))
             else:
                 feats = torch.from_numpy(train.features(rows))
-            yield rows, feats
+            feats, mix = mixup(self.specaug(feats, self.rng), alpha=self.config.mixup_alpha,
+                               rng=self.rng)
+            yield rows, feats, mix
 
     def train_epoch(self, epoch: int, stop: StopFlag) -> tuple[float, float] | None:
         """Mean loss and macro-F1 on the (augmented) training data; None if interrupted.
@@ -169,16 +196,18 @@ class Trainer:
         with split_threads(), contextlib.closing(prefetch(self.batches(order))) as batches:
             bar = tqdm(batches, total=math.ceil(len(order) / bs), desc=f"epoch {epoch}",
                        unit="batch", disable=not self.progress, leave=False)
-            for rows, feats in bar:
+            for rows, feats, mix in bar:
                 if stop.reason:
                     bar.close()
                     return None
                 target = torch.from_numpy(train.labels[rows])
                 logits = self.net(feats)
-                loss = self.criterion(logits, target)
+                loss = mixed_loss(self.criterion, logits, target, mix)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
                 total += loss.item() * len(rows)
                 preds.append(logits.argmax(1).detach().numpy())
                 targets.append(train.labels[rows])
@@ -197,7 +226,7 @@ class Trainer:
             for i in range(0, len(labels), EVAL_BATCH):
                 logits = self.net(feats[i:i + EVAL_BATCH])
                 target = torch.from_numpy(labels[i:i + EVAL_BATCH])
-                losses.append(float(self.criterion(logits, target)) * len(target))
+                losses.append(float(self.eval_criterion(logits, target)) * len(target))
                 preds.append(logits.argmax(1).numpy())
         return sum(losses) / max(len(labels), 1), np.concatenate(preds)
 
@@ -213,7 +242,7 @@ class Trainer:
                                                         n_classes=n_classes),
                "test_loss": test_loss, "test_f1": macro_f1(self.data.test.labels, test_pred,
                                                            n_classes=n_classes),
-               "seconds": seconds}
+               "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": seconds}
         state = self.state
         state.history.append(row)
         state.improved = row["val_f1"] > state.best_val_f1
