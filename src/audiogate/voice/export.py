@@ -80,6 +80,7 @@ def _to_onnx_bytes(encoder: SpeakerEncoder) -> bytes:
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         path = Path(tmp) / "encoder.onnx"
         torch.onnx.export(encoder, (example,), path, dynamo=False, opset_version=OPSET,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
