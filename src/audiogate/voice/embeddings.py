@@ -73,8 +73,8 @@ SHARD_ROWS = 1024
 
 @dataclass(frozen=True, kw_only=True)
 class EmbedSettings:
-    """How a clip becomes an embedding: encoder settings, VAD (None = off) and the longest
-    stretch of each file decoded (seconds)."""
+    """How a clip becomes an embedding: encoder settings, VAD (None = off) and how much of
+    each clip is used (its first ``max_seconds``)."""
 
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     vad: VadSettings | None = field(default_factory=VadSettings)
@@ -152,10 +152,10 @@ class Embedder:
         self.batch_windows = batch_windows
 
     def speech(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Each clip volume-normalised and cut to its speech (whole if none is found or the
-        VAD is off), as the encoder gets it."""
-        target = self.settings.encoder.target_dbfs
-        normed = [normalize_volume(w, target_dbfs=target) for w in waves]
+        """Each clip cut to its first ``max_seconds``, volume-normalised and cut to its speech
+        (empty if none is found; whole if the VAD is off), as the encoder gets it."""
+        target, n_max = self.settings.encoder.target_dbfs, self.max_samples
+        normed = [normalize_volume(w[:n_max], target_dbfs=target) for w in waves]
         if self.vad is None or self.settings.vad is None:
             return normed
         out = []
@@ -165,11 +165,17 @@ class Embedder:
             out.append(cut_segments(y, segments, sr=SAMPLE_RATE) if segments else y[:0])
         return out
 
+    @property
+    def max_samples(self) -> int:
+        """Samples of a clip used at most."""
+        return round(self.settings.max_seconds * SAMPLE_RATE)
+
     def embed(self, waves: Sequence[np.ndarray]) -> Embeddings:
-        """Embeddings of 1-D float clips at 16 kHz."""
+        """Embeddings of 1-D float clips at 16 kHz (a clip without speech is embedded
+        whole, with 0 s of speech)."""
         speech = self.speech(waves)
-        used = [s if s.size else np.asarray(w, np.float32) for s, w in zip(speech, waves,
-                                                                            strict=True)]
+        used = [s if s.size else np.asarray(w[:self.max_samples], np.float32)
+                for s, w in zip(speech, waves, strict=True)]
         vectors = embed_utterances(used, run=self.run, settings=self.settings.encoder,
                                    batch_windows=self.batch_windows)
         return Embeddings(vectors, np.asarray([s.size / SAMPLE_RATE for s in speech]))
@@ -298,7 +304,7 @@ def _embed_chunk(paths: Sequence[str], settings: EmbedSettings,
         except OSError as exc:
             out.append((Source(key, None, f"cannot read ({exc.strerror or exc})"), None, 0.0))
             continue
-        decoded.append((len(out), y[: round(settings.max_seconds * SAMPLE_RATE)]))
+        decoded.append((len(out), y))
         out.append((Source(key, digest), None, 0.0))
     if decoded:
         result = _embedder(settings).embed([y for _, y in decoded])

@@ -58,6 +58,18 @@ def _check_vectors(vectors: np.ndarray, *, what: str) -> np.ndarray:
     return v
 
 
+def _check_enrolment(name: str, vectors: np.ndarray) -> None:
+    """A voice's name and its enrolment embeddings: at least one, each of unit length."""
+    _check_name(name)
+    v = _check_vectors(vectors, what=f"voice {name!r}")
+    if len(v) == 0:
+        raise DataError(f"voice {name!r}: no enrolment clip")
+    bad = int((np.abs(np.linalg.norm(v, axis=1) - 1.0) > UNIT_TOLERANCE).sum())
+    if bad:
+        raise DataError(f"voice {name!r}: {bad} embedding(s) are not unit length (a clip "
+                        "with no voice in it?)")
+
+
 @dataclass(frozen=True, eq=False)
 class VoiceProfile:
     """Enrolled allowed voices (``voices``: name -> ``[shape=(n_i, EMBED_DIM)]`` unit rows)
@@ -70,6 +82,8 @@ class VoiceProfile:
     def __post_init__(self) -> None:
         if not isinstance(self.top_k, int) or self.top_k < 1:
             raise ConfigError(f"top_k must be an integer >= 1, got {self.top_k!r}")
+        for name, vectors in self.voices.items():
+            _check_enrolment(name, vectors)
 
     @property
     def names(self) -> list[str]:
@@ -93,19 +107,15 @@ class VoiceProfile:
     def enrol(self, name: str, vectors: np.ndarray, *, replace_existing: bool = False,
               ) -> VoiceProfile:
         """A new profile with voice ``name`` enrolled from its clips' ``vectors``
-        ``[shape=(n, EMBED_DIM)]`` (zero rows, from clips without speech, are refused)."""
-        _check_name(name)
+        ``[shape=(n, EMBED_DIM)]``, unit length (zero rows, from clips without a voice, are
+        refused)."""
+        _check_enrolment(name, vectors)
         v = _check_vectors(vectors, what=f"voice {name!r}")
-        if len(v) == 0:
-            raise DataError(f"voice {name!r}: no enrolment clip")
-        norms = np.linalg.norm(v, axis=1)
-        if (np.abs(norms - 1.0) > UNIT_TOLERANCE).any():
-            raise DataError(f"voice {name!r}: {int((np.abs(norms - 1) > UNIT_TOLERANCE).sum())} "
-                            "embedding(s) are not unit length (a clip with no voice in it?)")
+        v = v / np.linalg.norm(v, axis=1, keepdims=True)
         if name in self.voices and not replace_existing:
             raise ConfigError(f"voice {name!r} is already enrolled; remove it first or "
                               "replace it")
-        return replace(self, voices={**self.voices, name: v / norms[:, None]})
+        return replace(self, voices={**self.voices, name: v})
 
     def remove(self, name: str) -> VoiceProfile:
         """A new profile without voice ``name``."""
@@ -169,11 +179,9 @@ class VoiceProfile:
             raise CheckpointError(f"{path}: voice profile version {payload.get('version')} "
                                   f"is not supported (this audiogate reads {VERSION})")
         try:
-            profile = cls(spec=EmbedSpec.from_dict(payload["spec"]), top_k=int(payload["top_k"]))
-            for name, vectors in payload["voices"].items():
-                profile = profile.enrol(name, vectors.numpy())
+            return cls(spec=EmbedSpec.from_dict(payload["spec"]), top_k=int(payload["top_k"]),
+                       voices={str(k): v.numpy() for k, v in payload["voices"].items()})
         except (KeyError, TypeError, AttributeError, ConfigError, DataError) as exc:
             raise CheckpointError(f"{path}: incomplete or invalid voice profile ({exc})") \
                 from None
-        return profile
 
