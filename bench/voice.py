@@ -6,7 +6,11 @@
 Speech is generated with espeak-ng (``apt-get install -y espeak-ng``): each *speaker* is an
 espeak voice variant with its own pitch and speed; every clip jitters both a little, adds 0.1-0.6
 s of silence before and after and background noise at 20-40 dB SNR, and is written at 22.05 kHz
-(espeak's rate; audiogate resamples). Roles:
+(espeak's rate; audiogate resamples). espeak's variants are settings of one formant
+synthesiser, and several (``m1``, ``m3``, ``croak``, ``Alex``; ``f2`` and ``f4``) are
+near-clones at the same pitch: the encoder finds them as alike as two words of one variant
+(cosine ~0.85). So a speaker here is a (variant, pitch) pair, and two speakers of one such
+family differ in pitch by at least 30 of espeak's 0-99 points. Roles:
 
 * 2 allowed speakers, enrolled from ``--enrol`` clips each (enrolment words);
 * validation: new words of the allowed speakers + the *calibration* impostor speakers; the
@@ -16,7 +20,9 @@ s of silence before and after and background noise at 20-40 dB SNR, and is writt
 * a third speaker is then enrolled from ``--enrol`` new files (decode + VAD + embed + enrol +
   save, cold, timed) and its test clips are judged at the same threshold.
 
-Also reported: embedding time per clip, steady state (batches of clips already in memory), for
+Also reported: the largest difference between audiogate's embeddings and resemblyzer's own
+``VoiceEncoder.embed_utterance`` on the test clips (VAD off, same volume normalisation), the
+embedding time per clip, steady state (batches of clips already in memory), for
 PyTorch and the ONNX export, with ``--threads`` intra-op threads (default 1: on a shared 2-core
 machine more threads are slower), and the cold ``embed_clips`` wall time over all files.
 """
@@ -31,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +56,7 @@ from audiogate.voice.embeddings import (
     EmbedSpec,
     embed_clips,
 )
-from audiogate.voice.encoder import SAMPLE_RATE
+from audiogate.voice.encoder import SAMPLE_RATE, WindowRunner, embed_utterances
 from audiogate.voice.export import OnnxEncoder, export_encoder
 from audiogate.voice.gate import VoiceProfile
 
@@ -125,10 +132,24 @@ def steady_embed_time(waves: list[np.ndarray], embedder: Embedder, *, repeats: i
     return best / len(waves)
 
 
+def against_resemblyzer(waves: list[np.ndarray], run: WindowRunner) -> tuple[float, float]:
+    """Largest absolute difference and smallest cosine between audiogate's utterance embeddings
+    and resemblyzer's ``VoiceEncoder.embed_utterance`` of the same volume-normalised clips."""
+    with warnings.catch_warnings():  # resemblyzer imports scipy.ndimage.morphology
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from resemblyzer import VoiceEncoder, normalize_volume
+
+    reference = VoiceEncoder("cpu", verbose=False)
+    want = np.stack([reference.embed_utterance(normalize_volume(w, -30, increase_only=True))
+                     for w in waves])
+    got = embed_utterances(waves, run=run)
+    return float(np.abs(got - want).max()), float(np.min(np.sum(got * want, axis=1)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=None, help="folder for the generated "
-                        "clips and the cache (default: a temporary folder, removed)")
+                        "clips (default: a temporary folder, removed)")
     parser.add_argument("--enrol", type=int, default=10, help="enrolment clips per speaker")
     parser.add_argument("--top-k", type=int, default=5, help="scoring: mean of top-k")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
@@ -180,7 +201,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
 
     settings = EmbedSettings(vad=None) if args.no_vad else EmbedSettings()
     spec = EmbedSpec.of(settings)
-    cache = EmbeddingCache(work / "cache", spec)
+    cache = EmbeddingCache(work, spec, temporary=True)  # cold on every run
     enrol_clips = [c for paths in enrol.values() for c in clips_of(paths, 1)]
     everything = enrol_clips + val + test
     t0 = time.perf_counter()
@@ -224,6 +245,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     onnx_s = steady_embed_time(waves, Embedder(settings, run=OnnxEncoder(
         str(onnx_path), threads=args.threads)))
     mean_dur = float(np.mean([w.size for w in waves])) / SAMPLE_RATE
+    ref_diff, ref_cos = against_resemblyzer(waves, Embedder(settings).run)
 
     n_allowed_test = int((y_test == 1).sum())
     print(f"voice gate on generated speech (espeak-ng), VAD {'off' if args.no_vad else 'on'}, "
@@ -243,6 +265,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
     print(f"  embedding time per clip (mean {mean_dur:.2f} s of audio), steady state: "
           f"PyTorch {1000 * torch_s:.1f} ms, ONNX {1000 * onnx_s:.1f} ms "
           f"(export max |diff| {export.max_abs_diff:.1e})")
+    print(f"  vs resemblyzer's VoiceEncoder on the {len(waves)} test clips: max |diff| "
+          f"{ref_diff:.1e}, min cosine {ref_cos:.7f}")
     print(f"  embed_clips, cold cache, {len(everything)} files, {args.workers} workers: "
           f"{cold:.1f} s ({1000 * cold / len(everything):.0f} ms per file, incl. decoding "
           f"and process start-up)")
