@@ -28,7 +28,7 @@ from audiogate.deploy.onnx import (
 from audiogate.errors import CheckpointError, ConfigError
 from audiogate.features.dft import DftLogMel
 from audiogate.features.frontend import LogMel, fit_length
-from audiogate.models import ModelSpec
+from audiogate.models import ModelSpec, model_names
 from audiogate.training.checkpoint import load_checkpoint, save_checkpoint
 
 from .conftest import build_band_gate, hiss
@@ -238,16 +238,30 @@ def test_cli_export_then_predict_with_onnx_backend(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_trained_model_exports_within_tolerance(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", model_names())
+def test_trained_model_exports_within_tolerance(tmp_path: Path, model: str) -> None:
+    """Every registered network, trained (so batch norm has real statistics), exports and
+    runs in onnxruntime as in PyTorch, and the service gives the same answer."""
     from audiogate.data.synth import make_demo_dataset
+    from audiogate.deploy.serve import create_app
     from audiogate.training import train
 
     make_demo_dataset(root=tmp_path / "data", n_per_class=16)
     result = train(Config(data=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"),
                           name="t", max_epochs=2, patience=0, workers=1, lr=3e-3,
-                          fixed_length=100, keep_epoch_checkpoints=False), progress=False)
+                          fixed_length=100, keep_epoch_checkpoints=False, model=model,
+                          width=1), progress=False)
     report = export_onnx(checkpoint=result.run.last, out=tmp_path / "t.onnx")
     assert report.max_abs_diff < TOL
     gate, onnx_gate = load(result.run.last), load_onnx(tmp_path / "t.onnx")
     waves = real_waves(tmp_path, n_samples=gate.features.n_samples)
     assert np.abs(gate.probabilities(waves) - onnx_gate.probabilities(waves)).max() < TOL
+    from fastapi.testclient import TestClient
+
+    clip = next((tmp_path / "data" / "allowed").glob("*.wav"))
+    for backend in (gate, onnx_gate):
+        with TestClient(create_app(backend)) as client:
+            served = client.post("/predict", files={"file": ("a.wav", clip.read_bytes())})
+        assert served.status_code == 200
+        assert served.json()["probabilities"]["allowed"] == pytest.approx(
+            gate.predict(str(clip)).probabilities["allowed"], abs=TOL)
