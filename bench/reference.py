@@ -6,9 +6,11 @@ noise / ``librosa.effects.pitch_shift`` / ``librosa.effects.time_stretch``, then
 ``fixed_length`` frames -> per-sample z-score. A ``DataLoader`` with ``num_workers`` worker
 processes feeds the same :class:`~audiogate.models.SimpleConvNet` that audiogate trains.
 
-This is the baseline of ``bench/pipeline.py``; it is kept honest, not slow on purpose: every
-librosa call uses its defaults, and librosa's lazily compiled code is warmed up in the parent
-before the workers fork, so no worker pays that one-time cost.
+This is the baseline of ``bench/pipeline.py`` (speed) and ``bench/speech.py`` (accuracy:
+:func:`fit` trains until validation macro-F1 stops improving and keeps the best epoch, as the
+notebook does). It is kept honest, not slow on purpose: every librosa call uses its defaults,
+and librosa's lazily compiled code is warmed up in the parent before the workers fork, so no
+worker pays that one-time cost.
 """
 
 from __future__ import annotations

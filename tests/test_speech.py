@@ -3,6 +3,7 @@ specified, silence around the word, and voices that really differ."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -46,6 +47,28 @@ def test_pads_keep_every_clip_within_the_duration_range(speech_s: float) -> None
         lead, trail = speech._pads(np.random.default_rng(seed), speech_s)
         assert lead >= 0 and trail >= 0
         assert DURATION_S[0] - 1e-9 <= speech_s + lead + trail <= DURATION_S[1] + 1e-9
+
+
+def test_trim_cuts_the_silence_around_a_tone_only() -> None:
+    sr = 8000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(sr // 2) / sr)
+    y = np.concatenate([np.zeros(800), tone, 1e-4 * np.ones(1200)])  # far below -40 dB
+    cut = speech.trim_silence(y=y, sr=sr)
+    frame = round(speech.TRIM_FRAME_S * sr)
+    assert tone.size <= cut.size <= tone.size + 2 * frame
+    assert np.abs(cut[:frame]).max() > 0.1 and np.abs(cut[-frame:]).max() > 0.1
+
+
+@pytest.mark.parametrize("exponent", [0.0, 1.0])
+def test_noise_has_unit_rms_and_the_asked_spectral_slope(exponent: float) -> None:
+    x = speech.colored_noise(rng=np.random.default_rng(0), n=1 << 16, exponent=exponent)
+    assert _rms(x) == pytest.approx(1.0, rel=1e-6)
+    power = np.abs(np.fft.rfft(x)) ** 2
+    f = np.arange(power.size)
+    bands = np.logspace(1, np.log10(power.size - 1), 12).astype(int)  # average in log bands
+    level = [np.log10(power[a:b].mean()) for a, b in itertools.pairwise(bands)]
+    centre = [np.log10(f[a:b].mean()) for a, b in itertools.pairwise(bands)]
+    assert np.polyfit(centre, level, 1)[0] == pytest.approx(-exponent, abs=0.1)
 
 
 def test_the_speakers_are_many_distinct_voices_at_8_and_16_khz() -> None:

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -32,6 +32,7 @@ from scipy import fft
 
 from ..errors import DataError
 from .audio_io import to_mono_resampled, write_wav
+from .decode import resolve_workers
 
 ESPEAK: Final = "espeak-ng"
 """The text-to-speech program (Debian/Ubuntu package ``espeak-ng``)."""
@@ -142,7 +143,7 @@ def espeak(*, text: str, voice: str, speed: int, pitch: int, sr: int) -> np.ndar
     return to_mono_resampled(y, native_sr=int(native_sr), sr=sr, source=f"{ESPEAK} {voice}")
 
 
-def trim_silence(y: np.ndarray, *, sr: int, top_db: float = TRIM_DB) -> np.ndarray:
+def trim_silence(*, y: np.ndarray, sr: int, top_db: float = TRIM_DB) -> np.ndarray:
     """``y`` without the leading and trailing frames (:data:`TRIM_FRAME_S` long) whose RMS
     is more than ``top_db`` below the loudest frame's."""
     hop = max(1, round(TRIM_FRAME_S * sr))
@@ -176,7 +177,7 @@ def babble_bed(*, seed: int, sr: int) -> np.ndarray:
     for i in range(BABBLE_WORDS_PER_BED):
         word = espeak(text=str(rng.choice(BABBLE_WORDS)), voice=str(rng.choice(BABBLE_VOICES)),
                       speed=int(rng.integers(140, 200)), pitch=int(rng.integers(20, 80)), sr=sr)
-        word = trim_silence(word, sr=sr)[:n]
+        word = trim_silence(y=word, sr=sr)[:n]
         at = i * step + int(rng.integers(0, step))
         bed[(at + np.arange(word.size)) % n] += rng.uniform(0.5, 1.0) * word / (
             np.abs(word).max() + _EPS)
@@ -216,8 +217,8 @@ def spoken_word(*, word: str, speaker: Speaker, seed: int, take: int, babble: np
     speed = round(speaker.speed * rng.uniform(*SPEED_JITTER))
     pitch = int(np.clip(speaker.pitch + rng.integers(-PITCH_JITTER, PITCH_JITTER + 1), 0, 99))
     sr = speaker.sr
-    speech = trim_silence(espeak(text=word, voice=speaker.voice, speed=speed, pitch=pitch,
-                                 sr=sr), sr=sr).astype(np.float64)
+    speech = trim_silence(y=espeak(text=word, voice=speaker.voice, speed=speed, pitch=pitch,
+                                   sr=sr), sr=sr).astype(np.float64)
     speech = speech[: round((DURATION_S[1] - 2 * PAD_S[0]) * sr)]  # a word never this long
     lead_s, trail_s = _pads(rng, speech.size / sr)
     lead, trail = round(lead_s * sr), round(trail_s * sr)
@@ -248,7 +249,7 @@ def _write_speaker(root: str, speaker: Speaker, words: Sequence[str], takes: int
             tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.wav")  # hidden: never listed
             write_wav(tmp, y, sr=speaker.sr)
             os.replace(tmp, path)
-            out.append(SpokenClip(**{**clip.__dict__, "path": str(path)}))
+            out.append(replace(clip, path=str(path)))
     return out
 
 
@@ -271,7 +272,7 @@ def generate_words(*, root: str | os.PathLike[str], seed: int, takes: int,
     beds = {sr: babble_bed(seed=seed, sr=sr) for sr in sorted({s.sr for s in speakers})}
     for s in speakers:
         Path(root, s.name).mkdir(parents=True, exist_ok=True)
-    n_workers = min(len(speakers), workers or len(os.sched_getaffinity(0)))
+    n_workers = min(len(speakers), resolve_workers(workers))
     jobs = [(str(root), s, tuple(words), takes, seed, beds[s.sr]) for s in speakers]
     if n_workers <= 1:
         return [c for job in jobs for c in _write_speaker(*job)]
