@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import resource
 import shutil
 import sys
@@ -240,8 +241,12 @@ def _num(x: Any, fmt: str = ".3f") -> str:
 
 def report(results: Result) -> str:
     """The results as Markdown: one table per task, with its split above it."""
+    load = results.get("load_average")
     lines = [f"Spoken words by {results['size']['speakers']} espeak-ng voices; "
-             f"{results['cores']} cores; benchmark took {results['seconds']:.0f} s."]
+             f"{results['cores']} cores"
+             + (f" (1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the "
+                "end)" if load else "")
+             + f"; benchmark took {results['seconds']:.0f} s."]
     for task, done in results["tasks"].items():
         split = done["split"]
         lines += ["", f"**{task}**"]
@@ -254,15 +259,24 @@ def report(results: Result) -> str:
                       f"{'yes' if split['groups_disjoint'] else 'NO'}; test clips whose voice "
                       f"was heard in training: {heard}", ""]
         lines += ["| pipeline | test F1 | F1 argmax | F1 val-thr | EER | FAR | FRR "
-                  "| best / epochs | train s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| best / epochs | train s | CPU s |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, r in done["runs"].items():
             lines.append(f"| {name} | {_num(r['f1'])} | {_num(r['f1_argmax'])} "
                          f"| {_num(r['f1_val_threshold'])} | {_num(r['eer'])} "
                          f"| {_num(r['far'])} | {_num(r['frr'])} "
-                         f"| {r['best_epoch']} / {r['epochs']} | {r['seconds']:.0f} |")
+                         f"| {r['best_epoch']} / {r['epochs']} | {r['seconds']:.0f} "
+                         f"| {r['cpu_seconds']:.0f} |")
     if results["notes"]:
         lines += ["", *(f"- {n}" for n in results["notes"])]
     return "\n".join(lines) + "\n"
+
+
+def _publish(results: Result, work: Path) -> None:
+    """Write ``results.md`` beside ``results.json`` and print it."""
+    text = report(results)
+    write_text(work / "results.md", text)
+    print(text)
 
 
 def _say(text: str) -> None:
@@ -283,6 +297,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", default=",".join(TASKS),
                         help=f"tasks to run, comma-separated, from {', '.join(TASKS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the runs")
+    parser.add_argument("--report", action="store_true",
+                        help="only print (and rewrite results.md from) the work folder's "
+                             "results.json")
     args = parser.parse_args(argv)
     args.pipelines = [p for p in args.recipes.split(",") if p]
     args.task_list = [t for t in args.tasks.split(",") if t]
@@ -295,7 +312,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> Result:
     args = _args(argv)
-    began = time.perf_counter()
+    if args.report:
+        results = json.loads((args.work / "results.json").read_text())
+        _publish(results, args.work)
+        return dict(results)
+    began, load_before = time.perf_counter(), os.getloadavg()[0]
     size = SIZES["tiny" if args.tiny else "full"]
     base = {**size.config, "seed": args.seed}
     if args.epochs:
@@ -312,15 +333,12 @@ def main(argv: list[str] | None = None) -> Result:
     pipelines = runnable(args.pipelines, notes)
     tasks = {t: run_task(t, data=folders[t], work=args.work, pipelines=pipelines, base=base,
                          ref_workers=size.ref_workers) for t in args.task_list}
-    import torch  # already loaded by audiogate; only read here
-
     results = {"size": dataclasses.asdict(size), "base": base, "tasks": tasks,
-               "notes": notes, "cores": torch.get_num_threads(),
+               "notes": notes, "cores": len(os.sched_getaffinity(0)),
+               "load_average": [load_before, os.getloadavg()[0]],
                "seconds": time.perf_counter() - began}
     write_json(args.work / "results.json", results)
-    text = report(results)
-    write_text(args.work / "results.md", text)
-    print(text)
+    _publish(results, args.work)
     return results
 
 

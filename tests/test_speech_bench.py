@@ -127,3 +127,6 @@ def test_tiny_benchmark_runs_every_task_on_one_split(tmp_path: Path) -> None:
     assert stored["tasks"].keys() == results["tasks"].keys()
     table = (tmp_path / "results.md").read_text()
     assert table.count("| reference |") == 3 and table.count("| default |") == 3
+    (tmp_path / "results.md").unlink()
+    assert bench.main(["--work", str(tmp_path), "--report"]) == stored
+    assert (tmp_path / "results.md").read_text() == table
