@@ -41,6 +41,7 @@ import numpy as np
 
 import audiogate
 from audiogate.config import Config
+from audiogate.data import Clip
 from audiogate.data.split import Split, read_split
 from audiogate.errors import ConfigError
 from audiogate.files import write_json, write_text
@@ -100,7 +101,7 @@ def gate_scores(*, val_y: np.ndarray, val_p: np.ndarray, test_y: np.ndarray,
             "eer": equal_error_rate(test_y, test_p)[0]}
 
 
-def _labels(clips: list[audiogate.data.Clip], allowed: int) -> np.ndarray:
+def _labels(clips: list[Clip], allowed: int) -> np.ndarray:
     return np.array([int(c.label == allowed) for c in clips])
 
 
@@ -117,7 +118,7 @@ def run_audiogate(*, data: Path, runs: Path, name: str, overrides: dict[str, Any
     allowed = metrics["classes"].index(ALLOWED)
     gate = audiogate.load(run.best)
 
-    def probs(clips: list[audiogate.data.Clip]) -> np.ndarray:
+    def probs(clips: list[Clip]) -> np.ndarray:
         return np.array([[p.probabilities[c] for c in metrics["classes"]]
                          for p in gate.predict_many([c.path for c in clips])])
 
