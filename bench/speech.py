@@ -108,8 +108,9 @@ def _labels(clips: list[Clip], allowed: int) -> np.ndarray:
 def run_audiogate(*, data: Path, runs: Path, name: str, overrides: dict[str, Any]) -> Result:
     """Train audiogate on ``data`` with ``overrides``; its own report plus gate scores."""
     shutil.rmtree(runs / name, ignore_errors=True)
-    config = Config(data=str(data), runs_dir=str(runs), name=name, cache=False,
-                    keep_epoch_checkpoints=False, **overrides)
+    config = Config.from_dict({"data": str(data), "runs_dir": str(runs), "name": name,
+                               "cache": False, "keep_epoch_checkpoints": False, **overrides},
+                              source=f"recipe {name}")
     wall, cpu, result = _timed(lambda: audiogate.train(config, progress=False))
     run = result.run
     metrics = json.loads(run.metrics.read_text())
@@ -127,11 +128,7 @@ def run_audiogate(*, data: Path, runs: Path, name: str, overrides: dict[str, Any
                       test_y=_labels(split.test, allowed), test_p=test[:, allowed],
                       argmax=(test.argmax(axis=1) == allowed).astype(int))
     out["f1"] = own["macro_f1"]
-    if "far" not in own:  # audiogate decides by argmax: its FAR/FRR are those of argmax
-        y, pred = _labels(split.test, allowed), (test.argmax(axis=1) == allowed)
-        out["far"], out["frr"] = float(pred[y == 0].mean()), float((~pred[y == 1]).mean())
-        out["threshold"] = None
-    out.update({k: own[k] for k in ("eer", "far", "frr", "threshold") if k in own})
+    out.update({k: own["gate"][k] for k in ("eer", "far", "frr", "threshold")})
     out.update({"best_epoch": metrics["best_epoch"], "epochs": len(metrics["epochs"]),
                 "seconds": wall, "cpu_seconds": cpu, "run": str(run.root),
                 "overrides": overrides})
