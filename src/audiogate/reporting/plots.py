@@ -1,12 +1,14 @@
 """PNG figures: training curves, duration histogram, confusion matrix, spectrogram, and a
 gate's ROC and DET curves.
 
-Uses matplotlib's non-interactive Agg backend; every function writes one PNG atomically
-(:func:`audiogate.files.atomic_write`) and closes its figure.
+Uses matplotlib's non-interactive Agg backend. Each ``plot_*`` function writes one PNG
+atomically (:func:`audiogate.files.atomic_write`); each ``*_figure`` function returns a
+figure for :func:`png_bytes` (which closes it), for pages that embed their images.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,16 +21,36 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from ..files import atomic_write
+from ..files import write_bytes
 from .metrics import error_tradeoff
+
+DPI = 110
+"""Resolution of every PNG (dots per inch of the figure size)."""
+
+
+def png_bytes(fig: Figure, *, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
 
 
 def _save(fig: Figure, path: Path) -> None:
-    try:
-        with atomic_write(path, durable=False) as fh:
-            fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    write_bytes(path, png_bytes(fig), durable=False)
+
+
+def colorize(image: np.ndarray, *, cmap: str = "magma") -> np.ndarray:
+    """A 2-D array ``[shape=(rows, cols)]`` as RGB uint8 ``[shape=(rows, cols, 3)]``, scaled
+    from its minimum (dark) to its maximum (bright); row 0 ends up at the bottom, as in a
+    spectrogram drawn with ``origin="lower"``."""
+    x = np.asarray(image, dtype=np.float64)
+    span = float(x.max() - x.min()) if x.size else 0.0
+    unit = (x - x.min()) / span if span > 0 else np.zeros_like(x)
+    rgba = matplotlib.colormaps[cmap](unit[::-1])
+    return np.round(rgba[..., :3] * 255).astype(np.uint8)
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
@@ -56,7 +78,13 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
 
 def plot_durations(durations: dict[str, np.ndarray], *, window_s: float, suggested_s: float,
                    path: Path) -> None:
-    """Histogram of clip durations per class, with the model window and the suggestion."""
+    """Write :func:`durations_figure` to ``path``."""
+    _save(durations_figure(durations, window_s=window_s, suggested_s=suggested_s), path)
+
+
+def durations_figure(durations: dict[str, np.ndarray], *, window_s: float,
+                     suggested_s: float) -> Figure:
+    """Histogram of clip durations (s) per class, with the model window and the suggestion."""
     fig, ax = plt.subplots(figsize=(8, 4))
     finite = [d for d in durations.values() if len(d)]
     top = max(float(np.max(d)) for d in finite) if finite else 1.0
@@ -69,7 +97,7 @@ def plot_durations(durations: dict[str, np.ndarray], *, window_s: float, suggest
     ax.set(xlabel="duration (s)", ylabel="clips", title="Clip durations")
     ax.legend()
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    return fig
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str],
@@ -86,14 +114,18 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     _save(fig, path)
 
 
-def plot_spectrogram(log_mel: np.ndarray, path: Path, *, hop_s: float, title: str) -> None:
-    """One normalised log-mel ``[shape=(n_mels, frames)]``."""
-    fig, ax = plt.subplots(figsize=(7, 3))
-    extent = (0.0, log_mel.shape[1] * hop_s, 0.0, float(log_mel.shape[0]))
-    im = ax.imshow(log_mel, origin="lower", aspect="auto", extent=extent, cmap="magma")
-    ax.set(xlabel="time (s)", ylabel="mel band", title=title)
-    fig.colorbar(im, ax=ax, label="z-scored dB")
-    _save(fig, path)
+def spectrogram_figure(db: np.ndarray, *, hop_s: float, top_db: float) -> Figure:
+    """A small log-mel spectrogram ``[shape=(n_mels, frames)]`` in dB re its maximum
+    (``[-top_db, 0]``), time in seconds (``hop_s`` per frame), lowest band at the bottom."""
+    fig, ax = plt.subplots(figsize=(4.6, 1.7))
+    extent = (0.0, db.shape[1] * hop_s, 0.0, float(db.shape[0]))
+    im = ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma",
+                   vmin=-top_db, vmax=0.0)
+    ax.set_xlabel("time (s)", fontsize=8)
+    ax.set_ylabel("mel band", fontsize=8)
+    ax.tick_params(labelsize=7)
+    fig.colorbar(im, ax=ax, pad=0.02).ax.tick_params(labelsize=7)
+    return fig
 
 
 def plot_roc(y_true: np.ndarray, scores: np.ndarray, *, path: Path, summary: dict[str, Any],
