@@ -198,11 +198,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .deploy.serve import ServeSettings, run_server
+    from .deploy.serve import ServeSettings, report_of, run_server
 
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
                              hop_s=args.hop)
-    run_server(_load_gate(args), host=args.host, port=args.port, settings=settings)
+    run_server(_load_gate(args), host=args.host, port=args.port, settings=settings,
+               report=report_of(args.checkpoint))
     return 0
 
 

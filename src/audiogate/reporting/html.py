@@ -53,13 +53,17 @@ def tag(name: str, *content: Any, **attrs: Any) -> Html:
     return Html(f"<{name}{text}>{join(content)}</{name}>")
 
 
+SMALL = 1e-3
+"""Non-zero floats below this (a learning rate) are written in scientific notation."""
+
+
 def fmt_value(value: Any) -> str:
-    """How a number from a JSON file is written on a page: floats with 4 decimals, ``n/a``
-    for a missing or non-finite one."""
+    """How a number from a JSON file is written on a page: floats with 4 decimals (small
+    ones as ``1.000e-05``), ``n/a`` for a missing or non-finite one."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.3e}" if 0 < abs(value) < SMALL else f"{value:.4f}"
     return str(value)
 
 

@@ -84,6 +84,8 @@ class ReportData:
     verdicts: list[Verdict] = field(default_factory=list)
     errors: list[ErrorClip] = field(default_factory=list)
     max_clip_s: float = 10.0
+    data_root: str | None = None
+    """The data folder clip names are shown relative to."""
 
     @property
     def threshold(self) -> float | None:
@@ -196,6 +198,7 @@ def load_run(run_dir: str | os.PathLike[str], *,
             clips.append((clip.path, name))
     data = ReportData(
         kind="run", folder=run.root, title=f"Run {run.root.name}", config=config,
+        data_root=config.data if config else None,
         features=config.features() if config and not config.auto_window else FeatureConfig(),
         max_clip_s=config.max_clip_s if config else Config().max_clip_s,
         classes=classes, summary=summarize_run(run.root, live=live), metrics=metrics,
@@ -234,8 +237,11 @@ def load_evaluation(out_dir: str | os.PathLike[str]) -> ReportData:
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.true] = counts.get(v.true, 0) + 1
+    source = str(test.get("source", ""))
     return ReportData(
-        kind="evaluation", folder=folder, title=f"Evaluation on {test.get('source', folder)}",
+        kind="evaluation", folder=folder, title=f"Evaluation on {source or folder}",
+        data_root=source if source and Path(source).is_dir() else
+        (ckpt.config.data if ckpt else None),
         config=ckpt.config if ckpt else None,
         features=ckpt.features if ckpt else FeatureConfig(),
         max_clip_s=ckpt.config.max_clip_s if ckpt else Config().max_clip_s,

@@ -63,18 +63,19 @@ def _header(data: ReportData) -> Html:
     state = data.summary.state if data.summary else None
     title = tag("h1", data.title, " ", tag("span", state, class_=f"state {state}") if state
                 else "")
-    tiles = [_tile("test macro-F1", num(test.get("macro_f1"), tf, "macro_f1"),
+    on = "test " if data.kind == "run" else ""
+    tiles = [_tile(f"{on}macro-F1", num(test.get("macro_f1"), tf, "macro_f1"),
                    f"{test.get('n', 0)} clips")]
     if data.metrics:
         tiles.append(_tile("best validation macro-F1",
                            num(data.metrics.get("best_val_f1"), "metrics.json", "best_val_f1"),
                            f"epoch {data.metrics.get('best_epoch')}"))
-    tiles.append(_tile("test accuracy", num(test.get("accuracy"), tf, "accuracy")))
+    tiles.append(_tile(f"{on}accuracy", num(test.get("accuracy"), tf, "accuracy")))
     gate = test.get("gate")
     if isinstance(gate, dict):
         tiles += [_tile(f"threshold on P({gate.get('positive')})",
                         num(gate.get("threshold"), tf, "gate", "threshold")),
-                  _tile("test FAR / FRR", join([num(gate.get("far"), tf, "gate", "far"), " / ",
+                  _tile(f"{on}FAR / FRR", join([num(gate.get("far"), tf, "gate", "far"), " / ",
                                                num(gate.get("frr"), tf, "gate", "frr")]))]
     nav = tag("nav", *(tag("a", label, href=f"#{anchor}") for anchor, label in _anchors(data)))
     return join([tag("header", title, tag("p", str(data.folder), class_="muted"), nav),
@@ -83,8 +84,12 @@ def _header(data: ReportData) -> Html:
 
 def _anchors(data: ReportData) -> list[tuple[str, str]]:
     run = [("training", "Training")] if data.kind == "run" else []
-    return [("data", "Data"), *run, ("results", "Test results"), ("errors", "Worst errors"),
-            ("config", "Configuration")]
+    return [("data", "Data"), *run, ("results", _results_title(data)),
+            ("errors", "Worst errors"), ("config", "Configuration")]
+
+
+def _results_title(data: ReportData) -> str:
+    return "Test results" if data.kind == "run" else "Results"
 
 
 def _facts(data: ReportData) -> list[tuple[str, Any]]:
@@ -152,25 +157,27 @@ def _training(data: ReportData) -> Html:
 
 # ---------------------------------------------------------------------------- results
 def _results(data: ReportData) -> Html:
-    test, tf = data.test, data.test_file
+    test, tf, title = data.test, data.test_file, _results_title(data)
     if not test:
-        return section("results", "Test results",
+        return section("results", title,
                        tag("p", f"No {tf}: the run ended before its test report.",
                            class_="muted"))
     per_class = test.get("per_class") or {}
     rows = [[name, *(num(per_class.get(name, {}).get(k), tf, "per_class", name, k)
                      for k in ("precision", "recall", "f1", "support"))]
             for name in data.classes]
-    intro = tag("p", "The model chosen on validation, judged on ", num(test.get("n"), tf, "n"),
-                " held-out clips as ", tag("code", "predict"), " judges them (whole clips, the "
-                "gate's threshold): macro-F1 ", num(test.get("macro_f1"), tf, "macro_f1"),
-                ", accuracy ", num(test.get("accuracy"), tf, "accuracy"), ".")
+    who = ("The model chosen on validation (best.pt), judged on the test split: "
+           if data.kind == "run" else f"The checkpoint judged on {test.get('source')}: ")
+    intro = tag("p", who, num(test.get("n"), tf, "n"), " clips, judged as ",
+                tag("code", "predict"), " judges them (whole clips, the gate's threshold): "
+                "macro-F1 ", num(test.get("macro_f1"), tf, "macro_f1"), ", accuracy ",
+                num(test.get("accuracy"), tf, "accuracy"), ".")
     parts = [intro, tag("h3", "Per class"),
              table(["class", "precision", "recall", "F1", "support"], rows),
              tag("h3", "Confusion matrix"), _confusion(test.get("confusion") or [], data, tf)]
     if isinstance(test.get("gate"), dict):
         parts.append(_gate(test["gate"], data))
-    return section("results", "Test results", *parts)
+    return section("results", title, *parts)
 
 
 def _confusion(matrix: Sequence[Sequence[int]], data: ReportData, tf: str) -> Html:
@@ -196,17 +203,20 @@ def _gate(gate: dict[str, Any], data: ReportData) -> Html:
                   figure(data.figures.get("det"), alt="DET curve",
                          caption="DET curve (normal-deviate axes), operating point and EER"),
                   class_="figures")
+    here = "test" if data.kind == "run" else "this data"
     return join([tag("h3", "Operating point"), intro,
-                 table(["", "test", "validation (best.pt)"], rows), figures])
+                 table(["", here, "validation (best.pt)"], rows), figures])
 
 
 # ----------------------------------------------------------------------------- errors
 def _clip_name(path: str, data: ReportData) -> str:
-    root = Path(data.config.data) if data.config else None
-    try:
-        return str(Path(path).relative_to(root)) if root else Path(path).name
-    except ValueError:
-        return Path(path).name
+    """``path`` inside the data folder (class folder included), else its file name."""
+    if data.data_root:
+        try:
+            return str(Path(path).resolve().relative_to(Path(data.data_root).resolve()))
+        except (ValueError, OSError):
+            pass
+    return Path(path).name
 
 
 def _error_row(i: int, e: ErrorClip, data: ReportData) -> list[Any]:

@@ -6,9 +6,10 @@ folder whose files are missing or unreadable is listed as ``broken`` with the re
 in a run folder can make the listing fail.
 
 Without ``status.json`` (runs made before audiogate wrote one) the state is inferred: with
-``metrics.json`` and ``test_metrics.json`` the run finished; with ``metrics.json`` alone it
-stopped before its test report (killed, crashed, or still running); without ``metrics.json``
-it is broken.
+``metrics.json`` and ``test_metrics.json`` the run ended normally, ``finished`` when the epoch
+limit or early stopping explains its epochs and ``interrupted`` (by a signal) otherwise; with
+``metrics.json`` alone it stopped before its test report (killed, crashed, or still running:
+``unfinished``); without ``metrics.json`` it is broken.
 """
 
 from __future__ import annotations
@@ -117,16 +118,17 @@ def _model(config: dict[str, Any]) -> str | None:
     return f"{name} x{config['width']}" if name == "bcresnet" and "width" in config else name
 
 
-def _inferred_stop(config: dict[str, Any], epochs: list[dict[str, Any]],
-                   best_epoch: int | None) -> str | None:
-    """Why a run without ``status.json`` stopped, when its numbers say so."""
+def _inferred_end(config: dict[str, Any], epochs: list[dict[str, Any]],
+                  best_epoch: int | None) -> tuple[str, str | None]:
+    """How a run without ``status.json`` that wrote its test report ended: the epoch limit,
+    early stopping, or else (the only other way) a signal."""
     max_epochs, patience = _integer(config.get("max_epochs")), _integer(config.get("patience"))
     if max_epochs and len(epochs) >= max_epochs:
-        return f"reached max_epochs={max_epochs}"
+        return "finished", f"reached max_epochs={max_epochs}"
     if patience and best_epoch is not None and epochs and \
             _integer(epochs[-1].get("epoch")) == best_epoch + patience:
-        return f"early stop: no val-F1 gain for {patience} epochs"
-    return None
+        return "finished", f"early stop: no val-F1 gain for {patience} epochs"
+    return "interrupted", None
 
 
 def summarize_run(folder: str | os.PathLike[str], *,
@@ -147,8 +149,8 @@ def summarize_run(folder: str | os.PathLike[str], *,
     epochs = epochs or []
     best_epoch = _integer(metrics.get("best_epoch")) if metrics else None
     state, stop = _state(status, metrics_problem, test is not None)
-    if state == "finished" and stop is None:
-        stop = _inferred_stop(config, epochs, best_epoch)
+    if status is None and state == "finished":
+        state, stop = _inferred_end(config, epochs, best_epoch)
     gate = test.get("gate") if test else None
     seconds = [_number(e.get("seconds")) for e in epochs]
     return RunSummary(
