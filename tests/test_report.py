@@ -282,6 +282,9 @@ def _broken_and_odd_folders(runs: Path) -> None:
     corrupt = runs / "corrupt"
     shutil.copytree(runs / "good", corrupt)
     (corrupt / "metrics.json").write_text("{not json")
+    killed = runs / "killed"                     # no status.json, stopped before its test report
+    shutil.copytree(runs / "good", killed)
+    (killed / "test_metrics.json").unlink()
     (runs / "empty").mkdir()
     (runs / "empty" / "config.toml").write_text("data = 3\n[[broken toml")
     (runs / "starting").mkdir()
@@ -302,11 +305,12 @@ def test_runs_table(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     assert main(["runs", str(folder), "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {"good", "weak", "stopped", "corrupt", "empty", "starting", "crashed"}
+    assert set(rows) == {"good", "weak", "stopped", "corrupt", "killed", "empty", "starting",
+                         "crashed"}
     states = {k: r["state"] for k, r in rows.items()}
     assert states == {"good": "finished", "weak": "finished", "stopped": "interrupted",
-                      "corrupt": "broken", "empty": "broken", "starting": "running",
-                      "crashed": "failed"}
+                      "corrupt": "broken", "killed": "unfinished", "empty": "broken",
+                      "starting": "running", "crashed": "failed"}
     assert "not valid JSON" in rows["corrupt"]["stop_reason"]
     assert rows["empty"]["stop_reason"] == "metrics.json missing"
     assert rows["crashed"]["stop_reason"] == "out of memory"
@@ -326,7 +330,9 @@ def test_runs_table(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert lines[0].split()[:3] == ["name", "date", "data"]
     order = [line.split()[0] for line in lines[1:]]
     scored = sorted(("good", "weak", "stopped"), key=lambda n: -rows[n]["best_val_f1"])
-    assert order[:3] == scored and set(order[3:]) == {"corrupt", "empty", "starting", "crashed"}
+    assert order[:4] == sorted([*scored, "killed"], key=lambda n: -rows[n]["best_val_f1"])
+    assert order[:4].index("good") < order[:4].index("killed")          # ties: by name
+    assert set(order[4:]) == {"corrupt", "empty", "starting", "crashed"}
 
     assert main(["runs", str(folder), "--csv", "--sort", "date"]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))

@@ -317,8 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "recipe, epochs, state, stop_reason, best_val_f1, test_f1, "
                         "threshold, train_time_s")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", dest="format", action="store_const", const="json")
-    fmt.add_argument("--csv", dest="format", action="store_const", const="csv")
+    fmt.add_argument("--json", dest="format", action="store_const", const="json",
+                     help="every field of every run, full paths, seconds (a JSON list)")
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv",
+                     help="every field of every run as CSV")
     p.set_defaults(format="table", func=cmd_runs)
 
     p = sub.add_parser("predict", help="label new audio files or folders")

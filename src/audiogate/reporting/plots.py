@@ -42,15 +42,25 @@ def _save(fig: Figure, path: Path) -> None:
     write_bytes(path, png_bytes(fig), durable=False)
 
 
-def colorize(image: np.ndarray, *, cmap: str = "magma") -> np.ndarray:
-    """A 2-D array ``[shape=(rows, cols)]`` as RGB uint8 ``[shape=(rows, cols, 3)]``, scaled
-    from its minimum (dark) to its maximum (bright); row 0 ends up at the bottom, as in a
-    spectrogram drawn with ``origin="lower"``."""
+def colorize(image: np.ndarray, *, low: float | None = None, high: float | None = None,
+             cmap: str = "magma") -> np.ndarray:
+    """A 2-D array ``[shape=(rows, cols)]`` as RGB uint8 ``[shape=(rows, cols, 3)]``: ``low``
+    (default: its minimum) dark, ``high`` (default: its maximum) bright; row 0 ends up at the
+    bottom, as in a spectrogram drawn with ``origin="lower"``."""
     x = np.asarray(image, dtype=np.float64)
-    span = float(x.max() - x.min()) if x.size else 0.0
-    unit = (x - x.min()) / span if span > 0 else np.zeros_like(x)
+    lo = float(x.min()) if low is None and x.size else (low or 0.0)
+    hi = float(x.max()) if high is None and x.size else (high or 0.0)
+    unit = np.clip((x - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(x)
     rgba = matplotlib.colormaps[cmap](unit[::-1])
     return np.round(rgba[..., :3] * 255).astype(np.uint8)
+
+
+def rgb_png(rgb: np.ndarray) -> bytes:
+    """An RGB uint8 image ``[shape=(rows, cols, 3)]`` as PNG bytes, one pixel per value (no
+    figure: fast, for many small images)."""
+    buf = io.BytesIO()
+    plt.imsave(buf, rgb, format="png")
+    return buf.getvalue()
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
@@ -112,20 +122,6 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str],
         ax.text(j, i, str(v), ha="center", va="center",
                 color="white" if v > cm.max() / 2 else "black")
     _save(fig, path)
-
-
-def spectrogram_figure(db: np.ndarray, *, hop_s: float, top_db: float) -> Figure:
-    """A small log-mel spectrogram ``[shape=(n_mels, frames)]`` in dB re its maximum
-    (``[-top_db, 0]``), time in seconds (``hop_s`` per frame), lowest band at the bottom."""
-    fig, ax = plt.subplots(figsize=(4.6, 1.7))
-    extent = (0.0, db.shape[1] * hop_s, 0.0, float(db.shape[0]))
-    im = ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma",
-                   vmin=-top_db, vmax=0.0)
-    ax.set_xlabel("time (s)", fontsize=8)
-    ax.set_ylabel("mel band", fontsize=8)
-    ax.tick_params(labelsize=7)
-    fig.colorbar(im, ax=ax, pad=0.02).ax.tick_params(labelsize=7)
-    return fig
 
 
 def plot_roc(y_true: np.ndarray, scores: np.ndarray, *, path: Path, summary: dict[str, Any],

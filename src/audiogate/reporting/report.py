@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 ERROR_AUDIO_S = 4.0
 """Seconds of each wrong clip embedded (at least the model window, at most ``max_clip_s``)."""
-SPECTROGRAM_DPI = 80
 
 
 @dataclass
@@ -102,7 +101,9 @@ def audio_seconds(features: FeatureConfig, *, max_clip_s: float) -> float:
 
 
 def error_clip(verdict: Verdict, *, frontend: LogMel, seconds: float) -> ErrorClip:
-    """The first ``seconds`` of the clip as WAV bytes and a spectrogram PNG."""
+    """The first ``seconds`` of the clip as WAV bytes and its log-mel spectrogram as a PNG:
+    one pixel per frame and mel band, lowest band at the bottom, ``-top_db`` dB (re the
+    clip's maximum) dark to 0 dB bright."""
     sr = frontend.cfg.sr
     try:
         wave = load_audio(verdict.path, sr=sr, max_seconds=seconds)[:round(seconds * sr)]
@@ -110,9 +111,7 @@ def error_clip(verdict: Verdict, *, frontend: LogMel, seconds: float) -> ErrorCl
         return ErrorClip(verdict, problem=exc.reason)
     with torch.no_grad():
         db = frontend.decibels(torch.from_numpy(wave)[None])[0].numpy()
-    png = plots.png_bytes(plots.spectrogram_figure(db, hop_s=frontend.cfg.hop_length / sr,
-                                                   top_db=frontend.cfg.top_db),
-                          dpi=SPECTROGRAM_DPI)
+    png = plots.rgb_png(plots.colorize(db, low=-frontend.cfg.top_db, high=0.0))
     return ErrorClip(verdict, wav=wav_bytes(wave, sr=sr), spectrogram=png,
                      seconds=wave.size / sr)
 

@@ -221,7 +221,8 @@ def _clip_name(path: str, data: ReportData) -> str:
 
 def _error_row(i: int, e: ErrorClip, data: ReportData) -> list[Any]:
     v = e.verdict
-    name = tag("span", _clip_name(v.path, data), title=v.path)
+    name = join([tag("span", _clip_name(v.path, data), title=v.path),
+                 tag("small", f" ({e.seconds:.2f} s)", class_="muted") if e.wav else ""])
     media = (join([image(e.spectrogram, alt=f"spectrogram of {v.path}"), audio(e.wav)])
              if e.wav and e.spectrogram else f"audio unavailable: {e.problem}")
     return [i + 1, name, v.true, v.predicted, fmt_value(v.p_true), fmt_value(v.confidence),
@@ -245,7 +246,10 @@ def _errors(data: ReportData) -> Html:
     intro = tag("p", f"The {len(data.errors)} misclassified clip(s) the model was surest of "
                      f"({surest}), of {wrong} errors in "
                      f"{len(data.verdicts)} clips. Audio: up to the first {seconds:.2f} s at "
-                     f"{data.features.sr} Hz; spectrogram: log-mel, dB re the clip's maximum.",
+                     f"{data.features.sr} Hz. Spectrogram: the clip played, left to right; "
+                     f"{data.features.n_mels} mel bands from low (bottom) to high, "
+                     f"{data.features.top_db:g} dB below the clip's maximum (dark) to it "
+                     "(bright).",
                 class_="muted")
     rows = [_error_row(i, e, data) for i, e in enumerate(data.errors)]
     return section("errors", "Worst errors", intro,

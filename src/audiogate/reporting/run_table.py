@@ -79,8 +79,10 @@ def read_json_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"{path.name} missing"
     except (OSError, UnicodeDecodeError) as exc:
         return None, f"{path.name} unreadable ({exc})"
-    except ValueError as exc:
-        return None, f"{path.name} is not valid JSON ({exc})"
+    except json.JSONDecodeError as exc:
+        return None, f"{path.name} is not valid JSON (line {exc.lineno})"
+    except ValueError:  # non-UTF-8 text, numbers too large
+        return None, f"{path.name} is not valid JSON"
     if not isinstance(value, dict):
         return None, f"{path.name} does not hold a JSON object"
     return value, None
