@@ -28,11 +28,11 @@ DPI = 110
 """Resolution of every PNG (dots per inch of the figure size)."""
 
 
-def png_bytes(fig: Figure, *, dpi: int = DPI) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     """The figure as PNG bytes; the figure is closed."""
     buf = io.BytesIO()
     try:
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     finally:
         plt.close(fig)
     return buf.getvalue()
@@ -121,6 +121,16 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     for (i, j), v in np.ndenumerate(cm):
         ax.text(j, i, str(v), ha="center", va="center",
                 color="white" if v > cm.max() / 2 else "black")
+    _save(fig, path)
+
+
+def plot_spectrogram(log_mel: np.ndarray, path: Path, *, hop_s: float, title: str) -> None:
+    """One normalised log-mel ``[shape=(n_mels, frames)]``."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    extent = (0.0, log_mel.shape[1] * hop_s, 0.0, float(log_mel.shape[0]))
+    im = ax.imshow(log_mel, origin="lower", aspect="auto", extent=extent, cmap="magma")
+    ax.set(xlabel="time (s)", ylabel="mel band", title=title)
+    fig.colorbar(im, ax=ax, label="z-scored dB")
     _save(fig, path)
 
 
