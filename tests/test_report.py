@@ -262,6 +262,9 @@ def test_evaluation_page_of_a_gate_with_a_known_answer(tmp_path: Path) -> None:
     assert by_name["not_allowed/voice_filed_wrong.wav"] == pytest.approx(max(4.0, window))
     assert by_name["allowed/hiss_filed_wrong_1.wav"] == pytest.approx(0.7)
     assert "Evaluation on" in text and "Test results" not in text
+    (out / "report.html").unlink()                 # `audiogate report` knows the folder kind
+    assert main(["-q", "report", str(out), "--report-errors", "1"]) == 0
+    assert len(parse(out / "report.html").audio) == 1
 
 
 def test_page_escapes_what_it_shows(runs: Path, tmp_path: Path) -> None:
