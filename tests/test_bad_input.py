@@ -431,6 +431,8 @@ CONFIG_ERRORS: dict[str, tuple[str, list[str], str]] = {
     "nan_value": ("dropout = nan\n", [], "dropout"),
     "invalid_toml": ("lr = \n", [], "not valid TOML"),
     "nested_table": ("[train]\nlr = 0.1\n", [], "train"),
+    "negative_seed": ("seed = -7\n", [], "seed"),
+    "negative_seed_flag": ("", ["--seed", "-1"], "seed"),
 }
 
 

@@ -19,6 +19,8 @@ from typing import Any
 from .errors import ConfigError
 
 BALANCE_CHOICES = ("downsample", "weighted", "none")
+MAX_SEED = 2**63 - 1
+"""Largest seed: TOML integers and ``torch.manual_seed`` both take 64-bit signed values."""
 
 
 def _f(default: Any, help: str) -> Any:
@@ -225,6 +227,8 @@ def _validate(c: Config) -> None:
              "and stretch_max must satisfy 0.25 <= stretch_min <= stretch_max <= 4")
     for name in ("max_epochs", "patience", "workers"):
         _require(getattr(c, name) >= 0, name, "must be >= 0")
+    _require(c.seed >= 0, "seed", f"must be >= 0, got {c.seed}")
+    _require(c.seed <= MAX_SEED, "seed", f"must be <= {MAX_SEED} (a 63-bit integer)")
     _require("/" not in c.name and c.name not in (".", ".."), "name", "must be a plain name")
     _check_model(c)
     _check_mel_bands(c)
