@@ -163,10 +163,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from .deploy.guard import TOKEN_ENV, check_listen, check_token
     from .deploy.serve import ServeSettings, run_server
 
+    token = check_token(args.token if args.token is not None else os.environ.get(TOKEN_ENV))
+    check_listen(host=args.host, port=args.port, token=token, insecure=args.insecure)
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
-                             hop_s=args.hop)
+                             hop_s=args.hop, token=token, idle_timeout_s=args.idle_timeout)
     run_server(_load_gate(args), host=args.host, port=args.port, settings=settings)
     return 0
 
@@ -203,8 +208,16 @@ def _add_deploy_parsers(sub: Any) -> None:
 
     p = sub.add_parser("serve", help="HTTP service and web page for a checkpoint")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; other than loopback needs a token or --insecure")
+    p.add_argument("--port", type=int, default=8000, help="TCP port, 1-65535")
+    p.add_argument("--token", help="access token every request but /health and the web page "
+                                   "must send as 'Authorization: Bearer TOKEN' (default: env "
+                                   "AUDIOGATE_TOKEN, which keeps it out of the process list)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --host without a token")
+    p.add_argument("--idle-timeout", type=int, default=15, metavar="SECONDS",
+                   help="close connections that send no request, or stall a request, this long")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body limit (MiB)")
     p.add_argument("--max-seconds", type=float, default=600.0,
                    help="longest recording accepted (s)")

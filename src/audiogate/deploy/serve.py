@@ -10,17 +10,22 @@ in the thread pool under one lock, so concurrent requests are safe.
 
 The page (``static/``) is plain HTML + JS with no build step and nothing fetched from other
 hosts; the interactive Swagger page is off because it loads its code from a CDN.
+
+With an access token (:mod:`~audiogate.deploy.guard`), everything but ``/health`` and the
+page's own files needs ``Authorization: Bearer <token>``. Connections that send no complete
+request head within ``idle_timeout_s``, and request bodies that stall that long, are closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -36,6 +41,7 @@ from ..config import FeatureConfig
 from ..data.audio_io import AUDIO_EXTENSIONS, load_audio, probe
 from ..errors import AudioError, ConfigError
 from ..features.frontend import LogMel, power_to_db
+from .guard import BearerAuth, IdleTimeoutH11, check_token
 from .inference import BaseClassifier
 from .scan import DEFAULT_HOP_S, scan_wave
 
@@ -45,6 +51,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 MiB = 1024 * 1024
 DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_MAX_SECONDS = 600.0
+DEFAULT_IDLE_TIMEOUT_S = 15
 FIELD = "file"
 """Name of the multipart form field that carries the audio."""
 SPECTROGRAM_COLUMNS = 800
@@ -66,17 +73,23 @@ PAGE_HEADERS = {
 class ServeSettings:
     """Limits of the service. ``max_upload_mb``: request body cap (MiB); ``max_seconds``:
     longest recording accepted; ``hop_s``: hop of the segment scan returned with each verdict
-    (coarsened for long uploads so at most ``SCAN_MAX_WINDOWS`` windows are judged)."""
+    (coarsened for long uploads so at most ``SCAN_MAX_WINDOWS`` windows are judged);
+    ``token``: access token every request but ``/health`` and the page must carry (None: no
+    token); ``idle_timeout_s``: seconds a client may stay silent while the server waits for
+    its request head or body."""
 
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     max_seconds: float = DEFAULT_MAX_SECONDS
     hop_s: float = DEFAULT_HOP_S
+    token: str | None = field(default=None, repr=False)
+    idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_seconds", "hop_s"):
+        for name in ("max_upload_mb", "max_seconds", "hop_s", "idle_timeout_s"):
             value = getattr(self, name)
             if not (value > 0 and np.isfinite(value)):
                 raise ConfigError(f"serve setting '{name}' must be > 0, got {value}")
+        check_token(self.token)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -92,16 +105,27 @@ class UploadTooLarge(HTTPException):
                                 "(start the server with a larger --max-upload-mb to change it)")
 
 
+class BodyStalled(HTTPException):
+    """408: the client stopped sending its request body."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(status_code=408, headers={"Connection": "close"},
+                         detail=f"request body stalled: nothing arrived for {seconds:g} s")
+
+
 class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413.
+    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413, and bodies whose
+    next piece takes longer than ``idle_s`` seconds to arrive with 408.
 
     A declared ``Content-Length`` over the limit is refused before the body is read; otherwise
     the bytes are counted as they arrive (chunked uploads included).
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int,
+                 idle_s: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_s = idle_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,13 +138,19 @@ class BodyLimit:
                                     headers=error.headers)
             await response(scope, receive, send)
             return
-        seen = 0
+        seen, complete = 0, False
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # after the body, e.g. waiting for a disconnect: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=self.idle_s)
+            except TimeoutError:
+                raise BodyStalled(self.idle_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if seen > self.max_bytes:
                     raise UploadTooLarge(self.max_bytes)
             return message
@@ -216,7 +246,10 @@ def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None) -
     judge = Judge(gate, settings)
     app = FastAPI(title="audiogate", version=_version(), docs_url=None, redoc_url=None,
                   description="Judge audio clips with a trained audiogate model.")
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes,
+                       idle_s=settings.idle_timeout_s)
+    if settings.token is not None:  # added last: runs first, before any body is read
+        app.add_middleware(BearerAuth, token=settings.token)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -261,6 +294,8 @@ def run_server(gate: BaseClassifier, *, host: str = "127.0.0.1", port: int = 800
     """Serve ``gate`` with uvicorn until interrupted (Ctrl+C / SIGTERM)."""
     import uvicorn  # local: optional dependency
 
-    log.info("serving %s model on http://%s:%d/ (classes %s)", gate.backend, host, port,
-             list(gate.classes))
-    uvicorn.run(create_app(gate, settings=settings), host=host, port=port, log_level="info")
+    settings = settings or ServeSettings()
+    log.info("serving %s model on http://%s:%d/ (classes %s; %s)", gate.backend, host, port,
+             list(gate.classes), "access token required" if settings.token else "no token")
+    uvicorn.run(create_app(gate, settings=settings), host=host, port=port, log_level="info",
+                http=IdleTimeoutH11, timeout_keep_alive=settings.idle_timeout_s)
