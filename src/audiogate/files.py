@@ -77,9 +77,10 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def to_json(value: Any, *, indent: int | None = 2) -> str:
-    """Strict JSON text of ``value`` (see :func:`json_safe`); never emits ``NaN``."""
-    return json.dumps(json_safe(value), indent=indent, allow_nan=False)
+def to_json(value: Any, *, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """Strict JSON text of ``value`` (see :func:`json_safe`); never emits ``NaN``. Every JSON
+    audiogate writes or prints goes through here."""
+    return json.dumps(json_safe(value), indent=indent, allow_nan=False, sort_keys=sort_keys)
 
 
 def write_json(path: str | os.PathLike[str], value: Any) -> None:

@@ -35,7 +35,7 @@ from ..config import FeatureConfig
 from ..errors import AudiogateError, CheckpointError
 from ..features.dft import DftLogMel
 from ..features.frontend import fit_length
-from ..files import json_safe, sha256_file, write_bytes
+from ..files import sha256_file, to_json, write_bytes
 from ..models import WaveformClassifier
 from ..training.checkpoint import Checkpoint, load_checkpoint
 from .inference import BaseClassifier
@@ -121,9 +121,9 @@ def _to_onnx_bytes(module: nn.Module, *, n_samples: int) -> bytes:
 
 def _metadata(ckpt: Checkpoint, *, sha256: str) -> dict[str, str]:
     return {"format": META_FORMAT, "version": META_VERSION,
-            "classes": json.dumps(list(ckpt.classes)),
-            "features": json.dumps(asdict(ckpt.features)), "epoch": str(ckpt.epoch),
-            "metrics": json.dumps(json_safe(ckpt.metrics), allow_nan=False),
+            "classes": to_json(list(ckpt.classes), indent=None),
+            "features": to_json(asdict(ckpt.features), indent=None), "epoch": str(ckpt.epoch),
+            "metrics": to_json(ckpt.metrics, indent=None),
             "checkpoint_sha256": sha256}
 
 

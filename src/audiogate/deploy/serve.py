@@ -41,6 +41,7 @@ from ..config import FeatureConfig
 from ..data.audio_io import AUDIO_EXTENSIONS, load_audio, probe
 from ..errors import AudioError, ConfigError
 from ..features.frontend import LogMel, power_to_db
+from ..files import to_json
 from .guard import BearerAuth, IdleTimeoutH11, check_token
 from .inference import BaseClassifier
 from .scan import DEFAULT_HOP_S, scan_wave
@@ -190,6 +191,14 @@ def display_spectrogram(*, wave: np.ndarray, frontend: LogMel,
             "data": base64.b64encode(pixels.tobytes()).decode("ascii")}
 
 
+class StrictJSONResponse(JSONResponse):
+    """JSON responses through :func:`audiogate.files.to_json`: a NaN or infinite number (a
+    metric of a class missing from a subset) is sent as ``null``, never as invalid JSON."""
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content, indent=None).encode("utf-8")
+
+
 class Judge:
     """The per-upload work: save to a temp folder, check, decode, predict, scan, draw."""
 
@@ -245,7 +254,8 @@ def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None) -
     settings = settings or ServeSettings()
     judge = Judge(gate, settings)
     app = FastAPI(title="audiogate", version=_version(), docs_url=None, redoc_url=None,
-                  description="Judge audio clips with a trained audiogate model.")
+                  description="Judge audio clips with a trained audiogate model.",
+                  default_response_class=StrictJSONResponse)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes,
                        idle_s=settings.idle_timeout_s)
     if settings.token is not None:  # added last: runs first, before any body is read

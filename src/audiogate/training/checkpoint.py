@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -77,8 +78,20 @@ def save_checkpoint(path: str | os.PathLike[str], *, net: nn.Module, spec: Model
     }
     if train_state is not None:
         payload["train_state"] = train_state
+    require_finite(payload["weights"], where=f"refusing to save {path}")
     with atomic_write(Path(path)) as fh:
         torch.save(payload, fh)
+
+
+def require_finite(weights: dict[str, Any], *, where: str) -> None:
+    """Raise :class:`CheckpointError` naming the first tensor of ``weights`` that holds NaN or
+    infinity: a model with such weights gives NaN verdicts."""
+    for name, tensor in weights.items():
+        if (isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+                and not bool(torch.isfinite(tensor).all())):
+            raise CheckpointError(
+                f"{where}: weights are not finite: tensor '{name}' holds NaN or infinity "
+                "(training diverged; retrain, e.g. with a lower --lr)")
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -87,7 +100,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a raw pickle: torch warns, then we refuse it anyway
+            warnings.filterwarnings("ignore", message="Detected pickle protocol",
+                                    category=UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found is None:
@@ -114,11 +130,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         else:
             spec = ModelSpec(str(payload["model"]["name"]), dict(payload["model"]["args"]))
             weights = payload["weights"]
-        return Checkpoint(config=config, classes=classes, spec=spec, weights=weights,
-                          epoch=int(payload["epoch"]), metrics=dict(payload["metrics"]),
-                          train_state=payload.get("train_state"))
+        checkpoint = Checkpoint(config=config, classes=classes, spec=spec, weights=weights,
+                                epoch=int(payload["epoch"]),
+                                metrics=dict(payload["metrics"]),
+                                train_state=payload.get("train_state"))
     except (KeyError, TypeError, AudiogateError) as exc:
         raise CheckpointError(f"{path}: incomplete checkpoint ({exc})") from None
+    if not isinstance(checkpoint.weights, dict):
+        raise CheckpointError(f"{path}: incomplete checkpoint (weights are not a state_dict)")
+    require_finite(checkpoint.weights, where=str(path))
+    return checkpoint
 
 
 def ensure_compatible(ckpt: Checkpoint, *, features: FeatureConfig | None = None,
