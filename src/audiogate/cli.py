@@ -7,10 +7,12 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .console import ABORTED, EXIT_ABORTED, cli_interrupts, native_stderr_silenced
 from .errors import AudiogateError
 
 log = logging.getLogger("audiogate")
@@ -288,16 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args))
-    except AudiogateError as exc:
-        print(f"audiogate: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:  # the file system refused (unwritable --out, disk full, ...)
-        print(f"audiogate: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("audiogate: aborted", file=sys.stderr)
-        return 130
+    with cli_interrupts(), native_stderr_silenced() if args.quiet else nullcontext():
+        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return int(args.func(args))
+        except AudiogateError as exc:
+            print(f"audiogate: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:  # the file system refused (unwritable --out, disk full, ...)
+            print(f"audiogate: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print(ABORTED, file=sys.stderr)
+            return EXIT_ABORTED

@@ -181,8 +181,18 @@ def write_wav(path: str | os.PathLike[str], y: np.ndarray, *, sr: int,
     sf.write(str(path), np.clip(y, -1.0, 1.0), sr, subtype=subtype)
 
 
+_MISLEADING = {
+    # libsndfile's answer for a file it cannot parse as MPEG (e.g. text named .mp3), given
+    # only after _open_check found an existing, readable regular file
+    "File does not exist or is not a regular file (possibly a pipe?).":
+        "not decodable audio: unknown format or corrupt data",
+}
+"""libsndfile messages that would mislead for a file already known to exist, and what to say."""
+
+
 def _short(exc: BaseException) -> str:
     """First line of an exception's message, without libsndfile's "Error opening 'path': "
     prefix (the path is already part of every skipped record)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"^Error opening .*?: ", "", text)[:160]
+    text = re.sub(r"^Error opening .*?: ", "", text)
+    return _MISLEADING.get(text, text)[:160]
