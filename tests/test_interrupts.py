@@ -60,9 +60,9 @@ class Moments(callbacks.Callback):
 real_run_callbacks = api.run_callbacks
 
 
-def run_callbacks(config, run):
-    own = real_run_callbacks(config, run)
-    return [Moments(), *own] if moment == "checkpoint" else [*own, Moments()]
+def run_callbacks(*args, **kwargs):
+    own = real_run_callbacks(*args, **kwargs)
+    return [Moments(), *own] if moment == "checkpoint" else [*own[:-1], Moments(), own[-1]]
 
 
 api.run_callbacks = run_callbacks

@@ -11,9 +11,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from .config import Config
+from .config import RESUME_FIELDS, Config
 from .console import ABORTED, EXIT_ABORTED, cli_interrupts, native_stderr_silenced
-from .errors import AudiogateError
+from .errors import AudiogateError, ConfigError
 
 log = logging.getLogger("audiogate")
 
@@ -72,8 +72,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import resume, train
 
     if args.resume:
-        result = resume(args.resume, max_epochs=args.max_epochs, patience=args.patience,
-                        progress=not args.quiet)
+        if args.config:
+            raise ConfigError("--config cannot be used with --resume: a resumed run keeps "
+                              f"its own config ({Path(args.resume) / 'config.toml'})")
+        changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+        result = resume(args.resume, progress=not args.quiet, **changes)
     else:
         result = train(config_from_args(args), progress=not args.quiet)
     print(f"run folder: {result.run.root}")
@@ -252,7 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (one run folder per run)")
     p.add_argument("--config", help="TOML file of config fields")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    p.add_argument("--resume", metavar="RUN_DIR", help=(
+        "continue a stopped run from RUN_DIR/models/last.pt. Applied with it: "
+        + ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_FIELDS)
+        + ". Refused: --config, and any other field that differs from the run's (features, "
+          "model, data, split, seed, lr, weight decay, batch size, augmentation, run folder): "
+          "the resumed run must equal an uninterrupted one"))
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 

@@ -258,3 +258,9 @@ _FIELD_TYPES: dict[str, type] = {
     f.name: {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
     for f in dataclasses.fields(Config)
 }
+
+RESUME_FIELDS = ("max_epochs", "patience", "workers", "keep_epoch_checkpoints", "cache",
+                 "cache_dir")
+"""Fields a resumed run may change. They change neither what its checkpoints mean nor its
+data, split or optimisation, so a resumed run still equals an uninterrupted one; any other
+field keeps the run's own value."""

@@ -45,6 +45,8 @@ class Checkpoint:
     epoch: int
     metrics: dict[str, Any]
     train_state: dict[str, Any] | None = None
+    run_id: str | None = None
+    """The run that wrote it (None for checkpoints written by hand or by audiogate < 0.3)."""
 
     @property
     def features(self) -> FeatureConfig:
@@ -66,10 +68,11 @@ class Checkpoint:
 
 def save_checkpoint(path: str | os.PathLike[str], *, net: nn.Module, spec: ModelSpec,
                     config: Config, classes: Sequence[str], epoch: int,
-                    metrics: dict[str, Any], train_state: dict[str, Any] | None = None) -> None:
+                    metrics: dict[str, Any], train_state: dict[str, Any] | None = None,
+                    run_id: str | None = None) -> None:
     """Write a checkpoint atomically: ``net``'s weights (moved to the CPU), how to rebuild it
     (``spec``), the config, the class names, and the epoch's metrics; ``train_state`` (optimizer,
-    RNG, history) for a checkpoint a run can resume from."""
+    RNG, history) for a checkpoint a run can resume from; ``run_id``, the run writing it."""
     payload: dict[str, Any] = {
         "format": FORMAT, "version": VERSION,
         "config": config.to_dict(), "classes": list(classes), "model": spec.as_dict(),
@@ -78,6 +81,8 @@ def save_checkpoint(path: str | os.PathLike[str], *, net: nn.Module, spec: Model
     }
     if train_state is not None:
         payload["train_state"] = train_state
+    if run_id is not None:
+        payload["run_id"] = str(run_id)
     require_finite(payload["weights"], where=f"refusing to save {path}")
     with atomic_write(Path(path)) as fh:
         torch.save(payload, fh)
@@ -133,7 +138,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         checkpoint = Checkpoint(config=config, classes=classes, spec=spec, weights=weights,
                                 epoch=int(payload["epoch"]),
                                 metrics=dict(payload["metrics"]),
-                                train_state=payload.get("train_state"))
+                                train_state=payload.get("train_state"),
+                                run_id=payload.get("run_id"))
     except (KeyError, TypeError, AudiogateError) as exc:
         raise CheckpointError(f"{path}: incomplete checkpoint ({exc})") from None
     if not isinstance(checkpoint.weights, dict):
