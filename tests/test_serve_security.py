@@ -74,6 +74,19 @@ def test_health_and_the_page_files_need_no_token(server: Server) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("path", [b"/static/../model", b"/static/%2e%2e/model", b"//model",
+                                  b"/health/../model", b"/model?x=/static/"])
+def test_public_paths_do_not_open_the_rest(server: Server, path: bytes) -> None:
+    """Paths that look public but name something else never answer 200 without the token."""
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as s:
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = s.recv(65536)
+    assert answer.split(b"\r\n", 1)[0] in (b"HTTP/1.1 401 Unauthorized",
+                                            b"HTTP/1.1 404 Not Found"), answer[:200]
+    assert b'"classes"' not in answer
+
+
+@pytest.mark.slow
 def test_refused_upload_is_not_read(server: Server) -> None:
     """Without the token, a huge upload is answered 401 at once, not read first."""
     with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as s:
