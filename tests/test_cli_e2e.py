@@ -162,7 +162,7 @@ def test_status_of_a_finished_run(two_runs: tuple[Path, Path]) -> None:
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["error"] is None
     assert status["stop_reason"] == "reached max_epochs=1" and status["epochs_done"] == 1
-    assert status["started"] <= status["ended"]
+    assert status["started"] <= status["ended"] and status["pid"] > 0 and status["host"]
     for name in ("best.pt", "last.pt", "model_epoch_001.pt"):
         assert load_checkpoint(run / "models" / name).run_id == status["run_id"]
     assert json.loads((other / "status.json").read_text())["run_id"] != status["run_id"]

@@ -222,7 +222,8 @@ def _add_deploy_parsers(sub: Any) -> None:
     p.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback --host without a token")
     p.add_argument("--idle-timeout", type=int, default=15, metavar="SECONDS",
-                   help="close connections that send no request, or stall a request, this long")
+                   help="close connections that send no complete request head, or stall "
+                        "a request body, for this long (default: 15)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body limit (MiB)")
     p.add_argument("--max-seconds", type=float, default=600.0,
                    help="longest recording accepted (s)")

@@ -17,6 +17,8 @@ Callbacks run in the order given. A TensorBoard logger or an HTML report is one 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -100,14 +102,17 @@ class CheckpointSaver(Callback):
 
 class RunStatus(Callback):
     """Keeps ``status.json`` current: ``state`` (running, finished, interrupted, failed),
-    ``stop_reason``, ``error``, ``started`` and ``ended`` (ISO times), ``epochs_done`` and
-    ``run_id``. A run that raises is marked by :meth:`failed` (``train``/``resume`` call it)."""
+    ``stop_reason``, ``error``, ``started`` and ``ended`` (ISO times), ``epochs_done``,
+    ``run_id``, and the ``pid`` and ``host`` of the process (a ``running`` run whose process
+    is gone was killed). A run that raises is marked by :meth:`failed` (``train``/``resume``
+    call it)."""
 
     def __init__(self, run: RunPaths, *, run_id: str, started: str | None = None) -> None:
         self.run = run
         self.status: dict[str, Any] = {
             "state": "running", "stop_reason": None, "error": None,
-            "started": started or _now(), "ended": None, "epochs_done": 0, "run_id": run_id}
+            "started": started or _now(), "ended": None, "epochs_done": 0, "run_id": run_id,
+            "pid": os.getpid(), "host": socket.gethostname()}
 
     def _write(self, **changes: Any) -> None:
         self.status.update(changes)
