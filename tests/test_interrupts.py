@@ -138,12 +138,21 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> 
 
 @pytest.mark.parametrize("delay", [0.0, 0.5])
 def test_second_ctrl_c_from_outside(data: Path, tmp_path: Path, delay: float) -> None:
+    """The second SIGINT ``delay`` seconds after the first was received (two signals sent
+    before the process runs its handler are one signal to the kernel)."""
     cmd = [sys.executable, "-m", "audiogate", *_argv(data, tmp_path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _wait_for(tmp_path / "run" / "metrics.json", proc)
     proc.send_signal(signal.SIGINT)
+    assert proc.stderr is not None
+    err = ""
+    while "stopping at the next safe point" not in err:
+        line = proc.stderr.readline()
+        assert line, f"no acknowledgement of the first Ctrl+C:\n{err}"
+        err += line
     time.sleep(delay)
     assert proc.poll() is None, "the run ended before the second Ctrl+C"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    err += proc.stderr.read()
+    proc.wait(timeout=120)
     assert_aborted_cleanly(proc.returncode, err, tmp_path / "run")
