@@ -14,6 +14,7 @@ changes.
 
 from __future__ import annotations
 
+import array
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -182,7 +183,10 @@ class WindowScanner:
         self.n = 0
         self.next_start = 0
         self.pending: list[int] = []
-        self.starts: list[int] = []
+        """Starts of complete windows not judged yet (fewer than ``SCAN_BATCH`` after
+        :meth:`feed`)."""
+        self.starts = array.array("q")
+        """Starts of the judged windows (8 bytes each: compact for any length)."""
         self.probs: list[np.ndarray] = []
 
     def feed(self, samples: np.ndarray) -> None:
@@ -192,9 +196,10 @@ class WindowScanner:
         while self.next_start + self.window <= self.n:
             self.pending.append(self.next_start)
             self.next_start += self.hop
-        while len(self.pending) >= SCAN_BATCH:
-            self._judge(self.pending[:SCAN_BATCH])
-            del self.pending[:SCAN_BATCH]
+        full = len(self.pending) - len(self.pending) % SCAN_BATCH
+        for i in range(0, full, SCAN_BATCH):
+            self._judge(self.pending[i:i + SCAN_BATCH])
+        del self.pending[:full]
         keep = min(self.pending[0] if self.pending else self.next_start, self.n - self.window)
         if keep > self.offset:
             self.buffer = self.buffer[keep - self.offset:].copy()
@@ -204,12 +209,12 @@ class WindowScanner:
         rows = [self.buffer[s - self.offset:s - self.offset + self.window] for s in starts]
         batch = np.stack([np.pad(r, (0, self.window - r.size)) for r in rows])
         self.probs.append(self.gate.probabilities(batch))
-        self.starts += starts
+        self.starts.extend(starts)
 
     def finish(self) -> ScanResult:
         """Judge the last windows and merge the segments of everything fed."""
         tail = self.pending
-        last = (self.starts + tail)[-1] if self.starts or tail else None
+        last = tail[-1] if tail else self.starts[-1] if self.starts else None
         if last is None:
             tail = [0]
         elif last + self.window < self.n:
@@ -217,7 +222,7 @@ class WindowScanner:
         if tail:
             self._judge(tail)
         self.pending = []
-        starts = np.asarray(self.starts, np.int64)
+        starts = np.frombuffer(self.starts, dtype=np.int64).copy()
         probs = np.concatenate(self.probs)
         gate, window, sr = self.gate, self.window, self.sr
         smoothed = smooth(probs, width=1 + 2 * round(self.smooth_s / 2 / (self.hop / sr)))
