@@ -209,7 +209,8 @@ class OnnxClassifier(BaseClassifier):
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Classes, :class:`FeatureConfig`, epoch, metrics and source checkpoint hash of an
-    exported model; :class:`CheckpointError` if it is not an audiogate ONNX file."""
+    exported model; :class:`CheckpointError` if it is not an audiogate ONNX file, or if a
+    weight is NaN or infinite (an export of a diverged checkpoint gives NaN verdicts)."""
     import onnx  # local: optional dependency
 
     if not Path(path).is_file():
@@ -219,6 +220,11 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises assorted protobuf/decode errors
         raise CheckpointError(f"{path}: not a readable ONNX file ({exc})") from None
+    for init in proto.graph.initializer:
+        weights = onnx.numpy_helper.to_array(init)
+        if np.issubdtype(weights.dtype, np.floating) and not np.isfinite(weights).all():
+            raise CheckpointError(f"{path}: weights are not finite: initializer "
+                                  f"'{init.name}' holds NaN or infinity")
     meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
             if p.key.startswith(META_PREFIX)}
     if meta.get("format") != META_FORMAT:
