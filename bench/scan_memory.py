@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -28,11 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-
-from audiogate.config import Config
-from audiogate.models import ModelSpec
-from audiogate.training.checkpoint import save_checkpoint
 
 RECORDING_SR = 44100
 CHANNELS = 2
@@ -40,6 +36,17 @@ BLOCK_S = 10
 """Seconds generated and written at a time."""
 MB = 1024 * 1024
 
+MAKE_CHECKPOINT = """
+import sys, torch
+from audiogate.config import Config
+from audiogate.models import ModelSpec
+from audiogate.training.checkpoint import save_checkpoint
+config = Config()
+spec = ModelSpec.of(config, n_classes=2)
+torch.manual_seed(0)
+save_checkpoint(sys.argv[1], net=spec.build(), spec=spec, config=config,
+                classes=("not_allowed", "allowed"), epoch=1, metrics={})
+"""
 FLOOR = """
 import sys, audiogate
 audiogate.load(sys.argv[1])
@@ -69,17 +76,13 @@ def write_recording(path: Path, *, hours: float, seed: int = 0) -> None:
             out.write(np.repeat(mono.astype(np.float32)[:, None], CHANNELS, axis=1))
 
 
-def make_checkpoint(path: Path) -> Path:
-    config = Config()
-    spec = ModelSpec.of(config, n_classes=2)
-    torch.manual_seed(0)
-    save_checkpoint(path, net=spec.build(), spec=spec, config=config,
-                    classes=("not_allowed", "allowed"), epoch=1, metrics={})
-    return path
-
-
 def peak_rss(cmd: list[str]) -> tuple[float, float]:
-    """Peak resident memory (MB) and wall time (s) of ``cmd`` run as one fresh process."""
+    """Peak resident memory (MB) and wall time (s) of ``cmd`` run as one fresh process.
+
+    On Linux a child's ``ru_maxrss`` starts at its parent's resident size when it is spawned,
+    so this process imports neither torch nor audiogate (it stays near 40 MB; see
+    :func:`own_rss`): a child's figure is its own peak.
+    """
     began = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -90,6 +93,11 @@ def peak_rss(cmd: list[str]) -> tuple[float, float]:
     return usage.ru_maxrss / 1024, time.perf_counter() - began
 
 
+def own_rss() -> float:
+    """Peak resident memory (MB) of this measuring process."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 8.0])
@@ -97,9 +105,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="lengths also scanned decoded whole (needs ~1.4 GB per hour)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="audiogate-scan-bench-") as tmp:
-        ckpt = str(make_checkpoint(Path(tmp) / "model.pt"))
+        ckpt = str(Path(tmp) / "model.pt")
+        peak_rss([sys.executable, "-c", MAKE_CHECKPOINT, ckpt])
         floor, _ = peak_rss([sys.executable, "-c", FLOOR, ckpt])
-        print(f"floor (python + torch + audiogate + model): {floor:.0f} MB")
+        print(f"floor (python + torch + audiogate + model): {floor:.0f} MB "
+              f"(measuring process: {own_rss():.0f} MB)", flush=True)
         print(f"{'recording':<28} {'file (MB)':>9} {'streamed (MB)':>13} {'time (s)':>8} "
               f"{'in memory (MB)':>14} {'ratio':>6}")
         for hours in args.hours:
@@ -117,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name:<28} {size:>9.0f} {streamed:>13.0f} {seconds:>8.0f} {whole:>14} "
                   f"{ratio:>6}", flush=True)
             path.unlink()
+        print(f"measuring process peak: {own_rss():.0f} MB")
 
 
 if __name__ == "__main__":
