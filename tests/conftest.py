@@ -131,12 +131,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(checkpoint: Path, *, tmpdir: Path, extra: tuple[str, ...] = ()
-                   ) -> Iterator[Server]:
-    """Start `python -m audiogate serve` with TMPDIR=tmpdir; wait for /health; stop it after."""
+def running_server(checkpoint: Path, *, tmpdir: Path, extra: tuple[str, ...] = (),
+                   env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Start `python -m audiogate serve` with TMPDIR=tmpdir (and ``env``); wait for /health;
+    stop it after."""
     port = free_port()
     tmpdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    env = {**os.environ, "TMPDIR": str(tmpdir), **(env or {})}
     cmd = [sys.executable, "-m", "audiogate", "-q", "serve", "--checkpoint", str(checkpoint),
            "--port", str(port), *extra]
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import shutil
 import struct
 import subprocess
@@ -28,7 +29,7 @@ import soundfile as sf
 
 from audiogate.cli import main
 
-from .conftest import SR, TINY_FLAGS, make_toy_dataset, sine
+from .conftest import SR, TINY_FLAGS, build_band_gate, make_toy_dataset, sine
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
 Writer = Callable[[Path], None]
@@ -75,7 +76,9 @@ BAD: dict[str, tuple[Writer, str]] = {
     "header_only.wav": (lambda p: p.write_bytes(_wav_bytes()[:44]), "contains no audio"),
     "text.wav": (lambda p: p.write_text("this is not audio\n" * 50), "not a readable audio"),
     "random.mp3": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)),
-                   "not a readable audio"),
+                   "not a readable audio file (not decodable audio"),
+    "text.mp3": (lambda p: p.write_text("this is not audio\n" * 50),  # not "does not exist"
+                 "not a readable audio file (not decodable audio"),
     "unknown_codec.wav": (_patched(20, "<H", 0x7777), "not a readable audio"),
     "rate_1hz.wav": (_patched(24, "<I", 1), "implausible sample rate 1 Hz"),
     "nan.wav": (_float_wav(np.full(8000, np.nan)), "NaN or infinite"),
@@ -431,6 +434,8 @@ CONFIG_ERRORS: dict[str, tuple[str, list[str], str]] = {
     "nan_value": ("dropout = nan\n", [], "dropout"),
     "invalid_toml": ("lr = \n", [], "not valid TOML"),
     "nested_table": ("[train]\nlr = 0.1\n", [], "train"),
+    "negative_seed": ("seed = -7\n", [], "seed"),
+    "negative_seed_flag": ("", ["--seed", "-1"], "seed"),
 }
 
 
@@ -532,3 +537,20 @@ def test_python_m_audiogate_missing_data_folder(tmp_path: Path) -> None:
     assert res.rc == 2
     assert res.err.strip() == f"audiogate: error: data folder not found: {tmp_path / 'missing'}"
     assert not (tmp_path / "runs").exists()
+
+
+def test_quiet_means_quiet(tmp_path: Path) -> None:
+    """With -q, stderr holds audiogate's own messages only: no decoder chatter from libmpg123
+    for a broken MP3, no torch warning before a raw pickle is refused (issue 12, smaller)."""
+    ckpt = build_band_gate(tmp_path / "band.pt")
+    BAD["random.mp3"][0](tmp_path / "random.mp3")
+    res = run_process("-q", "predict", "--checkpoint", str(ckpt), str(tmp_path / "random.mp3"))
+    assert res.rc == 1
+    assert res.err == "ERROR audiogate: no input could be judged\n"
+    assert "not decodable audio" in res.out
+    with open(tmp_path / "raw.pt", "wb") as fh:
+        pickle.dump({"weights": [1, 2, 3]}, fh)
+    res = run_process("-q", "predict", "--checkpoint", str(tmp_path / "raw.pt"),
+                      str(tmp_path / "random.mp3"))
+    assert res.rc == 2
+    assert res.err.startswith("audiogate: error: ") and res.err.count("\n") == 1, res.err

@@ -58,9 +58,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
 
 
-@pytest.fixture
-def page(browser: Any, server: Server) -> Iterator[Any]:
-    """A fresh page on the server; records console errors and any off-server request."""
+TOKEN = "browser-Token_0123456789"
+
+
+@pytest.fixture(scope="module")
+def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("browser-token")
+    with running_server(build_band_gate(root / "band.pt"), tmpdir=root / "tmp",
+                        env={"AUDIOGATE_TOKEN": TOKEN}) as srv:
+        yield srv
+
+
+def new_page(browser: Any, server: Server) -> tuple[Any, Any]:
+    """A page in a fresh context that records console errors and any off-server request."""
     context = browser.new_context(permissions=["microphone"])
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
@@ -76,6 +86,13 @@ def page(browser: Any, server: Server) -> Iterator[Any]:
             route.abort()
 
     page.route("**/*", guard)
+    return context, page
+
+
+@pytest.fixture
+def page(browser: Any, server: Server) -> Iterator[Any]:
+    """A fresh page on the server, model information loaded."""
+    context, page = new_page(browser, server)
     page.goto(server.url + "/")
     page.wait_for_selector("#model-info:has-text('classes')")  # the page's CSP forbids eval
     yield page
@@ -132,3 +149,43 @@ def test_microphone_recording_is_judged(page: Any) -> None:
     assert page.get_attribute("#verdict", "data-label") == "allowed"
     assert "recording.wav" in page.text_content("#status")
     assert page.errors == [] and page.foreign == []
+
+
+def test_token_from_the_url_fragment(browser: Any, secure_server: Server,
+                                     tmp_path: Path) -> None:
+    """``#token=...`` is taken, removed from the address bar, and sent with every call."""
+    context, page = new_page(browser, secure_server)
+    try:
+        page.goto(f"{secure_server.url}/#token={TOKEN}")
+        page.wait_for_selector("#model-info:has-text('classes')")
+        assert "token" not in page.url
+        assert page.is_hidden("#token-form")
+        sf.write(tmp_path / "voice.wav",
+                 0.5 * voice_like(rng=np.random.default_rng(2), duration=2.0, sr=SR), SR)
+        assert upload(page, tmp_path / "voice.wav") == "allowed"
+        page.reload()  # kept for the tab (sessionStorage), not in the URL
+        page.wait_for_selector("#model-info:has-text('classes')")
+        assert page.errors == [] and page.foreign == []
+    finally:
+        context.close()
+
+
+def test_page_asks_for_the_token(browser: Any, secure_server: Server, tmp_path: Path) -> None:
+    context, page = new_page(browser, secure_server)
+    try:
+        page.goto(secure_server.url + "/")
+        page.wait_for_selector("#token-form:not([hidden])")
+        assert "needs an access token" in page.text_content("#model-info")
+        page.fill("#token-input", "wrong-token-0123456789")
+        page.click("#token-form button")
+        page.wait_for_selector("#model-info:has-text('not accepted')")
+        page.fill("#token-input", TOKEN)
+        page.click("#token-form button")
+        page.wait_for_selector("#model-info:has-text('classes')")
+        assert page.is_hidden("#token-form")
+        sf.write(tmp_path / "hiss.flac", 0.5 * hiss(rng=np.random.default_rng(3),
+                                                     duration=2.0), SR)
+        assert upload(page, tmp_path / "hiss.flac") == "not_allowed"
+        assert page.foreign == []
+    finally:
+        context.close()

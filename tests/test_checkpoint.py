@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from audiogate import load
+from audiogate.cli import main
 from audiogate.config import Config
 from audiogate.errors import CheckpointError
-from audiogate.files import atomic_write
+from audiogate.files import atomic_write, to_json
 from audiogate.models import ModelSpec, SimpleConvNet
 from audiogate.training.checkpoint import ensure_compatible, load_checkpoint, save_checkpoint
 
@@ -68,7 +72,6 @@ class _Exploit:
         return (os.system, ("touch PWNED",))
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_malicious_pickle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     torch.save({"format": "audiogate.checkpoint", "payload": _Exploit()}, tmp_path / "evil.pt")
@@ -77,9 +80,55 @@ def test_malicious_pickle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert not (tmp_path / "PWNED").exists()
     with open(tmp_path / "raw.pkl", "wb") as fh:
         pickle.dump(_Exploit(), fh)
-    with pytest.raises(CheckpointError):
-        load_checkpoint(tmp_path / "raw.pkl")
+    with warnings.catch_warnings(record=True) as caught:  # refused without torch's warning
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError):
+            load_checkpoint(tmp_path / "raw.pkl")
+    assert [str(w.message) for w in caught] == []
     assert not (tmp_path / "PWNED").exists()
+
+
+def _with_nan(src: Path, dst: Path, *, tensor: str, value: float) -> None:
+    payload = torch.load(src, weights_only=True)
+    payload["weights"][tensor].view(-1)[3] = value
+    torch.save(payload, dst)
+
+
+@pytest.mark.parametrize(("tensor", "value"), [("fc.weight", float("nan")),
+                                               ("conv1.bias", float("inf"))])
+def test_non_finite_weights_are_refused(tmp_path: Path, tensor: str, value: float,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """NaN weights gave NaN verdicts, and `--json` printed NaN (issue 12, item 7)."""
+    _save(tmp_path / "good.pt")
+    _with_nan(tmp_path / "good.pt", tmp_path / "bad.pt", tensor=tensor, value=value)
+    with pytest.raises(CheckpointError, match=f"tensor '{tensor}' holds NaN or infinity"):
+        load_checkpoint(tmp_path / "bad.pt")
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(16000, np.float32), 16000)
+    assert main(["-q", "predict", "--json", "--checkpoint", str(tmp_path / "bad.pt"),
+                 str(clip)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and f"'{tensor}'" in err
+
+
+def test_non_finite_weights_are_not_saved(tmp_path: Path) -> None:
+    net = _net()
+    with torch.no_grad():
+        net.fc.bias[0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"refusing to save .*tensor 'fc\.bias'"):
+        _save(tmp_path / "m.pt", net)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_metrics_become_null_in_json(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Metrics may be NaN (a class missing from a subset); printed JSON holds null instead."""
+    save_checkpoint(tmp_path / "m.pt", net=_net(), spec=SPEC, config=CONFIG, classes=CLASSES,
+                    epoch=1, metrics={"val_f1": float("nan"), "test_loss": float("inf")})
+    gate = load(tmp_path / "m.pt")
+    text = to_json(gate.describe())
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["metrics"] == {"val_f1": None, "test_loss": None}
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 10, b"PK\x03\x04broken"])

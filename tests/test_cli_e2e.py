@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from audiogate.cli import main
+from audiogate.config import Config
+from audiogate.training import Callback, train
 from audiogate.training.checkpoint import load_checkpoint
 
 from .conftest import TINY_FLAGS, make_toy_dataset
@@ -134,6 +137,9 @@ def test_signal_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     assert last.epoch == metrics["epochs"][-1]["epoch"] >= 1
     assert last.train_state is not None
     # the final test report is of the best epoch so far, on every test clip of the split
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["stop_reason"].startswith("interrupted")
+    assert status["epochs_done"] == len(metrics["epochs"]) and status["ended"]
     report = json.loads((run / "test_metrics.json").read_text())
     n_test = (run / "split.csv").read_text().count("\ntest,")
     assert report["epoch"] == metrics["best_epoch"] == load_checkpoint(run / "models/best.pt").epoch
@@ -141,3 +147,92 @@ def test_signal_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     page = (run / "report.html").read_text()  # the stopped run has its page too
     assert 'class="state interrupted"' in page and f"interrupted ({sig.name})" in page
     assert not list(run.rglob("*.tmp"))
+
+
+# ------------------------------------------------------------------ resume: what it refuses
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two one-epoch runs of the same data with different seeds."""
+    root = tmp_path_factory.mktemp("resume")
+    data = make_toy_dataset(root / "dataset", n_per_class=10)
+    for name, seed in (("a", "1"), ("b", "2")):
+        assert main(_train(data, root / "runs", name, "--max-epochs", "1", "--seed", seed)) == 0
+    return root / "runs" / "a", root / "runs" / "b"
+
+
+def test_status_of_a_finished_run(two_runs: tuple[Path, Path]) -> None:
+    run, other = two_runs
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["error"] is None
+    assert status["stop_reason"] == "reached max_epochs=1" and status["epochs_done"] == 1
+    assert status["started"] <= status["ended"] and status["pid"] > 0 and status["host"]
+    for name in ("best.pt", "last.pt", "model_epoch_001.pt"):
+        assert load_checkpoint(run / "models" / name).run_id == status["run_id"]
+    assert json.loads((other / "status.json").read_text())["run_id"] != status["run_id"]
+
+
+def test_resume_refuses_changed_flags_and_config(two_runs: tuple[Path, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`train --resume RUN --n-mels 64 --lr 0.5` ignored the flags (issue 12, item 6)."""
+    run, _ = two_runs
+    (tmp_path / "c.toml").write_text("max_epochs = 5\n")
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for extra, words in [
+            (["--n-mels", "32", "--lr", "0.5"], ["--n-mels 32 (the run has 64)",
+                                                 "--lr 0.5 (the run has 0.001)"]),
+            (["--augment", "--no-augment"], ["--augment False"]),
+            (["--config", str(tmp_path / "c.toml")], ["--config cannot be used with --resume"])]:
+        assert main(["-q", "train", "--resume", str(run), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("audiogate: error:") and err.count("\n") == 1, err
+        assert all(w in err for w in words), err
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_resume_refuses_the_last_pt_of_another_run(two_runs: tuple[Path, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    run, other = two_runs
+    mixed = tmp_path / "mixed"
+    shutil.copytree(run, mixed)
+    shutil.copy(other / "models" / "last.pt", mixed / "models" / "last.pt")
+    assert main(["-q", "train", "--resume", str(mixed), "--max-epochs", "2"]) == 2
+    assert "belongs to another run" in capsys.readouterr().err
+    assert json.loads((mixed / "metrics.json").read_text())["epochs"][-1]["epoch"] == 1
+
+
+def test_resume_applies_the_allowed_flags(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    run, _ = two_runs
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)  # the same run, moved: still resumable
+    assert main(["-q", "train", "--resume", str(copy), "--max-epochs", "2", "--workers", "1",
+                 "--no-keep-epoch-checkpoints", "--n-fft", "512"]) == 0  # n_fft: unchanged
+    assert [e["epoch"] for e in json.loads((copy / "metrics.json").read_text())["epochs"]] == [
+        1, 2]
+    assert not (copy / "models" / "model_epoch_002.pt").exists()
+    status = json.loads((copy / "status.json").read_text())
+    assert status["state"] == "finished" and status["epochs_done"] == 2
+    assert status["started"] == json.loads((run / "status.json").read_text())["started"]
+
+
+def test_train_help_lists_what_resume_applies(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("Applied with it: --max-epochs, --patience, --workers, --keep-epoch-checkpoints, "
+            "--cache, --cache-dir, --tensorboard, --report-errors. Refused: --config") in text
+
+
+class _Boom(Callback):
+    def on_epoch_end(self, trainer: object, record: dict[str, object]) -> None:
+        raise RuntimeError("disk on fire")
+
+
+def test_a_failed_run_is_marked_failed(tmp_path: Path) -> None:
+    data = make_toy_dataset(tmp_path / "dataset", n_per_class=10)
+    config = Config(data=str(data), runs_dir=str(tmp_path / "runs"), name="x", fixed_length=32,
+                    n_fft=512, batch_size=8, workers=1, max_epochs=2)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train(config, progress=False, callbacks=(_Boom(),))
+    status = json.loads((tmp_path / "runs" / "x" / "status.json").read_text())
+    assert status["state"] == "failed" and status["error"] == "disk on fire"
+    assert status["ended"] and status["epochs_done"] == 1

@@ -59,6 +59,8 @@ def test_features_view_matches_fields() -> None:
     ({"noise_p": 2.0}, "noise_p"),
     ({"stretch_min": 2.0, "stretch_max": 1.0}, "stretch_min"),
     ({"fmax": 9000.0}, "fmax"),
+    ({"seed": -1}, "seed"),  # numpy's generators take no negative seed (issue 12, item 1)
+    ({"seed": 2**64}, "seed"),  # torch.manual_seed overflows
 ])
 def test_invalid_values_name_the_field(values: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError, match=f"'{field}'"):

@@ -201,6 +201,22 @@ def test_refuses_foreign_missing_and_mismatched_models(exported: dict[str, Path]
         load_onnx(exported["random.onnx"], checkpoint=exported["band"])
 
 
+def test_export_with_non_finite_weights_is_refused(exported: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    """An export made from a diverged checkpoint (before checkpoints were checked) is refused
+    on load, naming the initializer (issue 12, item 7)."""
+    proto = onnx.load(str(exported["random.onnx"]))
+    init = next(i for i in proto.graph.initializer
+                if onnx.numpy_helper.to_array(i).dtype == np.float32
+                and onnx.numpy_helper.to_array(i).size > 1)
+    bad = onnx.numpy_helper.to_array(init).copy()
+    bad.flat[0] = np.nan
+    init.CopyFrom(onnx.numpy_helper.from_array(bad, init.name))
+    onnx.save(proto, str(tmp_path / "nan.onnx"))
+    with pytest.raises(CheckpointError, match=f"initializer '{init.name}' holds NaN"):
+        load_onnx(tmp_path / "nan.onnx")
+
+
 def test_export_refuses_to_write_a_model_outside_tolerance(exported: dict[str, Path],
                                                             tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="differs"):

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,7 @@ from audiogate.data.cache import CacheSpec, FeatureCache
 from audiogate.data.decode import cache_clips, decode_clips, resolve_workers
 from audiogate.training.prefetch import prefetch, split_threads
 
-from .conftest import SR
+from .conftest import SR, TINY_FLAGS
 
 FEATS = FeatureConfig(fixed_length=32, n_fft=512)
 N_KEEP = FEATS.n_samples + FEATS.hop_length
@@ -123,3 +127,90 @@ def test_split_threads_halves_and_restores() -> None:
     with split_threads() as share:
         assert share == max(1, before // 2) == torch.get_num_threads()
     assert torch.get_num_threads() == before
+
+
+# ------------------------------------------------------------ workers die with their parent
+def _status(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process from /proc, or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+    return state, int(ppid)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        status = _status(int(entry.name)) if entry.name.isdigit() else None
+        if status is not None and status[1] == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    status = _status(pid)
+    return status is not None and status[0] not in ("Z", "X")  # a zombie is dead
+
+
+def _wait_gone(pids: list[int], *, timeout: float) -> list[int]:
+    """The processes of ``pids`` still alive after up to ``timeout`` seconds (killed then)."""
+    deadline = time.monotonic() + timeout
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = [p for p in pids if _alive(p)]
+    for pid in survivors:  # do not leave them running after a failure
+        os.kill(pid, signal.SIGKILL)
+    return survivors
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+
+@needs_proc
+@pytest.mark.slow
+def test_decode_workers_die_when_train_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of `audiogate train` while it decodes leaves no worker behind (issue 12, 3)."""
+    gen = np.random.default_rng(0)
+    for i in range(300):  # 44.1 kHz, so every file is resampled: seconds of decoding
+        y = (0.1 * gen.standard_normal(44100)).astype(np.float32)
+        write_wav(tmp_path / "data" / ("allowed", "not_allowed")[i % 2] / f"{i}.wav", y,
+                  sr=44100)
+    cmd = [sys.executable, "-m", "audiogate", "-q", "train", "--data", str(tmp_path / "data"),
+           "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+           *TINY_FLAGS, "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _children(proc.pid)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "no workers started"
+            time.sleep(0.01)
+        assert not (tmp_path / "runs").exists()  # still decoding
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _wait_gone(workers, timeout=3.0) == []
+
+
+@needs_proc
+def test_watchdog_ends_an_orphan_without_the_death_signal() -> None:
+    """The portable fallback alone (no prctl): a worker exits once its parent is gone."""
+    script = (
+        "import os, sys, time\n"
+        "from audiogate.data.decode import _watch_parent\n"
+        "parent = os.getpid()\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    _watch_parent(parent)\n"
+        "print(child, flush=True)\n"
+        "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+        assert _alive(child)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _wait_gone([child], timeout=3.0) == []

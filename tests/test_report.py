@@ -10,6 +10,8 @@ import json
 import re
 import shutil
 import signal
+import socket
+import subprocess
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -285,9 +287,18 @@ def _broken_and_odd_folders(runs: Path) -> None:
     corrupt = runs / "corrupt"
     shutil.copytree(runs / "good", corrupt)
     (corrupt / "metrics.json").write_text("{not json")
-    killed = runs / "killed"                     # no status.json, stopped before its test report
+    old = runs / "old"                  # no status.json (audiogate 0.1), no test report
+    shutil.copytree(runs / "good", old)
+    (old / "test_metrics.json").unlink()
+    (old / "status.json").unlink()
+    killed = runs / "killed"            # says running, but its process is gone
     shutil.copytree(runs / "good", killed)
     (killed / "test_metrics.json").unlink()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    status = json.loads((killed / "status.json").read_text())
+    status.update(state="running", pid=dead.pid, host=socket.gethostname(), ended=None)
+    (killed / "status.json").write_text(json.dumps(status))
     (runs / "empty").mkdir()
     (runs / "empty" / "config.toml").write_text("data = 3\n[[broken toml")
     (runs / "starting").mkdir()
@@ -308,11 +319,12 @@ def test_runs_table(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     assert main(["runs", str(folder), "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {"good", "weak", "stopped", "corrupt", "killed", "empty", "starting",
-                         "crashed"}
+    assert set(rows) == {"good", "weak", "stopped", "corrupt", "old", "killed", "empty",
+                         "starting", "crashed"}
     states = {k: r["state"] for k, r in rows.items()}
     assert states == {"good": "finished", "weak": "finished", "stopped": "interrupted",
-                      "corrupt": "broken", "killed": "unfinished", "empty": "broken",
+                      "corrupt": "broken", "old": "unfinished", "killed": "killed",
+                      "empty": "broken",
                       "starting": "running", "crashed": "failed"}
     assert "not valid JSON" in rows["corrupt"]["stop_reason"]
     assert rows["empty"]["stop_reason"] == "metrics.json missing"
@@ -333,9 +345,9 @@ def test_runs_table(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert lines[0].split()[:3] == ["name", "date", "data"]
     order = [line.split()[0] for line in lines[1:]]
     scored = sorted(("good", "weak", "stopped"), key=lambda n: -rows[n]["best_val_f1"])
-    assert order[:4] == sorted([*scored, "killed"], key=lambda n: -rows[n]["best_val_f1"])
-    assert order[:4].index("good") < order[:4].index("killed")          # ties: by name
-    assert set(order[4:]) == {"corrupt", "empty", "starting", "crashed"}
+    ranked = sorted([*scored, "killed", "old"], key=lambda n: (-rows[n]["best_val_f1"], n))
+    assert order[:5] == ranked                                            # ties: by name
+    assert set(order[5:]) == {"corrupt", "empty", "starting", "crashed"}
 
     assert main(["runs", str(folder), "--csv", "--sort", "date"]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import tracemalloc
 from pathlib import Path
 
 import librosa
@@ -14,6 +15,7 @@ import soundfile as sf
 from audiogate.cli import main
 from audiogate.config import Config
 from audiogate.data.synth import voice_like
+from audiogate.deploy.decision import window_starts
 from audiogate.deploy.inference import BaseClassifier, load
 from audiogate.deploy.scan import (
     format_scan,
@@ -22,7 +24,6 @@ from audiogate.deploy.scan import (
     scan_wave,
     smooth,
     stretch_edges,
-    window_starts,
 )
 from audiogate.errors import AudioError, ConfigError
 
@@ -188,6 +189,75 @@ def test_scan_file_resamples(band_gate: BaseClassifier, tmp_path: Path) -> None:
     errors = np.array([s.end for s in result.segments[:-1]]) - truth
     assert np.abs(errors).max() <= 0.25
     assert result.duration == pytest.approx(len(y) / SR, abs=1e-3)
+
+
+# ------------------------------------------------------------ streaming long files
+@pytest.mark.parametrize(("native_sr", "channels", "hop_s"), [
+    (44100, 2, 0.1),  # resampled as it streams, 100+ windows: several batches and blocks
+    (SR, 1, 0.25),    # no resampling
+    (8000, 1, 0.5),
+])
+def test_streamed_scan_equals_the_in_memory_scan(band_gate: BaseClassifier, tmp_path: Path,
+                                                 native_sr: int, channels: int,
+                                                 hop_s: float) -> None:
+    """scan_file decodes, resamples and judges block by block; the result is exactly what
+    scan_wave gives for the whole decoded file (issue 12, item 5)."""
+    y, _ = recording(PLAN, rng=np.random.default_rng(6), allowed="vowel")
+    y = librosa.resample(y, orig_sr=SR, target_sr=native_sr) if native_sr != SR else y
+    path = tmp_path / "long.wav"
+    sf.write(path, np.stack([y] * channels, axis=1) if channels > 1 else y, native_sr,
+             subtype="FLOAT")
+    streamed = scan_file(band_gate, path=path, hop_s=hop_s, smooth_s=0.5)
+    wave, sr = sf.read(path, dtype="float32")
+    whole = scan_wave(band_gate, wave=wave, sr=sr, hop_s=hop_s, smooth_s=0.5,
+                      source=str(path))
+    assert len(streamed.windows) > (64 if hop_s == 0.1 else 10)
+    np.testing.assert_array_equal(streamed.starts, whole.starts)
+    np.testing.assert_array_equal(streamed.probs, whole.probs)
+    assert streamed.segments == whole.segments and streamed.duration == whole.duration
+    assert streamed.as_dict(windows=True) == whole.as_dict(windows=True)
+
+
+@pytest.mark.parametrize("seconds", [0.01, 0.6, 1.0, 1.03])
+def test_streamed_scan_of_short_files(band_gate: BaseClassifier, tmp_path: Path,
+                                      seconds: float) -> None:
+    """Shorter than a window, exactly one window, one window and a bit: same as in memory."""
+    y = (0.5 * np.sin(np.arange(round(seconds * 22050)) * 0.1)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", y, 22050, subtype="FLOAT")
+    if seconds < 0.02:
+        with pytest.raises(AudioError, match="too short"):
+            scan_file(band_gate, path=tmp_path / "a.wav")
+        return
+    streamed = scan_file(band_gate, path=tmp_path / "a.wav", hop_s=0.25)
+    whole = scan_wave(band_gate, wave=y, sr=22050, hop_s=0.25, source=str(tmp_path / "a.wav"))
+    assert streamed.as_dict(windows=True) == whole.as_dict(windows=True)
+
+
+def test_streamed_scan_refuses_nan_late_in_the_file(band_gate: BaseClassifier,
+                                                    tmp_path: Path) -> None:
+    y = np.zeros(10 * SR, np.float32)
+    y[-5] = np.nan
+    sf.write(tmp_path / "nan.wav", y, SR, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        scan_file(band_gate, path=tmp_path / "nan.wav")
+
+
+def test_scan_file_memory_does_not_grow_with_the_recording(tmp_path: Path) -> None:
+    """Ten minutes at 16 kHz are 38 MB as float32: the streamed scan's numpy memory stays a
+    small fraction of that (blocks and one batch of windows), whatever the length."""
+    gate = SignGate(window=8000)
+    path = tmp_path / "ten_minutes.wav"
+    with sf.SoundFile(path, "w", samplerate=SR, channels=1, subtype="PCM_16") as out:
+        for k in range(60):  # written in 10 s blocks, never whole in memory
+            out.write(np.full(10 * SR, 0.25 if k % 2 else -0.25, np.float32))
+    tracemalloc.start()
+    try:
+        result = scan_file(gate, path=path, hop_s=0.5)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.duration == 600.0 and len(result.segments) == 60
+    assert peak < 8e6, f"peak {peak / 1e6:.1f} MB"
 
 
 # ------------------------------------------------------------------ output + CLI

@@ -7,11 +7,13 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from .config import Config
-from .errors import AudiogateError
+from .config import RESUME_FIELDS, Config
+from .console import ABORTED, EXIT_ABORTED, cli_interrupts, native_stderr_silenced
+from .errors import AudiogateError, ConfigError
 
 log = logging.getLogger("audiogate")
 
@@ -77,8 +79,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import resume, train
 
     if args.resume:
-        result = resume(args.resume, max_epochs=args.max_epochs, patience=args.patience,
-                        progress=not args.quiet)
+        if args.config:
+            raise ConfigError("--config cannot be used with --resume: a resumed run keeps "
+                              f"its own config ({Path(args.resume) / 'config.toml'})")
+        changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+        result = resume(args.resume, progress=not args.quiet, **changes)
     else:
         result = train(config_from_args(args), progress=not args.quiet)
     print(f"run folder: {result.run.root}")
@@ -198,10 +203,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from .deploy.guard import TOKEN_ENV, check_listen, check_token
     from .deploy.serve import ServeSettings, report_of, run_server
 
+    token = check_token(args.token if args.token is not None else os.environ.get(TOKEN_ENV))
+    check_listen(host=args.host, port=args.port, token=token, insecure=args.insecure)
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
-                             hop_s=args.hop)
+                             hop_s=args.hop, token=token, idle_timeout_s=args.idle_timeout)
     run_server(_load_gate(args), host=args.host, port=args.port, settings=settings,
                report=report_of(args.checkpoint))
     return 0
@@ -252,8 +262,17 @@ def _add_deploy_parsers(sub: Any) -> None:
 
     p = sub.add_parser("serve", help="HTTP service and web page for a checkpoint")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; other than loopback needs a token or --insecure")
+    p.add_argument("--port", type=int, default=8000, help="TCP port, 1-65535")
+    p.add_argument("--token", help="access token every request but /health and the web page "
+                                   "must send as 'Authorization: Bearer TOKEN' (default: env "
+                                   "AUDIOGATE_TOKEN, which keeps it out of the process list)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --host without a token")
+    p.add_argument("--idle-timeout", type=int, default=15, metavar="SECONDS",
+                   help="close connections that send no complete request head, or stall "
+                        "a request body, for this long (default: 15)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body limit (MiB)")
     p.add_argument("--max-seconds", type=float, default=600.0,
                    help="longest recording accepted (s)")
@@ -286,7 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (one run folder per run)")
     p.add_argument("--config", help="TOML file of config fields")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    p.add_argument("--resume", metavar="RUN_DIR", help=(
+        "continue a stopped run from RUN_DIR/models/last.pt. Applied with it: "
+        + ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_FIELDS)
+        + ". Refused: --config, and any other field that differs from the run's (features, "
+          "model, data, split, seed, lr, weight decay, batch size, augmentation, run folder): "
+          "the resumed run must equal an uninterrupted one"))
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -347,16 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args))
-    except AudiogateError as exc:
-        print(f"audiogate: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:  # the file system refused (unwritable --out, disk full, ...)
-        print(f"audiogate: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("audiogate: aborted", file=sys.stderr)
-        return 130
+    with cli_interrupts(), native_stderr_silenced() if args.quiet else nullcontext():
+        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return int(args.func(args))
+        except AudiogateError as exc:
+            print(f"audiogate: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:  # the file system refused (unwritable --out, disk full, ...)
+            print(f"audiogate: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print(ABORTED, file=sys.stderr)
+            return EXIT_ABORTED

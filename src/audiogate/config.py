@@ -43,6 +43,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 """Named bundles of field values. Precedence: field defaults < recipe < TOML file < flags."""
+MAX_SEED = 2**63 - 1
+"""Largest seed: TOML integers and ``torch.manual_seed`` both take 64-bit signed values."""
 
 
 def _f(default: Any, help: str) -> Any:
@@ -322,6 +324,8 @@ def _validate(c: Config) -> None:
              f"must be one of {', '.join(TENSORBOARD_CHOICES)}, got {c.tensorboard!r}")
     for name in ("max_epochs", "patience", "workers", "report_errors"):
         _require(getattr(c, name) >= 0, name, "must be >= 0")
+    _require(c.seed >= 0, "seed", f"must be >= 0, got {c.seed}")
+    _require(c.seed <= MAX_SEED, "seed", f"must be <= {MAX_SEED} (a 63-bit integer)")
     _require("/" not in c.name and c.name not in (".", ".."), "name", "must be a plain name")
     _check_model(c)
     _check_mel_bands(c)
@@ -373,3 +377,9 @@ _FIELD_TYPES: dict[str, type] = {
     f.name: {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
     for f in dataclasses.fields(Config)
 }
+
+RESUME_FIELDS = ("max_epochs", "patience", "workers", "keep_epoch_checkpoints", "cache",
+                 "cache_dir", "tensorboard", "report_errors")
+"""Fields a resumed run may change. They change neither what its checkpoints mean nor its
+data, split or optimisation, so a resumed run still equals an uninterrupted one; any other
+field keeps the run's own value."""

@@ -22,6 +22,9 @@ from typing import IO, Any
 HASH_CHUNK = 1 << 20
 """Bytes read at a time when hashing a file."""
 
+_IN_PROGRESS: set[Path] = set()
+"""Temporary files of the :func:`atomic_write` calls under way (see :func:`remove_temporaries`)."""
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[IO[bytes]]:
@@ -34,6 +37,7 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    _IN_PROGRESS.add(tmp)
     try:
         with open(tmp, "wb") as fh:
             yield fh
@@ -43,6 +47,7 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+        _IN_PROGRESS.discard(tmp)
     if durable:
         with contextlib.suppress(OSError):  # make the rename itself durable
             dir_fd = os.open(target.parent, os.O_RDONLY)
@@ -50,6 +55,14 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+
+
+def remove_temporaries() -> None:
+    """Delete the temporary files of writes under way, for a process about to end at once
+    (``os._exit`` runs no ``finally``); their targets keep their previous content."""
+    for tmp in list(_IN_PROGRESS):
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
@@ -77,9 +90,10 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def to_json(value: Any, *, indent: int | None = 2) -> str:
-    """Strict JSON text of ``value`` (see :func:`json_safe`); never emits ``NaN``."""
-    return json.dumps(json_safe(value), indent=indent, allow_nan=False)
+def to_json(value: Any, *, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """Strict JSON text of ``value`` (see :func:`json_safe`); never emits ``NaN``. Every JSON
+    audiogate writes or prints goes through here."""
+    return json.dumps(json_safe(value), indent=indent, allow_nan=False, sort_keys=sort_keys)
 
 
 def write_json(path: str | os.PathLike[str], value: Any) -> None:

@@ -11,9 +11,25 @@ Modules, in the order the data flows through them:
 * :mod:`.synth`: the generated demo data set.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .discover import Clip, Discovery, Skipped, discover
-from .prepare import PreparedData, prepare_data
-from .split import Split
+
+if TYPE_CHECKING:
+    from .prepare import PreparedData, prepare_data
+    from .split import Split
+
+_LAZY = {"PreparedData": "prepare", "prepare_data": "prepare", "Split": "split"}
+"""Imported on first use: decoding for inference does not pull in scikit-learn."""
 
 __all__ = ["Clip", "Discovery", "PreparedData", "Skipped", "Split", "discover",
            "prepare_data"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +33,9 @@ NATIVE_SR_RANGE = (1000, 1_000_000)
 
 BLOCK_FRAMES = 1 << 16
 """Frames per block when a whole file is decoded piecewise (bounded memory for long files)."""
+
+RESAMPLE_QUALITY = "HQ"
+"""soxr quality of every resampling (one-shot and streaming alike)."""
 
 _FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
 """Sample encodings that can hold NaN or infinity."""
@@ -152,6 +156,20 @@ def _too_short(n: int, sr: int) -> str:
     return f"too short: {n} samples at {sr} Hz (need at least {MIN_SAMPLES})"
 
 
+def _mono(y: np.ndarray, *, source: str) -> np.ndarray:
+    """Finite float32 ``[shape=(n,)]`` or ``[shape=(n, channels)]`` -> the channels' mean."""
+    _require_finite(y, source=source)
+    if y.ndim == 2:  # float64 sum: huge finite channels cannot overflow to inf
+        y = y.mean(axis=1, dtype=np.float64).astype(np.float32)
+    return y
+
+
+def _require_finite_resampled(y: np.ndarray, *, source: str) -> None:
+    if not np.isfinite(y).all():  # filter overshoot near the float32 limit
+        raise AudioError(source, "sample values too large to resample "
+                                 "(beyond the float32 range after filtering)")
+
+
 def to_mono_resampled(data: np.ndarray, *, native_sr: int, sr: int,
                       source: str = "<array>") -> np.ndarray:
     """Samples ``[shape=(n,)]`` or ``[shape=(n, channels)]`` -> validated mono at ``sr``."""
@@ -161,18 +179,61 @@ def to_mono_resampled(data: np.ndarray, *, native_sr: int, sr: int,
         raise AudioError(source, f"not an array of numbers ({_short(exc)})") from None
     if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
         raise AudioError(source, f"expected (samples,) or (samples, channels), got {y.shape}")
-    _require_finite(y, source=source)
-    if y.ndim == 2:  # float64 sum: huge finite channels cannot overflow to inf
-        y = y.mean(axis=1, dtype=np.float64).astype(np.float32)
+    y = _mono(y, source=source)
     _check_native_sr(native_sr, source=source)
     if native_sr != sr and y.size:
-        y = soxr.resample(y, native_sr, sr, quality="HQ").astype(np.float32, copy=False)
-        if not np.isfinite(y).all():  # filter overshoot near the float32 limit
-            raise AudioError(source, "sample values too large to resample "
-                                     "(beyond the float32 range after filtering)")
+        y = soxr.resample(y, native_sr, sr, quality=RESAMPLE_QUALITY).astype(np.float32,
+                                                                            copy=False)
+        _require_finite_resampled(y, source=source)
     if y.size < MIN_SAMPLES:
         raise AudioError(source, _too_short(y.size, sr))
     return y
+
+
+def stream_audio(path: str | os.PathLike[str], *, sr: int,
+                 block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """Decode ``path`` block by block, mixed to mono and resampled to ``sr`` Hz as it goes,
+    so memory is bounded by ``block_frames`` whatever the file's length.
+
+    Yields float32 blocks ``[shape=(m,)]`` (``m`` may be 0); their concatenation equals
+    :func:`load_audio`'s samples (the streaming resampler runs the same filter). Raises
+    :class:`AudioError` as :func:`load_audio` does; a block with NaN/inf when it is reached,
+    a file too short after the last block.
+    """
+    info = probe(path)
+    stream = (None if info.sr == sr else
+              soxr.ResampleStream(info.sr, sr, 1, dtype="float32", quality=RESAMPLE_QUALITY))
+    total = 0
+    try:
+        sound = sf.SoundFile(info.path)
+    except OSError as exc:
+        raise AudioError(path, f"cannot read ({exc.strerror or exc})") from None
+    except _DECODE_ERRORS as exc:
+        raise AudioError(path, f"corrupt or truncated audio ({_short(exc)})") from None
+    with sound:
+        blocks = sound.blocks(blocksize=block_frames, dtype="float32", always_2d=True)
+        while True:
+            try:
+                block = next(blocks, None)
+            except OSError as exc:
+                raise AudioError(path, f"cannot read ({exc.strerror or exc})") from None
+            except _DECODE_ERRORS as exc:
+                raise AudioError(path, f"corrupt or truncated audio ({_short(exc)})") from None
+            if block is None:
+                break
+            y = _mono(block, source=info.path)
+            if stream is not None:
+                y = stream.resample_chunk(y)
+                _require_finite_resampled(y, source=info.path)
+            total += y.size
+            yield y
+    if stream is not None:
+        y = stream.resample_chunk(np.zeros(0, np.float32), last=True)
+        _require_finite_resampled(y, source=info.path)
+        total += y.size
+        yield y
+    if total < MIN_SAMPLES:
+        raise AudioError(info.path, _too_short(total, sr))
 
 
 def write_wav(path: str | os.PathLike[str], y: np.ndarray, *, sr: int,
@@ -187,10 +248,18 @@ def wav_bytes(y: np.ndarray, *, sr: int) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.clip(y, -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
     return buf.getvalue()
+_MISLEADING = {
+    # libsndfile's answer for a file it cannot parse as MPEG (e.g. text named .mp3), given
+    # only after _open_check found an existing, readable regular file
+    "File does not exist or is not a regular file (possibly a pipe?).":
+        "not decodable audio: unknown format or corrupt data",
+}
+"""libsndfile messages that would mislead for a file already known to exist, and what to say."""
 
 
 def _short(exc: BaseException) -> str:
     """First line of an exception's message, without libsndfile's "Error opening 'path': "
     prefix (the path is already part of every skipped record)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"^Error opening .*?: ", "", text)[:160]
+    text = re.sub(r"^Error opening .*?: ", "", text)
+    return _MISLEADING.get(text, text)[:160]

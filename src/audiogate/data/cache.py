@@ -38,7 +38,7 @@ import numpy as np
 
 from ..config import FeatureConfig
 from ..errors import DataError
-from ..files import atomic_write, write_bytes
+from ..files import atomic_write, to_json, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ class CacheSpec:
 
     def namespace(self) -> str:
         """Folder name: a digest of the spec and of :data:`CACHE_VERSION`."""
-        blob = json.dumps({"version": CACHE_VERSION, "features": asdict(self.features),
-                           "n_keep": self.n_keep}, sort_keys=True)
+        blob = to_json({"version": CACHE_VERSION, "features": asdict(self.features),
+                        "n_keep": self.n_keep}, indent=None, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -148,7 +148,7 @@ class FeatureCache:
             (self.folder / "views").mkdir(parents=True, exist_ok=True)
             spec = {"version": CACHE_VERSION, "features": asdict(self.spec.features),
                     "n_keep": self.spec.n_keep}
-            write_bytes(self.folder / "spec.json", json.dumps(spec, indent=1).encode(),
+            write_bytes(self.folder / "spec.json", to_json(spec, indent=1).encode(),
                         durable=False)
         except OSError as exc:
             raise DataError(f"cannot write the feature cache in {self.root} ({exc}); "
@@ -234,7 +234,8 @@ class FeatureCache:
         meta = {"version": CACHE_VERSION,
                 "entries": [[e.digest, e.length, e.scale] for e in entries],
                 "sources": [[*s.key, s.digest, s.reason] for s in sources]}
-        write_bytes(self.folder / f"{name}.json", json.dumps(meta).encode(), durable=False)
+        write_bytes(self.folder / f"{name}.json", to_json(meta, indent=None).encode(),
+                    durable=False)
         self._new_entries, self._new_sources, self._new_digests = [], [], set()
         self._register(self.folder / f"{name}.json")
 

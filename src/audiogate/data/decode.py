@@ -12,8 +12,13 @@ from the sound. Files that fail to decode come back as skipped records, never as
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -36,6 +41,11 @@ CHUNK = 16
 """Files per task sent to a worker process."""
 IN_FLIGHT = 3
 """Tasks queued per worker: keeps the workers busy while bounding finished, unread results."""
+
+PARENT_POLL_S = 0.25
+"""How often a worker checks that the process that started it is still alive (seconds)."""
+PR_SET_PDEATHSIG = 1
+"""Linux ``prctl`` option: a signal the kernel sends this process when its parent dies."""
 
 R = TypeVar("R")
 
@@ -98,9 +108,38 @@ def resolve_workers(workers: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _worker_init() -> None:
-    """One intra-op thread per worker process: the processes are the parallelism."""
+def _worker_init(parent: int) -> None:
+    """Set up a decoding worker started by process ``parent``.
+
+    One intra-op thread (the processes are the parallelism); Ctrl+C ignored (the parent
+    handles it and shuts the pool down); and the worker dies with its parent, so a parent
+    killed with SIGKILL leaves no orphaned worker holding hundreds of MB.
+    """
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process as soon as process ``parent`` (its parent) is gone.
+
+    On Linux the kernel sends SIGKILL at the parent's death (``prctl(PR_SET_PDEATHSIG)``);
+    everywhere, a daemon thread checks every ``PARENT_POLL_S`` seconds that the parent is
+    still this process's parent (an orphan is re-parented) and exits if not.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="audiogate-parent-watch",
+                     daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def _ordered_map(fn: Callable[[Sequence[str]], list[R]], paths: Sequence[str], *,
@@ -114,7 +153,8 @@ def _ordered_map(fn: Callable[[Sequence[str]], list[R]], paths: Sequence[str], *
             yield from fn(chunk)
             bar.update(len(chunk))
         return
-    with ProcessPoolExecutor(max_workers=n_workers, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(max_workers=n_workers, initializer=_worker_init,
+                             initargs=(os.getpid(),)) as pool:
         pending: deque[Future[list[R]]] = deque()
         sent = 0
         try:

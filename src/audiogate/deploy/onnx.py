@@ -35,7 +35,7 @@ from ..config import FeatureConfig
 from ..errors import AudiogateError, CheckpointError
 from ..features.dft import DftLogMel
 from ..features.frontend import fit_length
-from ..files import json_safe, sha256_file, write_bytes
+from ..files import sha256_file, to_json, write_bytes
 from ..models import WaveformClassifier
 from ..training.checkpoint import Checkpoint, load_checkpoint
 from .decision import Decision
@@ -122,10 +122,10 @@ def _to_onnx_bytes(module: nn.Module, *, n_samples: int) -> bytes:
 
 def _metadata(ckpt: Checkpoint, *, sha256: str) -> dict[str, str]:
     return {"format": META_FORMAT, "version": META_VERSION,
-            "classes": json.dumps(list(ckpt.classes)),
-            "features": json.dumps(asdict(ckpt.features)), "epoch": str(ckpt.epoch),
-            "metrics": json.dumps(json_safe(ckpt.metrics), allow_nan=False),
-            "gate": json.dumps(json_safe(ckpt.gate), allow_nan=False),
+            "classes": to_json(list(ckpt.classes), indent=None),
+            "features": to_json(asdict(ckpt.features), indent=None), "epoch": str(ckpt.epoch),
+            "metrics": to_json(ckpt.metrics, indent=None),
+            "gate": to_json(ckpt.gate, indent=None),
             "clip_pooling": ckpt.config.clip_pooling, "max_clip_s": str(ckpt.config.max_clip_s),
             "checkpoint_sha256": sha256}
 
@@ -217,7 +217,8 @@ class OnnxClassifier(BaseClassifier):
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Classes, :class:`FeatureConfig`, epoch, metrics, gate (threshold), clip pooling, clip
     length and source checkpoint hash of an exported model; :class:`CheckpointError` if it is
-    not an audiogate ONNX file."""
+    not an audiogate ONNX file, or if a weight is NaN or infinite (an export of a diverged
+    checkpoint gives NaN verdicts)."""
     import onnx  # local: optional dependency
 
     if not Path(path).is_file():
@@ -227,6 +228,11 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises assorted protobuf/decode errors
         raise CheckpointError(f"{path}: not a readable ONNX file ({exc})") from None
+    for init in proto.graph.initializer:
+        weights = onnx.numpy_helper.to_array(init)
+        if np.issubdtype(weights.dtype, np.floating) and not np.isfinite(weights).all():
+            raise CheckpointError(f"{path}: weights are not finite: initializer "
+                                  f"'{init.name}' holds NaN or infinity")
     meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
             if p.key.startswith(META_PREFIX)}
     if meta.get("format") != META_FORMAT:

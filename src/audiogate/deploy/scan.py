@@ -14,6 +14,7 @@ changes.
 
 from __future__ import annotations
 
+import array
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,18 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from ..data.audio_io import load_audio, to_mono_resampled
+from ..data.audio_io import stream_audio, to_mono_resampled
 from ..errors import ConfigError
 from ..files import to_json
 from ..reporting.tables import check_format, render_rows
-from .decision import window_starts
 from .inference import BaseClassifier
 
 DEFAULT_HOP_S = 0.5
 """Default hop between window starts (seconds)."""
 MIN_HOP_S = 0.01
 """Smallest hop accepted (seconds): 100 windows per second of audio."""
-SCAN_BATCH = 64
+SCAN_BATCH = 16
 """Windows per forward pass (bounds memory for long recordings)."""
 
 
@@ -72,7 +72,12 @@ class Segment:
 
 @dataclass(frozen=True)
 class ScanResult:
-    """Segments (and the windows behind them) of one recording."""
+    """Segments (and the windows behind them) of one recording.
+
+    The windows are kept compactly (``starts`` in samples at ``sr``, ``probs``
+    ``[shape=(n_windows, n_classes)]``, ``labels`` by the gate's decision);
+    :attr:`windows` lists them as :class:`Window` objects on demand.
+    """
 
     source: str
     duration: float
@@ -80,7 +85,20 @@ class ScanResult:
     hop_s: float
     classes: tuple[str, ...]
     segments: list[Segment]
-    windows: list[Window] = field(repr=False)
+    starts: np.ndarray = field(repr=False)
+    probs: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    sr: int = field(repr=False)
+
+    @property
+    def windows(self) -> list[Window]:
+        """Every judged window, in order, with its raw (unsmoothed) probabilities."""
+        window, n = round(self.window_s * self.sr), round(self.duration * self.sr)
+        return [Window(start=float(s) / self.sr, end=min(float(s + window), n) / self.sr,
+                       label=self.classes[int(k)],
+                       probabilities={c: float(p) for c, p in zip(self.classes, row,
+                                                                  strict=True)})
+                for s, row, k in zip(self.starts, self.probs, self.labels, strict=True)]
 
     def as_dict(self, *, windows: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -127,6 +145,84 @@ def smooth(probs: np.ndarray, *, width: int) -> np.ndarray:
     return (total / count).astype(probs.dtype)
 
 
+class WindowScanner:
+    """Judges the model windows of a recording as its samples arrive.
+
+    :meth:`feed` mono samples at ``gate.features.sr`` in pieces of any size; every window
+    that is complete is judged, ``SCAN_BATCH`` at a time, and the samples no window needs any
+    more are dropped, so memory stays bounded whatever the length. :meth:`finish` judges the
+    rest (the window aligned to the end, or the one zero-padded window of a recording shorter
+    than a window) and merges the segments. Windows are placed as
+    :func:`~audiogate.deploy.decision.window_starts` places them.
+    """
+
+    def __init__(self, gate: BaseClassifier, *, hop_s: float = DEFAULT_HOP_S,
+                 smooth_s: float = 0.0, source: str = "<array>") -> None:
+        if not (hop_s >= MIN_HOP_S and np.isfinite(hop_s)):
+            raise ConfigError(f"hop must be at least {MIN_HOP_S} s, got {hop_s}")
+        if not (smooth_s >= 0 and np.isfinite(smooth_s)):
+            raise ConfigError(f"smoothing must be >= 0 s, got {smooth_s}")
+        self.gate, self.smooth_s, self.source = gate, smooth_s, source
+        self.sr = gate.features.sr
+        self.window, self.hop = gate.features.n_samples, max(1, round(hop_s * self.sr))
+        self.buffer = np.zeros(0, np.float32)
+        self.offset = 0
+        """Sample index of ``buffer[0]`` in the recording."""
+        self.n = 0
+        self.next_start = 0
+        self.pending: list[int] = []
+        """Starts of complete windows not judged yet (fewer than ``SCAN_BATCH`` after
+        :meth:`feed`)."""
+        self.starts = array.array("q")
+        """Starts of the judged windows (8 bytes each: compact for any length)."""
+        self.probs: list[np.ndarray] = []
+
+    def feed(self, samples: np.ndarray) -> None:
+        """Mono float32 samples ``[shape=(m,)]`` at ``gate.features.sr``, in order."""
+        self.buffer = np.concatenate([self.buffer, np.asarray(samples, np.float32)])
+        self.n += samples.size
+        while self.next_start + self.window <= self.n:
+            self.pending.append(self.next_start)
+            self.next_start += self.hop
+        full = len(self.pending) - len(self.pending) % SCAN_BATCH
+        for i in range(0, full, SCAN_BATCH):
+            self._judge(self.pending[i:i + SCAN_BATCH])
+        del self.pending[:full]
+        keep = min(self.pending[0] if self.pending else self.next_start, self.n - self.window)
+        if keep > self.offset:
+            self.buffer = self.buffer[keep - self.offset:].copy()
+            self.offset = keep
+
+    def _judge(self, starts: Sequence[int]) -> None:
+        rows = [self.buffer[s - self.offset:s - self.offset + self.window] for s in starts]
+        batch = np.stack([np.pad(r, (0, self.window - r.size)) for r in rows])
+        self.probs.append(self.gate.probabilities(batch))
+        self.starts.extend(starts)
+
+    def finish(self) -> ScanResult:
+        """Judge the last windows and merge the segments of everything fed."""
+        tail = self.pending
+        last = tail[-1] if tail else self.starts[-1] if self.starts else None
+        if last is None:
+            tail = [0]
+        elif last + self.window < self.n:
+            tail = [*tail, self.n - self.window]
+        if tail:
+            self._judge(tail)
+        self.pending = []
+        starts = np.frombuffer(self.starts, dtype=np.int64).copy()
+        probs = np.concatenate(self.probs)
+        gate, window, sr = self.gate, self.window, self.sr
+        smoothed = smooth(probs, width=1 + 2 * round(self.smooth_s / 2 / (self.hop / sr)))
+        edges = stretch_edges(starts=starts, window=window, n=self.n)
+        segments = merge_segments(labels=gate.decision.labels(smoothed).tolist(),
+                                  probs=smoothed, edges=edges, sr=sr, classes=gate.classes)
+        return ScanResult(source=self.source, duration=self.n / sr, window_s=window / sr,
+                          hop_s=self.hop / sr, classes=gate.classes, segments=segments,
+                          starts=starts, probs=probs, labels=gate.decision.labels(probs),
+                          sr=sr)
+
+
 def scan_wave(gate: BaseClassifier, *, wave: np.ndarray, sr: int, hop_s: float = DEFAULT_HOP_S,
               smooth_s: float = 0.0, source: str = "<array>") -> ScanResult:
     """Scan samples ``[shape=(n,)]`` or ``[shape=(n, channels)]`` at ``sr`` Hz.
@@ -137,39 +233,20 @@ def scan_wave(gate: BaseClassifier, *, wave: np.ndarray, sr: int, hop_s: float =
     Raises :class:`ConfigError` for a bad hop and :class:`~audiogate.errors.AudioError` for
     unusable samples.
     """
-    if not (hop_s >= MIN_HOP_S and np.isfinite(hop_s)):
-        raise ConfigError(f"hop must be at least {MIN_HOP_S} s, got {hop_s}")
-    if not (smooth_s >= 0 and np.isfinite(smooth_s)):
-        raise ConfigError(f"smoothing must be >= 0 s, got {smooth_s}")
-    feats = gate.features
-    y = to_mono_resampled(wave, native_sr=sr, sr=feats.sr, source=source)
-    window, hop = feats.n_samples, max(1, round(hop_s * feats.sr))
-    starts = window_starts(n=y.size, window=window, hop=hop)
-    padded = np.pad(y, (0, max(0, window - y.size)))
-    probs = np.concatenate([
-        gate.probabilities(np.stack([padded[s:s + window] for s in starts[i:i + SCAN_BATCH]]))
-        for i in range(0, len(starts), SCAN_BATCH)])
-    window_labels = gate.decision.labels(probs)
-    windows = [Window(start=float(s) / feats.sr, end=min(float(s + window), y.size) / feats.sr,
-                      label=gate.classes[int(k)],
-                      probabilities={c: float(p) for c, p in zip(gate.classes, row,
-                                                                 strict=True)})
-               for s, row, k in zip(starts, probs, window_labels, strict=True)]
-    smoothed = smooth(probs, width=1 + 2 * round(smooth_s / 2 / (hop / feats.sr)))
-    edges = stretch_edges(starts=starts, window=window, n=y.size)
-    segments = merge_segments(labels=gate.decision.labels(smoothed).tolist(), probs=smoothed,
-                              edges=edges, sr=feats.sr, classes=gate.classes)
-    return ScanResult(source=source, duration=y.size / feats.sr, window_s=window / feats.sr,
-                      hop_s=hop / feats.sr, classes=gate.classes, windows=windows,
-                      segments=segments)
+    scanner = WindowScanner(gate, hop_s=hop_s, smooth_s=smooth_s, source=source)
+    scanner.feed(to_mono_resampled(wave, native_sr=sr, sr=gate.features.sr, source=source))
+    return scanner.finish()
 
 
 def scan_file(gate: BaseClassifier, *, path: str | os.PathLike[str],
               hop_s: float = DEFAULT_HOP_S, smooth_s: float = 0.0) -> ScanResult:
-    """Decode ``path`` (any length; held in memory at ``features.sr``) and scan it."""
-    y = load_audio(path, sr=gate.features.sr)
-    return scan_wave(gate, wave=y, sr=gate.features.sr, hop_s=hop_s, smooth_s=smooth_s,
-                     source=str(path))
+    """Scan the file ``path`` of any length, decoded and resampled block by block as the
+    windows are judged: memory does not grow with the recording's length. Gives what
+    :func:`scan_wave` gives for the whole decoded file."""
+    scanner = WindowScanner(gate, hop_s=hop_s, smooth_s=smooth_s, source=str(path))
+    for block in stream_audio(path, sr=gate.features.sr):
+        scanner.feed(block)
+    return scanner.finish()
 
 
 def format_scan(results: Sequence[ScanResult], *, fmt: str, windows: bool = False) -> str:

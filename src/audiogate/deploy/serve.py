@@ -11,17 +11,22 @@ in the thread pool under one lock, so concurrent requests are safe.
 
 The page (``static/``) is plain HTML + JS with no build step and nothing fetched from other
 hosts; the interactive Swagger page is off because it loads its code from a CDN.
+
+With an access token (:mod:`~audiogate.deploy.guard`), everything but ``/health`` and the
+page's own files needs ``Authorization: Bearer <token>``. Connections that send no complete
+request head within ``idle_timeout_s``, and request bodies that stall that long, are closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -37,7 +42,9 @@ from ..config import FeatureConfig
 from ..data.audio_io import AUDIO_EXTENSIONS, load_audio, probe
 from ..errors import AudioError, ConfigError
 from ..features.frontend import LogMel, power_to_db
+from ..files import to_json
 from ..reporting.html import CSP as REPORT_CSP
+from .guard import BearerAuth, IdleTimeoutH11, check_token
 from .inference import BaseClassifier
 from .scan import DEFAULT_HOP_S, scan_wave
 
@@ -47,6 +54,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 MiB = 1024 * 1024
 DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_MAX_SECONDS = 600.0
+DEFAULT_IDLE_TIMEOUT_S = 15
 FIELD = "file"
 """Name of the multipart form field that carries the audio."""
 SPECTROGRAM_COLUMNS = 800
@@ -79,17 +87,23 @@ def report_of(checkpoint: str | Path) -> Path | None:
 class ServeSettings:
     """Limits of the service. ``max_upload_mb``: request body cap (MiB); ``max_seconds``:
     longest recording accepted; ``hop_s``: hop of the segment scan returned with each verdict
-    (coarsened for long uploads so at most ``SCAN_MAX_WINDOWS`` windows are judged)."""
+    (coarsened for long uploads so at most ``SCAN_MAX_WINDOWS`` windows are judged);
+    ``token``: access token every request but ``/health`` and the page must carry (None: no
+    token); ``idle_timeout_s``: seconds a client may stay silent while the server waits for
+    its request head or body."""
 
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     max_seconds: float = DEFAULT_MAX_SECONDS
     hop_s: float = DEFAULT_HOP_S
+    token: str | None = field(default=None, repr=False)
+    idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_seconds", "hop_s"):
+        for name in ("max_upload_mb", "max_seconds", "hop_s", "idle_timeout_s"):
             value = getattr(self, name)
             if not (value > 0 and np.isfinite(value)):
                 raise ConfigError(f"serve setting '{name}' must be > 0, got {value}")
+        check_token(self.token)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -105,16 +119,27 @@ class UploadTooLarge(HTTPException):
                                 "(start the server with a larger --max-upload-mb to change it)")
 
 
+class BodyStalled(HTTPException):
+    """408: the client stopped sending its request body."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(status_code=408, headers={"Connection": "close"},
+                         detail=f"request body stalled: nothing arrived for {seconds:g} s")
+
+
 class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413.
+    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413, and bodies whose
+    next piece takes longer than ``idle_s`` seconds to arrive with 408.
 
     A declared ``Content-Length`` over the limit is refused before the body is read; otherwise
     the bytes are counted as they arrive (chunked uploads included).
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int,
+                 idle_s: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_s = idle_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,13 +152,19 @@ class BodyLimit:
                                     headers=error.headers)
             await response(scope, receive, send)
             return
-        seen = 0
+        seen, complete = 0, False
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # after the body, e.g. waiting for a disconnect: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=self.idle_s)
+            except TimeoutError:
+                raise BodyStalled(self.idle_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if seen > self.max_bytes:
                     raise UploadTooLarge(self.max_bytes)
             return message
@@ -171,6 +202,14 @@ def display_spectrogram(*, wave: np.ndarray, frontend: LogMel,
     return {"n_mels": int(pixels.shape[0]), "n_frames": int(pixels.shape[1]),
             "seconds_per_column": factor * cfg.hop_length / cfg.sr, "top_db": cfg.top_db,
             "data": base64.b64encode(pixels.tobytes()).decode("ascii")}
+
+
+class StrictJSONResponse(JSONResponse):
+    """JSON responses through :func:`audiogate.files.to_json`: a NaN or infinite number (a
+    metric of a class missing from a subset) is sent as ``null``, never as invalid JSON."""
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content, indent=None).encode("utf-8")
 
 
 class Judge:
@@ -229,8 +268,12 @@ def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None,
     settings = settings or ServeSettings()
     judge = Judge(gate, settings)
     app = FastAPI(title="audiogate", version=_version(), docs_url=None, redoc_url=None,
-                  description="Judge audio clips with a trained audiogate model.")
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+                  description="Judge audio clips with a trained audiogate model.",
+                  default_response_class=StrictJSONResponse)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes,
+                       idle_s=settings.idle_timeout_s)
+    if settings.token is not None:  # added last: runs first, before any body is read
+        app.add_middleware(BearerAuth, token=settings.token)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -286,7 +329,8 @@ def run_server(gate: BaseClassifier, *, host: str = "127.0.0.1", port: int = 800
     SIGTERM)."""
     import uvicorn  # local: optional dependency
 
-    log.info("serving %s model on http://%s:%d/ (classes %s)", gate.backend, host, port,
-             list(gate.classes))
+    settings = settings or ServeSettings()
+    log.info("serving %s model on http://%s:%d/ (classes %s; %s)", gate.backend, host, port,
+             list(gate.classes), "access token required" if settings.token else "no token")
     uvicorn.run(create_app(gate, settings=settings, report=report), host=host, port=port,
-                log_level="info")
+                log_level="info", http=IdleTimeoutH11, timeout_keep_alive=settings.idle_timeout_s)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Any
+
+from ..files import to_json
 
 TEMPLATES = Path(__file__).parent / "templates"
 STYLE = (TEMPLATES / "report.css").read_text(encoding="utf-8")
@@ -71,7 +72,7 @@ def num(value: Any, *source: str | int) -> Html:
     """A value shown on the page, tagged with where it comes from: ``source`` is the JSON
     file name then the keys / list indices down to it (``data-key``, a JSON array), so a test
     can check every tagged value against its file."""
-    key = json.dumps(list(source)) if source else None
+    key = to_json(list(source), indent=None) if source else None
     return tag("span", fmt_value(value), data_key=key)
 
 

@@ -9,7 +9,8 @@ Without ``status.json`` (runs made before audiogate wrote one) the state is infe
 ``metrics.json`` and ``test_metrics.json`` the run ended normally, ``finished`` when the epoch
 limit or early stopping explains its epochs and ``interrupted`` (by a signal) otherwise; with
 ``metrics.json`` alone it stopped before its test report (killed, crashed, or still running:
-``unfinished``); without ``metrics.json`` it is broken.
+``unfinished``); without ``metrics.json`` it is broken. A run whose ``status.json`` says
+``running`` but whose process (``pid`` on ``host``) is gone was ``killed``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -29,10 +31,10 @@ from ..files import to_json
 from ..training.runs import RunPaths
 from .tables import check_format, render_rows
 
-STATUS_FILE = "status.json"
-"""Where ``train`` records a run's state (running, finished, interrupted, failed)."""
 BROKEN = "broken"
 UNFINISHED = "unfinished"
+KILLED = "killed"
+"""A run whose ``status.json`` says running while its process, on this host, is gone."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ def summarize_run(folder: str | os.PathLike[str], *,
     ``status.json`` (a run that is ending and has not written its final state yet)."""
     run = RunPaths(Path(folder))
     config = _read_toml(run.config)
-    status, _ = read_json_object(run.root / STATUS_FILE)
+    status, _ = read_json_object(run.status)
     if live:
         status = {**(status or {}), **live}
     metrics, metrics_problem = read_json_object(run.metrics)
@@ -184,9 +186,26 @@ def _state(status: dict[str, Any] | None, metrics_problem: str | None,
     if status is not None:
         state = str(status.get("state") or UNFINISHED)
         reason = status.get("error") if state == "failed" else status.get("stop_reason")
+        if state == "running" and _gone(status):
+            return KILLED, (f"its training process (pid {status['pid']}) is gone: killed "
+                            "(SIGKILL, out of memory, power cut); resume it with --resume")
         return state, str(reason) if reason else None
     return ("finished", None) if tested else (UNFINISHED, "no test report: stopped before "
                                                           "the end, or still running")
+
+
+def _gone(status: dict[str, Any]) -> bool:
+    """Whether a "running" run's process, on this host, no longer exists."""
+    pid = _integer(status.get("pid"))
+    if pid is None or status.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def list_runs(runs_dir: str | os.PathLike[str]) -> list[RunSummary]:

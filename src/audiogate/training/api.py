@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from ..config import RESUME_FIELDS, Config
 from ..data.discover import write_skipped
 from ..data.prepare import PreparedData, prepare_data, resolve_window
 from ..data.split import read_split, write_split
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from .callbacks import (
     Callback,
     CheckpointSaver,
@@ -21,10 +23,11 @@ from .callbacks import (
     HtmlReport,
     MetricsWriter,
     OperatingPoint,
+    RunStatus,
     TestReport,
 )
-from .checkpoint import ensure_compatible, load_checkpoint
-from .runs import RunPaths, check_run_name, new_run
+from .checkpoint import Checkpoint, ensure_compatible, load_checkpoint
+from .runs import RunPaths, check_run_name, new_run, new_run_id, read_status
 from .tensorboard import TensorBoardLogger, tensorboard_enabled
 from .trainer import Trainer
 
@@ -46,19 +49,25 @@ class TrainResult:
     test_report: dict[str, Any] | None
 
 
-def run_callbacks(config: Config, run: RunPaths) -> list[Callback]:
+def run_callbacks(config: Config, run: RunPaths, *, status: RunStatus) -> list[Callback]:
     """The callbacks of a run folder, in order: checkpoints, metrics.json, curves, log, early
     stopping, then at the end the operating point (on validation), the test report, the
-    TensorBoard summaries (when on) and report.html."""
+    TensorBoard summaries (when on), report.html, and ``status`` (last: "finished" once all
+    is written)."""
+    run_id = str(status.status["run_id"])
     test = TestReport(run)
     board = [TensorBoardLogger(run, test=test)] if tensorboard_enabled(config) else []
-    return [CheckpointSaver(run, keep_epochs=config.keep_epoch_checkpoints), MetricsWriter(run),
-            CurvePlotter(run), EpochLogger(), EarlyStopping(config.patience),
-            OperatingPoint(run), test, *board, HtmlReport(run)]
+    return [CheckpointSaver(run, keep_epochs=config.keep_epoch_checkpoints, run_id=run_id),
+            MetricsWriter(run), CurvePlotter(run), EpochLogger(), EarlyStopping(config.patience),
+            OperatingPoint(run), test, *board, HtmlReport(run), status]
 
 
-def _fit(trainer: Trainer, run: RunPaths) -> TrainResult:
-    result = trainer.fit()
+def _fit(trainer: Trainer, run: RunPaths, status: RunStatus) -> TrainResult:
+    try:
+        result = trainer.fit()
+    except BaseException as exc:  # marked in status.json, then raised as it was
+        status.failed(exc)
+        raise
     report = next((cb.report for cb in trainer.callbacks.callbacks
                    if isinstance(cb, TestReport)), None)
     return TrainResult(run=run, best_epoch=result.best_epoch, best_val_f1=result.best_val_f1,
@@ -88,28 +97,80 @@ def train(config: Config, *, progress: bool = True,
     data = prepare_data(config, progress=progress)
     run = new_run(config)
     log.info("run folder: %s", run.root)
-    _write_data_files(data, run)
-    trainer = Trainer(config, data, callbacks=[*run_callbacks(config, run), *callbacks],
-                      progress=progress)
-    return _fit(trainer, run)
+    status = RunStatus(run, run_id=new_run_id())
+    try:
+        _write_data_files(data, run)
+        trainer = Trainer(config, data, callbacks=[
+            *run_callbacks(config, run, status=status), *callbacks], progress=progress)
+    except BaseException as exc:
+        status.failed(exc)
+        raise
+    return _fit(trainer, run, status)
 
 
-def resume(run_dir: str | Path, *, max_epochs: int | None = None, patience: int | None = None,
-           progress: bool = True, callbacks: tuple[Callback, ...] = ()) -> TrainResult:
-    """Continue a run from ``run_dir/models/last.pt`` with its optimizer, RNG and history."""
+def resume(run_dir: str | Path, *, progress: bool = True, callbacks: tuple[Callback, ...] = (),
+           **changes: Any) -> TrainResult:
+    """Continue a run from ``run_dir/models/last.pt`` with its optimizer, RNG and history.
+
+    ``changes``: config fields to change, ``None`` meaning "keep"; only
+    :data:`~audiogate.config.RESUME_FIELDS` may differ from the run's (see
+    :func:`resume_config`). Refuses a ``last.pt`` that another run wrote.
+    """
     run = RunPaths(Path(run_dir))
     last = load_checkpoint(run.last)
     if last.train_state is None:
         raise CheckpointError(f"{run.last} holds no training state; cannot resume")
-    config = replace(last.config,
-                     max_epochs=last.config.max_epochs if max_epochs is None else max_epochs,
-                     patience=last.config.patience if patience is None else patience)
+    status = _own_status(run, last)
+    config = resume_config(last.config, changes)
     data = prepare_data(config, split=read_split(run.split), classes=last.classes,
                         progress=progress)
     ensure_compatible(last, features=config.features(), classes=data.classes)
-    trainer = Trainer(config, data, callbacks=[*run_callbacks(config, run), *callbacks],
-                      progress=progress)
+    trainer = Trainer(config, data, callbacks=[*run_callbacks(config, run, status=status),
+                                               *callbacks], progress=progress)
     trainer.restore(last.weights, last.train_state)
     log.info("resuming %s after epoch %d (best so far: epoch %d, val-F1 %.4f)", run.root,
              last.epoch, trainer.state.best_epoch, trainer.state.best_val_f1)
-    return _fit(trainer, run)
+    return _fit(trainer, run, status)
+
+
+def _own_status(run: RunPaths, last: Checkpoint) -> RunStatus:
+    """The run's status, after checking that ``last`` was written by this very run."""
+    stored = read_status(run) or {}
+    if stored.get("run_id") != last.run_id:
+        raise CheckpointError(
+            f"{run.last} belongs to another run (its run id is {last.run_id}, this folder's "
+            f"is {stored.get('run_id')}): it was copied here, or the folder was reused; "
+            "refusing to resume from it")
+    return RunStatus(run, run_id=last.run_id or new_run_id(), started=stored.get("started"))
+
+
+def resume_config(stored: Config, changes: Mapping[str, Any]) -> Config:
+    """``stored`` with ``changes`` applied (``None`` values ignored).
+
+    Only :data:`~audiogate.config.RESUME_FIELDS` may differ from ``stored``: every other field
+    (features, model, data, split, seed, optimisation, augmentation, run folder) would make
+    the resumed run differ from an uninterrupted one, so a changed value is refused with a
+    :class:`ConfigError` naming each such flag.
+    """
+    known = {f.name for f in dataclasses.fields(Config)}
+    given = {k: v for k, v in changes.items() if v is not None}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ConfigError(f"resume: unknown field(s) {', '.join(unknown)}")
+    refused = [k for k, v in given.items()
+               if k not in RESUME_FIELDS and not _same(k, v, getattr(stored, k))]
+    if refused:
+        listed = "; ".join(f"--{k.replace('_', '-')} {given[k]!r} (the run has "
+                           f"{getattr(stored, k)!r})" for k in refused)
+        allowed = ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_FIELDS)
+        raise ConfigError(
+            f"cannot change {listed} when resuming: a resumed run keeps the features, model, "
+            f"data, split, seed and optimisation it was started with. Only {allowed} may "
+            "change; start a new run (another --name) to train with other settings")
+    return replace(stored, **{k: v for k, v in given.items() if k in RESUME_FIELDS})
+
+
+def _same(name: str, value: Any, stored: Any) -> bool:
+    if name == "data":  # stored resolved; the same folder may be given relative
+        return bool(Path(str(value)).resolve() == Path(str(stored)).resolve())
+    return bool(value == stored)

@@ -17,8 +17,11 @@ Callbacks run in the order given. The TensorBoard logger is in :mod:`.tensorboar
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,8 +90,9 @@ class CheckpointSaver(Callback):
     """Writes ``model_epoch_NNN.pt`` (if ``keep_epochs``), ``best.pt`` when validation
     improves, and ``last.pt`` with the optimizer and RNG state for ``--resume``."""
 
-    def __init__(self, run: RunPaths, *, keep_epochs: bool = True) -> None:
-        self.run, self.keep_epochs = run, keep_epochs
+    def __init__(self, run: RunPaths, *, keep_epochs: bool = True,
+                 run_id: str | None = None) -> None:
+        self.run, self.keep_epochs, self.run_id = run, keep_epochs, run_id
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         epoch = record["epoch"]
@@ -97,7 +101,54 @@ class CheckpointSaver(Callback):
         for path in [*targets, self.run.last]:
             save_checkpoint(path, net=trainer.net, spec=trainer.spec, config=trainer.config,
                             classes=trainer.classes, epoch=epoch, metrics=record,
-                            train_state=trainer.train_state() if path == self.run.last else None)
+                            train_state=trainer.train_state() if path == self.run.last else None,
+                            run_id=self.run_id)
+
+
+class RunStatus(Callback):
+    """Keeps ``status.json`` current: ``state`` (running, finished, interrupted, failed),
+    ``stop_reason``, ``error``, ``started`` and ``ended`` (ISO times), ``epochs_done``,
+    ``run_id``, and the ``pid`` and ``host`` of the process (a ``running`` run whose process
+    is gone was killed). A run that raises is marked by :meth:`failed` (``train``/``resume``
+    call it)."""
+
+    def __init__(self, run: RunPaths, *, run_id: str, started: str | None = None) -> None:
+        self.run = run
+        self.status: dict[str, Any] = {
+            "state": "running", "stop_reason": None, "error": None,
+            "started": started or _now(), "ended": None, "epochs_done": 0, "run_id": run_id,
+            "pid": os.getpid(), "host": socket.gethostname()}
+
+    def _write(self, **changes: Any) -> None:
+        self.status.update(changes)
+        write_json(self.run.status, self.status)
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self._write(state="running", stop_reason=None, error=None, ended=None,
+                    epochs_done=len(trainer.state.history))
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self._write(epochs_done=len(trainer.state.history))
+
+    def on_stop(self, trainer: Trainer, reason: str) -> None:
+        self.status["stop_reason"] = reason
+
+    def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
+        state = "interrupted" if result.stop_reason.startswith("interrupted") else "finished"
+        self._write(state=state, stop_reason=result.stop_reason, ended=_now(),
+                    epochs_done=result.epochs_done)
+
+    def failed(self, error: BaseException) -> None:
+        """The run ended by an exception: ``interrupted`` for Ctrl+C, else ``failed``."""
+        if isinstance(error, KeyboardInterrupt):
+            self._write(state="interrupted", stop_reason="aborted (Ctrl+C)", ended=_now())
+        else:
+            self._write(state="failed", error=str(error) or type(error).__name__,
+                        ended=_now())
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 class MetricsWriter(Callback):
@@ -184,7 +235,7 @@ class OperatingPoint(Callback):
                      "validation": gate_report(y, scored.scores(), threshold=threshold)}
         save_checkpoint(self.run.best, net=best.build_net(), spec=best.spec,
                         config=best.config, classes=best.classes, epoch=best.epoch,
-                        metrics=best.metrics, gate=self.gate)
+                        metrics=best.metrics, gate=self.gate, run_id=best.run_id)
         log.info("operating point (%s on validation): threshold %.4f, FAR %.4f, FRR %.4f",
                  rule, threshold, self.gate["validation"]["far"],
                  self.gate["validation"]["frr"])

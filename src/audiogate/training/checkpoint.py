@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -48,6 +49,8 @@ class Checkpoint:
     """For a two-class model whose operating point was chosen: ``positive`` (class name),
     ``threshold`` on P(positive), ``operating_point`` (the rule) and ``validation`` (its
     FAR/FRR/EER/AUC on the validation split)."""
+    run_id: str | None = None
+    """The run that wrote it (None for checkpoints written by hand or by audiogate < 0.2)."""
 
     @property
     def features(self) -> FeatureConfig:
@@ -70,11 +73,11 @@ class Checkpoint:
 def save_checkpoint(path: str | os.PathLike[str], *, net: nn.Module, spec: ModelSpec,
                     config: Config, classes: Sequence[str], epoch: int,
                     metrics: dict[str, Any], train_state: dict[str, Any] | None = None,
-                    gate: dict[str, Any] | None = None) -> None:
+                    gate: dict[str, Any] | None = None, run_id: str | None = None) -> None:
     """Write a checkpoint atomically: ``net``'s weights (moved to the CPU), how to rebuild it
     (``spec``), the config, the class names, and the epoch's metrics; ``train_state`` (optimizer,
     RNG, history) for a checkpoint a run can resume from; ``gate`` (see :class:`Checkpoint`)
-    once the operating point is chosen."""
+    once the operating point is chosen; ``run_id``, the run writing it."""
     payload: dict[str, Any] = {
         "format": FORMAT, "version": VERSION,
         "config": config.to_dict(), "classes": list(classes), "model": spec.as_dict(),
@@ -85,8 +88,22 @@ def save_checkpoint(path: str | os.PathLike[str], *, net: nn.Module, spec: Model
         payload["train_state"] = train_state
     if gate is not None:
         payload["gate"] = gate
+    if run_id is not None:
+        payload["run_id"] = str(run_id)
+    require_finite(payload["weights"], where=f"refusing to save {path}")
     with atomic_write(Path(path)) as fh:
         torch.save(payload, fh)
+
+
+def require_finite(weights: dict[str, Any], *, where: str) -> None:
+    """Raise :class:`CheckpointError` naming the first tensor of ``weights`` that holds NaN or
+    infinity: a model with such weights gives NaN verdicts."""
+    for name, tensor in weights.items():
+        if (isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+                and not bool(torch.isfinite(tensor).all())):
+            raise CheckpointError(
+                f"{where}: weights are not finite: tensor '{name}' holds NaN or infinity "
+                "(training diverged; retrain, e.g. with a lower --lr)")
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -95,7 +112,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a raw pickle: torch warns, then we refuse it anyway
+            warnings.filterwarnings("ignore", message="Detected pickle protocol",
+                                    category=UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found is None:
@@ -122,11 +142,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         else:
             spec = ModelSpec(str(payload["model"]["name"]), dict(payload["model"]["args"]))
             weights = payload["weights"]
-        return Checkpoint(config=config, classes=classes, spec=spec, weights=weights,
-                          epoch=int(payload["epoch"]), metrics=dict(payload["metrics"]),
-                          train_state=payload.get("train_state"), gate=payload.get("gate"))
+        checkpoint = Checkpoint(config=config, classes=classes, spec=spec, weights=weights,
+                                epoch=int(payload["epoch"]),
+                                metrics=dict(payload["metrics"]),
+                                train_state=payload.get("train_state"), gate=payload.get("gate"),
+                                run_id=payload.get("run_id"))
     except (KeyError, TypeError, AudiogateError) as exc:
         raise CheckpointError(f"{path}: incomplete checkpoint ({exc})") from None
+    if not isinstance(checkpoint.weights, dict):
+        raise CheckpointError(f"{path}: incomplete checkpoint (weights are not a state_dict)")
+    require_finite(checkpoint.weights, where=str(path))
+    return checkpoint
 
 
 def ensure_compatible(ckpt: Checkpoint, *, features: FeatureConfig | None = None,

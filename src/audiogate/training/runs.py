@@ -4,6 +4,8 @@
 
     runs/<name>/
       config.toml          the full Config (reload with --config)
+      status.json          state (running, finished, interrupted, failed), why it stopped,
+                           the error of a failed run, start/end times, epochs done, run id
       split.csv            subset,path,label,class for every clip used
       skipped.csv          path,reason for every file left out
       metrics.json         one record per finished epoch + best epoch
@@ -17,9 +19,12 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ..config import Config
 from ..errors import ConfigError
@@ -35,6 +40,10 @@ class RunPaths:
     @property
     def config(self) -> Path:
         return self.root / "config.toml"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
 
     @property
     def split(self) -> Path:
@@ -121,3 +130,19 @@ def new_run(config: Config) -> RunPaths:
     paths.outputs.mkdir(parents=True, exist_ok=True)
     write_text(paths.config, config.to_toml())
     return paths
+
+
+def new_run_id() -> str:
+    """A random identifier for a new run: stored in ``status.json`` and in every checkpoint,
+    so a checkpoint copied into another run's folder is recognised."""
+    return secrets.token_hex(8)
+
+
+def read_status(run: RunPaths) -> dict[str, Any] | None:
+    """The run's ``status.json``, or None if it is missing or unreadable (a run folder made
+    before audiogate wrote one)."""
+    try:
+        status = json.loads(run.status.read_text())
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None

@@ -1,5 +1,6 @@
 """Safe stopping on Ctrl+C / SIGTERM: the first signal asks the loop to stop at its next safe
-point (a batch boundary); a second Ctrl+C aborts at once."""
+point (a batch boundary); a second Ctrl+C aborts at once (see :mod:`audiogate.console` for
+what "at once" means in the command and in library use)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import logging
 import signal
 from collections.abc import Iterator
 from types import FrameType
+
+from ..console import mark_interrupted, second_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,8 @@ class StopFlag:
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.reason is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            second_interrupt()
+        mark_interrupted()
         self.reason = f"interrupted ({name})"
         log.warning("%s: stopping at the next safe point; finished epochs are saved "
                     "(Ctrl+C again to abort now)", name)

@@ -42,7 +42,7 @@ from ..data.cache import FastKey, Source, fast_key
 from ..data.decode import _ordered_map
 from ..data.discover import Clip, Skipped
 from ..errors import AudioError, ConfigError, DataError
-from ..files import atomic_write, sha256_file, write_bytes
+from ..files import atomic_write, sha256_file, to_json, write_bytes
 from .encoder import (
     EMBED_DIM,
     SAMPLE_RATE,
@@ -123,7 +123,7 @@ class EmbedSpec:
 
     def namespace(self) -> str:
         """Folder name: a digest of :meth:`as_dict`."""
-        blob = json.dumps(self.as_dict(), sort_keys=True)
+        blob = to_json(self.as_dict(), indent=None, sort_keys=True)
         return "voice-" + hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -201,7 +201,7 @@ class EmbeddingCache:
         self._sources: dict[FastKey, Source] = {}
         self._new: list[tuple[Source, np.ndarray | None, float]] = []
         try:
-            write_bytes(self.folder / "spec.json", json.dumps(spec.as_dict(), indent=1).encode(),
+            write_bytes(self.folder / "spec.json", to_json(spec.as_dict(), indent=1).encode(),
                         durable=False)
         except OSError as exc:
             raise DataError(f"cannot write the embedding cache in {self.folder} ({exc})") from None
@@ -255,7 +255,8 @@ class EmbeddingCache:
         meta = {"version": EMBED_CACHE_VERSION,
                 "entries": [[d, s] for d, (_, s) in fresh.items()],
                 "sources": [[*src.key, src.digest, src.reason] for src, _, _ in self._new]}
-        write_bytes(self.folder / f"{name}.json", json.dumps(meta).encode(), durable=False)
+        write_bytes(self.folder / f"{name}.json", to_json(meta, indent=None).encode(),
+                    durable=False)
         self._new = []
         self._register(self.folder / f"{name}.json")
 

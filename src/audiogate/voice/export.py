@@ -12,7 +12,6 @@ differs by more than ``TOLERANCE``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -26,7 +25,7 @@ import torch
 
 from ..config import FeatureConfig
 from ..errors import AudiogateError, CheckpointError
-from ..files import write_bytes
+from ..files import to_json, write_bytes
 from .encoder import (
     EMBED_DIM,
     SAMPLE_RATE,
@@ -182,6 +181,6 @@ def read_metadata(model: bytes | str) -> dict[str, str]:
             if p.key.startswith(META_PREFIX)}
     if meta.get("format") != META_FORMAT or meta.get("version") != META_VERSION:
         raise CheckpointError(f"{label}: not an audiogate voice-encoder export "
-                              f"(metadata {json.dumps(meta)[:200]})")
+                              f"(metadata {to_json(meta, indent=None)[:200]})")
     return meta
 

@@ -1,5 +1,8 @@
 // audiogate web page: upload a file or record the microphone, show verdict and spectrogram.
 // Plain JS, no dependencies; talks only to this server (GET /model, POST /predict).
+// A server started with an access token gets it from the URL fragment (#token=..., never
+// sent to any server, removed from the address bar at once) or from the form the page shows
+// on a 401; it is kept in sessionStorage (this tab only) and sent as a Bearer header.
 "use strict";
 
 const MAX_RECORD_S = 60;          // recording stops by itself after this many seconds
@@ -12,6 +15,7 @@ const OTHER_COLORS = ["#4a6fa5", "#c48a00", "#7b4fa0", "#2a9d8f"];
 const $ = (id) => document.getElementById(id);
 let recorder = null;              // {context, stream, node, chunks, timer} while recording
 let playerUrl = null;
+const TOKEN_KEY = "audiogate-token";
 
 function setStatus(text) { $("status").textContent = text; }
 
@@ -21,9 +25,40 @@ function showError(text) {
   el.hidden = !text;
 }
 
+// ------------------------------------------------------------------ access token
+function takeTokenFromUrl() {
+  const match = location.hash.match(/(?:^#|&)token=([^&]*)/);
+  if (!match) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function askForToken(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("token-form").hidden = false;
+  $("model-info").textContent = message;
+  $("token-input").focus();
+}
+
+async function api(path, options = {}) {   // fetch with the token; a 401 asks for it
+  const response = await fetch(path, { ...options, headers: authHeaders() });
+  if (response.status === 401) {
+    askForToken(sessionStorage.getItem(TOKEN_KEY)
+      ? "The access token was not accepted; enter it again."
+      : "This server needs an access token.");
+  }
+  return response;
+}
+
 async function loadModelInfo() {
   try {
-    const response = await fetch("/model");
+    const response = await api("/model");
+    if (response.status === 401) return;
     const info = await response.json();
     const f1 = info.val_f1 == null ? "n/a" : Number(info.val_f1).toFixed(3);
     $("model-info").textContent =
@@ -44,7 +79,7 @@ async function judge(blob, name) {
   form.append("file", blob, name);
   let response;
   try {
-    response = await fetch("/predict", { method: "POST", body: form });
+    response = await api("/predict", { method: "POST", body: form });
   } catch (err) {
     setStatus("");
     showError(`Upload failed: ${err.message}`);
@@ -210,9 +245,29 @@ function encodeWav(samples, sampleRate) {       // mono 16-bit PCM WAV
   return new Blob([buffer], { type: "audio/wav" });
 }
 
+// A plain link cannot carry the access token: with one, fetch the report and open a copy.
+async function openReport(event) {
+  if (!sessionStorage.getItem(TOKEN_KEY)) return;
+  event.preventDefault();
+  const response = await api("/report");
+  if (!response.ok) return;
+  const page = new Blob([await response.text()], { type: "text/html" });
+  window.open(URL.createObjectURL(page), "_blank", "noopener");
+}
+
 // ------------------------------------------------------------------ wiring
 function init() {
+  takeTokenFromUrl();
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
+    $("token-input").value = "";
+    $("token-form").hidden = true;
+    showError("");
+    loadModelInfo();
+  });
   loadModelInfo();
+  $("report-link").addEventListener("click", openReport);
   $("file-input").addEventListener("change", (event) => {
     const file = event.target.files[0];
     if (file) judge(file, file.name);

@@ -1,0 +1,152 @@
+"""What protects the HTTP service: the access token, where it may listen, idle connections.
+
+* :class:`BearerAuth` (ASGI middleware): with a token set, every request but the public ones
+  (``/health`` and the web page's own files, which hold no data) needs
+  ``Authorization: Bearer <token>``; the token is compared in constant time and a missing or
+  wrong one gets 401 with ``WWW-Authenticate: Bearer``.
+* :func:`check_listen`: a valid port, and no address beyond loopback without a token unless
+  the caller says so (``--insecure``).
+* :class:`IdleTimeoutH11`: uvicorn's h11 protocol, plus: a connection must deliver a whole
+  request head within the keep-alive timeout of opening (or of its previous response), or it
+  is closed. uvicorn alone keeps a connection that sends nothing, or half a request line,
+  open forever. Stalled request bodies are :class:`~audiogate.deploy.serve.BodyLimit`'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import re
+
+import h11
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ..errors import ConfigError
+
+TOKEN_ENV = "AUDIOGATE_TOKEN"
+"""Environment variable that holds the access token (keeps it out of the process list)."""
+MIN_TOKEN_CHARS = 16
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+"""RFC 6750 ``b64token`` characters: what may follow ``Bearer`` in a header."""
+PUBLIC_PATHS = frozenset({"/health", "/"})
+PUBLIC_PREFIXES = ("/static/",)
+"""The web page's files: the same for everyone and free of data; the page asks for the token."""
+LOOPBACK_NAMES = frozenset({"localhost"})
+PORT_RANGE = (1, 65535)
+
+
+def check_token(token: str | None) -> str | None:
+    """``token`` if it is usable in a ``Bearer`` header and long enough to resist guessing;
+    ``None`` for no token. Raises :class:`ConfigError` otherwise."""
+    if token is None or token == "":
+        return None
+    if len(token) < MIN_TOKEN_CHARS or not TOKEN_PATTERN.fullmatch(token):
+        raise ConfigError(
+            f"access token must be at least {MIN_TOKEN_CHARS} characters of A-Z a-z 0-9 "
+            "- . _ ~ + / (a random one: python -c \"import secrets; "
+            "print(secrets.token_urlsafe(32))\")")
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False
+
+
+def check_listen(*, host: str, port: int, token: str | None, insecure: bool) -> None:
+    """Refuse a port outside 1-65535, and an address other machines can reach without a
+    token (unless ``insecure``). Raises :class:`ConfigError` with what to do instead."""
+    low, high = PORT_RANGE
+    if not low <= port <= high:
+        raise ConfigError(f"--port must be in {low}-{high}, got {port}")
+    if token is None and not insecure and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve on {host} without an access token: anyone who can reach it "
+            f"could use the model. Set {TOKEN_ENV} (or pass --token), or pass --insecure if "
+            "something in front of the service authenticates")
+
+
+def _bearer(scope: Scope) -> bytes | None:
+    """The token of the request's ``Authorization: Bearer`` header, or None."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credentials = value.partition(b" ")
+            if scheme.lower() == b"bearer":
+                return credentials.strip()
+    return None
+
+
+class BearerAuth:
+    """ASGI middleware: 401 for any request outside the public paths without the token."""
+
+    def __init__(self, app: ASGIApp, *, token: str) -> None:
+        self.app = app
+        self.token = token.encode("ascii")
+
+    def allows(self, scope: Scope) -> bool:
+        path = scope.get("path", "")
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            return True
+        given = _bearer(scope)
+        return given is not None and hmac.compare_digest(given, self.token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.allows(scope):
+            await self.app(scope, receive, send)
+            return
+        given = _bearer(scope)
+        challenge = 'Bearer realm="audiogate"' + (
+            ', error="invalid_token"' if given is not None else "")
+        detail = ("wrong access token" if given is not None else
+                  "this service needs an access token: send 'Authorization: Bearer <token>'")
+        response = JSONResponse({"detail": detail}, status_code=401, headers={
+            "WWW-Authenticate": challenge, "Connection": "close"})
+        await response(scope, receive, send)
+
+
+class IdleTimeoutH11(H11Protocol):
+    """uvicorn's h11 protocol; a connection that has not sent a complete request head within
+    ``timeout_keep_alive`` seconds of opening, or of its previous response, is closed
+    (uvicorn's own timer starts only after a response and stops at the first byte)."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timeout)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # a request head arrived
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)

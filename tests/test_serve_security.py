@@ -1,0 +1,227 @@
+"""Service security (issue 12): the access token, where the service may listen, the port, and
+connections that send nothing, half a request or half a body."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiogate.cli import main
+from audiogate.deploy.guard import check_listen, check_token, is_loopback
+from audiogate.errors import ConfigError
+
+from .conftest import SR, Server, build_band_gate, running_server, sine
+
+TOKEN = "s3cret-Token_0123456789"
+IDLE_S = 1
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("secure")
+    with running_server(build_band_gate(root / "band.pt"), tmpdir=root / "tmp",
+                        extra=("--idle-timeout", str(IDLE_S)),
+                        env={"AUDIOGATE_TOKEN": TOKEN}) as srv:
+        yield srv
+
+
+def _wav() -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, sine(440, 1.0), SR, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _port(server: Server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+# ------------------------------------------------------------------ the token
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/predict"), ("GET", "/model"), ("GET", "/openapi.json"), ("GET", "/nowhere")])
+def test_every_endpoint_but_health_needs_the_token(server: Server, method: str,
+                                                   path: str) -> None:
+    files = {"file": ("a.wav", _wav(), "audio/wav")} if method == "POST" else None
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"},
+                    {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}):
+        r = httpx.request(method, server.url + path, headers=headers, files=files)
+        assert r.status_code == 401, (headers, r.text)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert "token" in r.json()["detail"]
+    r = httpx.request(method, server.url + path, headers=AUTH, files=files)
+    assert r.status_code == (404 if path == "/nowhere" else 200), r.text
+    r = httpx.request(method, server.url + path, files=files,
+                      headers={"Authorization": f"bearer  {TOKEN}"})  # scheme is caseless
+    assert r.status_code == (404 if path == "/nowhere" else 200), r.text
+
+
+@pytest.mark.slow
+def test_health_and_the_page_files_need_no_token(server: Server) -> None:
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    for path in ("/", "/static/app.js", "/static/style.css"):
+        assert httpx.get(server.url + path).status_code == 200, path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [b"/static/../model", b"/static/%2e%2e/model", b"//model",
+                                  b"/health/../model", b"/model?x=/static/"])
+def test_public_paths_do_not_open_the_rest(server: Server, path: bytes) -> None:
+    """Paths that look public but name something else never answer 200 without the token."""
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as s:
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = s.recv(65536)
+    assert answer.split(b"\r\n", 1)[0] in (b"HTTP/1.1 401 Unauthorized",
+                                            b"HTTP/1.1 404 Not Found"), answer[:200]
+    assert b'"classes"' not in answer
+
+
+@pytest.mark.slow
+def test_refused_upload_is_not_read(server: Server) -> None:
+    """Without the token, a huge upload is answered 401 at once, not read first."""
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+                  b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 401")
+
+
+def test_token_rules() -> None:
+    assert check_token(None) is None and check_token("") is None
+    assert check_token(TOKEN) == TOKEN
+    for bad in ("short", "has space in it 0123456789", "newline\r\n0123456789abcdef"):
+        with pytest.raises(ConfigError, match="access token"):
+            check_token(bad)
+
+
+# ------------------------------------------------------------------ where it listens
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("[::1]", True),
+    ("localhost", True), ("0.0.0.0", False), ("::", False), ("192.168.1.5", False),
+    ("example.org", False)])
+def test_loopback_detection(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_listen_rules() -> None:
+    check_listen(host="127.0.0.1", port=8000, token=None, insecure=False)
+    check_listen(host="0.0.0.0", port=8000, token=TOKEN, insecure=False)
+    check_listen(host="0.0.0.0", port=8000, token=None, insecure=True)
+    with pytest.raises(ConfigError, match="without an access token"):
+        check_listen(host="0.0.0.0", port=8000, token=None, insecure=False)
+    for port in (0, -1, 65536, 99999):
+        with pytest.raises(ConfigError, match="--port must be in 1-65535"):
+            check_listen(host="127.0.0.1", port=port, token=None, insecure=False)
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--port", "99999"], "--port must be in 1-65535, got 99999"),
+    (["--port", "-1"], "--port must be in 1-65535, got -1"),
+    (["--host", "0.0.0.0"], "refusing to serve on 0.0.0.0 without an access token"),
+    (["--token", "short"], "access token must be at least 16"),
+    (["--idle-timeout", "0"], "idle_timeout_s"),
+])
+def test_serve_refuses_bad_settings_in_one_line(
+        tmp_path: Path, argv: list[str], words: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before the model is loaded (the checkpoint does not exist), one line, exit 2."""
+    monkeypatch.delenv("AUDIOGATE_TOKEN", raising=False)
+    assert main(["serve", "--checkpoint", str(tmp_path / "none.pt"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("audiogate: error: ") and err.count("\n") == 1 and words in err, err
+
+
+def test_bad_port_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """`audiogate serve --port 99999` printed a 75-line traceback (issue 12, item 2)."""
+    ckpt = build_band_gate(tmp_path / "band.pt")
+    proc = subprocess.run([sys.executable, "-m", "audiogate", "serve", "--checkpoint",
+                           str(ckpt), "--port", "99999"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == "audiogate: error: --port must be in 1-65535, got 99999\n"
+
+
+# ------------------------------------------------------------------ idle connections
+def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
+    """Whether the server closes ``sock`` within ``seconds``; and what it sent first."""
+    sock.settimeout(seconds)
+    received = b""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return True, received
+            received += chunk
+    except TimeoutError:
+        return False, received
+    except ConnectionResetError:
+        return True, received
+    return False, received
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sent", [
+    b"",  # connects and says nothing
+    b"GET /health HTTP/1.1\r\nHost: x\r\n",  # half a request head, then nothing
+    b"GET /hea",
+])
+def test_silent_or_partial_request_is_closed(server: Server, sent: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as s:
+        s.sendall(sent)
+        closed, _ = _closed_within(s, IDLE_S + 4)
+    assert closed
+
+
+@pytest.mark.slow
+def test_trickled_request_head_is_closed(server: Server) -> None:
+    """A byte every half second never completes a head: closed after the limit anyway."""
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 40
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as s:
+        try:
+            for byte in head:
+                s.sendall(bytes([byte]))
+                time.sleep(0.25)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        closed, _ = _closed_within(s, IDLE_S + 4)
+    assert closed and time.monotonic() - began < IDLE_S + 6
+
+
+@pytest.mark.slow
+def test_stalled_body_gets_408_and_is_closed(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                  b"Content-Type: multipart/form-data; boundary=b\r\n"
+                  b"Content-Length: 5000\r\n\r\n--b\r\nContent-Disposition: form-data; ")
+        closed, received = _closed_within(s, IDLE_S + 4)
+    assert closed and received.startswith(b"HTTP/1.1 408"), received
+
+
+@pytest.mark.slow
+def test_idle_keep_alive_connection_is_closed_but_a_busy_one_is_not(server: Server) -> None:
+    """After a response, an idle keep-alive connection is closed; a request whose answer
+    takes longer than the idle limit is not cut off (the server, not the client, is busy)."""
+    long = np.tile(sine(440, 1.0), 600)  # 10 minutes: judging it takes over IDLE_S
+    buf = io.BytesIO()
+    sf.write(buf, long, SR, format="WAV", subtype="PCM_16")
+    with httpx.Client(headers=AUTH, timeout=60) as client:
+        r = client.post(f"{server.url}/predict",
+                        files={"file": ("a.wav", buf.getvalue(), "audio/wav")})
+    assert r.status_code == 200, r.text
+    assert r.json()["elapsed_ms"] > 1000 * IDLE_S  # silent client, busy server: kept open
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        closed, received = _closed_within(s, IDLE_S + 4)
+    assert received.startswith(b"HTTP/1.1 200") and closed
