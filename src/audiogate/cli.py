@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .errors import AudiogateError
+from .errors import AudiogateError, ConfigError
 
 log = logging.getLogger("audiogate")
 
@@ -67,13 +67,28 @@ def cmd_eda(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import resume, train
+    from .training import distributed, resume, train
 
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+    if not distributed.launched() and args.nproc > 1:
+        if not args.resume:
+            config_from_args(args)  # a bad flag fails here, once, not in every process
+        return distributed.launch(args.argv, nproc=args.nproc)
+    env = distributed.from_env()
+    if distributed.launched() and args.nproc > 1 and args.nproc != env.local_world_size:
+        raise ConfigError(f"--nproc {args.nproc}, but torchrun started {env.local_world_size} "
+                          "process(es) on this machine; drop --nproc under torchrun")
+    if not env.is_main:  # rank 0 alone logs and shows progress
+        logging.getLogger("audiogate").setLevel(logging.WARNING)
+    quiet = args.quiet or not env.is_main
     if args.resume:
         result = resume(args.resume, max_epochs=args.max_epochs, patience=args.patience,
-                        progress=not args.quiet)
+                        device=args.device, precision=args.precision, progress=not quiet)
     else:
-        result = train(config_from_args(args), progress=not args.quiet)
+        result = train(config_from_args(args), progress=not quiet)
+    if not env.is_main:
+        return 0
     print(f"run folder: {result.run.root}")
     print(f"stopped: {result.stop_reason} after {result.epochs_done} epoch(s)")
     print(f"best epoch {result.best_epoch}: val macro-F1 {result.best_val_f1:.4f} "
@@ -81,6 +96,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.test_report:
         print(f"test macro-F1 of the best model: {result.test_report['macro_f1']:.4f} "
               f"({result.run.test_report})")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare_data
+
+    config = config_from_args(args)
+    if not config.cache:
+        raise ConfigError("audiogate cache fills the on-disk cache; drop --no-cache")
+    data = prepare_data(config, progress=not args.quiet)
+    print(f"cache: {data.cache.folder}")
+    print(f"clips usable per class: {data.usable}; split train {len(data.train)} / val "
+          f"{len(data.val)} / test {len(data.test)}")
+    _report_skipped(data.skipped)
     return 0
 
 
@@ -237,9 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (one run folder per run)")
     p.add_argument("--config", help="TOML file of config fields")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (any --nproc, "
+                                                       "--device, --precision)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train in N data-parallel processes on this machine (torchrun "
+                        "--standalone --nproc-per-node N); --batch-size stays the global batch")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cache", help="decode a data folder into the feature cache ahead of "
+                                     "training (what a distributed run reads)")
+    p.add_argument("--config", help="TOML file of config fields")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on held-out data")
     p.add_argument("--checkpoint", required=True, help="a .pt file, e.g. runs/x/models/best.pt")
@@ -274,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import warnings
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ from typing import Any
 from .errors import ConfigError
 
 BALANCE_CHOICES = ("downsample", "weighted", "none")
+PRECISION_CHOICES = ("32", "bf16-mixed", "16-mixed")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -110,6 +113,13 @@ class Config:
     cache: bool = _f(True, "keep decoded audio and clean features in an on-disk cache, so "
                            "later runs skip decoding; off = a temporary cache for this run")
     cache_dir: str = _f("", "cache folder; empty = <runs_dir>/.cache")
+    prefetch: bool = _f(True, "prepare the next training batch in a background thread while "
+                              "the model trains on this one")
+    # --- hardware ---
+    device: str = _f("auto", "where features, augmentation and the model run: auto (CUDA if "
+                             "present, else MPS, else CPU) | cpu | cuda | cuda:N | mps")
+    precision: str = _f("32", "32 | bf16-mixed | 16-mixed: float32, or torch.autocast to "
+                              "bfloat16 / float16 (16-mixed adds a gradient scaler; CUDA only)")
     # --- outputs ---
     runs_dir: str = _f("runs", "folder that holds one sub-folder per run")
     name: str = _f("", "run name; empty = a timestamp")
@@ -216,6 +226,10 @@ def _validate(c: Config) -> None:
     _require(c.fmax == 0 or c.fmin < c.fmax <= c.sr / 2, "fmax",
              f"must be 0 or in (fmin, {c.sr / 2}]")
     _require(c.balance in BALANCE_CHOICES, "balance", f"must be one of {BALANCE_CHOICES}")
+    _require(DEVICE_PATTERN.fullmatch(c.device) is not None, "device",
+             f"must be auto, cpu, cuda, cuda:N or mps, got {c.device!r}")
+    _require(c.precision in PRECISION_CHOICES, "precision",
+             f"must be one of {PRECISION_CHOICES}, got {c.precision!r}")
     for name in ("noise_p", "pitch_p", "stretch_p", "dropout"):
         _require(0 <= getattr(c, name) <= 1, name, "must be in [0, 1]")
     _require(c.dropout < 1, "dropout", "must be < 1")

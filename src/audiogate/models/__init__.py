@@ -2,7 +2,8 @@
 
 * :mod:`.registry`: ``register_model`` / :class:`ModelSpec` (name + constructor arguments);
 * :mod:`.simple`: the specification's ``SimpleConvNet`` (``model = "simple"``);
-* :mod:`.waveform`: :class:`WaveformClassifier`, front end + network.
+* :mod:`.waveform`: :class:`WaveformClassifier`, front end + network;
+* :mod:`.dropout`: :class:`ClipDropout`, dropout with one mask per clip, from the clip's seed.
 
 A new network is one new module here with a ``@register_model("name")`` class, imported below.
 """
