@@ -128,12 +128,11 @@ def warp_filterbank(mel: torch.Tensor, *, semitones: torch.Tensor) -> torch.Tens
     scale = torch.pow(2.0, semitones.to(device=mel.device, dtype=mel.dtype) / 12.0)
     pos = torch.arange(n_bins, device=mel.device, dtype=mel.dtype)[None, :] * scale[:, None]
     lo = pos.floor()
-    frac = (pos - lo)[:, None, :]                                   # (batch, 1, n_bins)
+    frac = (pos - lo)[:, :, None]                                   # (batch, n_bins, 1)
     lo_i = lo.long().clamp(max=n_bins)
-    padded = torch.cat([mel, mel.new_zeros(n_mels, 1)], dim=1)       # bin n_bins reads 0
-    below = padded[:, lo_i].permute(1, 0, 2)                         # (batch, n_mels, n_bins)
-    above = padded[:, (lo_i + 1).clamp(max=n_bins)].permute(1, 0, 2)
-    return scale[:, None, None] * torch.lerp(below, above, frac)
+    rows = torch.cat([mel.T, mel.new_zeros(1, n_mels)])             # row n_bins reads 0
+    below, above = rows[lo_i], rows[(lo_i + 1).clamp(max=n_bins)]   # (batch, n_bins, n_mels)
+    return (scale[:, None, None] * torch.lerp(below, above, frac)).transpose(1, 2)
 
 
 def stretch_frames(x: torch.Tensor, *, rate: torch.Tensor, n_frames: int) -> torch.Tensor:

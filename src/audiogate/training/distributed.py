@@ -122,7 +122,8 @@ class Dist:
 
         for param in net.parameters():
             if param.dim() == 4:
-                param.data = param.data.contiguous(memory_format=torch.channels_last)
+                laid_out = torch.empty_like(param.data, memory_format=torch.channels_last)
+                param.data = laid_out.copy_(param.data)  # strides set even where C = 1
         return DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None)
 
