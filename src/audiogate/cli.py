@@ -79,8 +79,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if distributed.launched() and args.nproc > 1 and args.nproc != env.local_world_size:
         raise ConfigError(f"--nproc {args.nproc}, but torchrun started {env.local_world_size} "
                           "process(es) on this machine; drop --nproc under torchrun")
-    if not env.is_main:  # rank 0 alone logs and shows progress
-        logging.getLogger("audiogate").setLevel(logging.WARNING)
+    if not env.is_main:  # rank 0 alone logs and shows progress; the others only errors
+        logging.getLogger("audiogate").setLevel(logging.ERROR)
     quiet = args.quiet or not env.is_main
     if args.resume:
         result = resume(args.resume, max_epochs=args.max_epochs, patience=args.patience,
