@@ -72,8 +72,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
     if not distributed.launched() and args.nproc > 1:
-        if not args.resume:
-            config_from_args(args)  # a bad flag fails here, once, not in every process
+        if not args.resume and not config_from_args(args).cache:  # fail once, here
+            raise ConfigError("--no-cache cannot be used with --nproc: the processes share "
+                              "the on-disk feature cache")
         return distributed.launch(args.argv, nproc=args.nproc)
     env = distributed.from_env()
     if distributed.launched() and args.nproc > 1 and args.nproc != env.local_world_size:

@@ -70,8 +70,9 @@ class AddNoise:
         rms = peak * torch.sqrt((real / peak[:, None]).square().sum(dim=1) / count)  # no overflow
         scale = rms * torch.pow(10.0, -snr_db.to(wave.dtype) / 20.0)
         noise = torch.zeros_like(wave)
+        seeds = noise_seed.tolist()
         for i in torch.isfinite(snr_db).nonzero().flatten().tolist():
-            gen = torch.Generator(device=wave.device).manual_seed(int(noise_seed[i]))
+            gen = torch.Generator(device=wave.device).manual_seed(int(seeds[i]))
             noise[i] = torch.randn(wave.shape[1], generator=gen, device=wave.device,
                                    dtype=wave.dtype)
         return wave + noise * (scale[:, None] * inside)
