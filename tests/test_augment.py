@@ -210,6 +210,14 @@ def test_same_seed_same_features_other_seed_other_features() -> None:
         assert not torch.equal(a[i], c[i])
 
 
+def test_an_empty_batch_gives_empty_features() -> None:
+    front = AugmentedFrontEnd(LogMel(CFG), AugmentConfig())
+    n = math.ceil(CFG.n_samples * 1.25) + CFG.hop_length
+    out = front(torch.zeros(0, n), lengths=torch.zeros(0, dtype=torch.int64),
+                seeds=np.zeros(0, np.uint64))
+    assert out.shape == (0, CFG.n_mels, CFG.fixed_length)
+
+
 def test_a_clips_augmentation_does_not_depend_on_its_batch() -> None:
     """Each clip draws from its own seed: a batch of 4 gives, clip for clip, what two batches
     of 2 (the shards of two training processes) give."""

@@ -5,7 +5,8 @@
 * 2 processes x 16 clips give the per-epoch metrics of 1 process x 32 clips (same seed,
   class-weighted loss, an uneven last batch), to float reduction order;
 * SIGTERM to the launcher stops both processes at a batch boundary with the finished epochs
-  saved, and the run resumes in one process to the results of an uninterrupted run;
+  saved, and the run resumes in one process to the results of an uninterrupted run (with a
+  last batch of one clip, of which the second process gets nothing);
 * a checkpoint trained so predicts, exports to ONNX and serves like any other.
 """
 
@@ -39,6 +40,8 @@ FLAGS = [*TINY_FLAGS, "--batch-size", "32", "--balance", "weighted", "--seed", "
 16 + 16, then 5 + 4)."""
 EPOCHS = 2
 RUN_TIMEOUT_S = 300
+ONE_LEFT = [*FLAGS, "--batch-size", "40"]
+"""Batches of 40 and 1: the second process's share of the last batch is empty."""
 
 AUDIT = '''
 import os
@@ -202,7 +205,7 @@ def stopped(tmp_path: Path) -> Iterator[tuple[Path, Path, str, str, int]]:
     data = _toy(tmp_path)
     run = tmp_path / "runs" / "forever"
     proc = subprocess.Popen(_cmd("--data", str(data), "--runs-dir", str(tmp_path / "runs"),
-                                 "--name", "forever", "--max-epochs", "0", *FLAGS),
+                                 "--name", "forever", "--max-epochs", "0", *ONE_LEFT),
                             env=_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -233,6 +236,6 @@ def test_sigterm_stops_every_rank_cleanly_and_one_process_resumes(
     # one process, not two, takes it from there
     assert main(["-q", "train", "--resume", str(run), "--max-epochs", str(done + 1)]) == 0
     assert main(["-q", "train", "--data", str(data), "--runs-dir", str(tmp_path / "straight"),
-                 "--name", "s", "--max-epochs", str(done + 1), *FLAGS]) == 0
+                 "--name", "s", "--max-epochs", str(done + 1), *ONE_LEFT]) == 0
     _same_metrics(_metrics(run), _metrics(tmp_path / "straight" / "s"))
     np.testing.assert_equal(len(_metrics(run)), done + 1)

@@ -218,9 +218,11 @@ class AugmentedFrontEnd:
         filterbanks (:func:`warp_filterbank`) and the time stretch runs on the mel power
         (:func:`stretch_frames`), so the only full-resolution work is the STFT.
         """
-        device = wave.device
+        device, cfg = wave.device, self.frontend.cfg
+        if wave.shape[0] == 0:  # e.g. a process's share of a batch smaller than the job
+            return wave.new_zeros(0, cfg.n_mels, cfg.fixed_length)
         params = {k: v.to(device) for k, v in params.items()}
-        span = torch.round(self.frontend.cfg.n_samples * params["rate"].double()).long()
+        span = torch.round(cfg.n_samples * params["rate"].double()).long()
         inside = torch.arange(wave.shape[1], device=device)[None, :] < span[:, None]
         wave = limit_peak(wave * inside)
         wave = AddNoise.apply(wave, snr_db=params["snr_db"],
@@ -229,5 +231,5 @@ class AugmentedFrontEnd:
         power = self.frontend.power(wave)
         banks = warp_filterbank(self.frontend.mel, semitones=params["semitones"])
         mel = stretch_frames(torch.bmm(banks, power), rate=params["rate"],
-                             n_frames=self.frontend.cfg.fixed_length)
+                             n_frames=cfg.fixed_length)
         return self.frontend.from_mel(mel)
