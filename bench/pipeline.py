@@ -40,7 +40,7 @@ import torch
 
 from audiogate.config import Config
 from audiogate.data import discover, prepare_data
-from audiogate.data.split import balance, stratified_split
+from audiogate.data.split import make_split
 from audiogate.deploy.inference import load
 from audiogate.models import ModelSpec
 from audiogate.training import Trainer
@@ -70,11 +70,9 @@ def bench_config(work: Path) -> Config:
 
 def train_pairs(config: Config) -> list[tuple[str, int]]:
     """The training split audiogate's ``train`` makes of the folder (same seed, same code)."""
-    found = discover(config.data)
-    kept = balance(found.clips, strategy=config.balance,
-                   rng=np.random.default_rng(config.seed))
-    split = stratified_split(kept, test_size=config.test_size, val_size=config.val_size,
-                             seed=config.seed)
+    found = discover(config.data, group_by=config.group_by)
+    split = make_split(found.clips, test_size=config.test_size, val_size=config.val_size,
+                       seed=config.seed, balance_by=config.balance)
     return [(c.path, c.label) for c in split.train]
 
 

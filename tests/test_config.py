@@ -44,7 +44,7 @@ def test_precedence_defaults_toml_cli(tmp_path: Path) -> None:
 def test_features_view_matches_fields() -> None:
     f = Config(fixed_length=100, hop_length=160).features()
     assert f.n_samples == 99 * 160
-    assert f.frames_for(f.n_samples / f.sr) == 100
+    assert 1 + f.n_samples // f.hop_length == 100   # centred STFT frames of the window
 
 
 @pytest.mark.parametrize(("values", "field"), [
@@ -76,3 +76,19 @@ def test_unknown_and_mistyped_keys(tmp_path: Path) -> None:
     path.write_text("sr = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         Config.from_toml(path)
+
+
+def test_fixed_length_auto_round_trips(tmp_path: Path) -> None:
+    from audiogate.cli import build_parser, config_from_args
+    from audiogate.errors import ConfigError
+
+    config = Config.from_dict({"fixed_length": "auto"})
+    assert config.auto_window and 'fixed_length = "auto"' in config.to_toml()
+    (tmp_path / "c.toml").write_text(config.to_toml())
+    assert Config.from_toml(tmp_path / "c.toml") == config
+    args = build_parser().parse_args(["train", "--fixed-length", "auto"])
+    assert config_from_args(args).auto_window
+    with pytest.raises(ConfigError, match="'auto'"):
+        config.features()
+    with pytest.raises(ConfigError, match="fixed_length"):
+        Config.from_dict({"fixed_length": "long"})

@@ -93,3 +93,95 @@ def test_split_file_round_trip(tmp_path: Path) -> None:
     split = stratified_split(_clips({0: 20, 1: 20}), test_size=0.2, val_size=0.2, seed=0)
     write_split(split, tmp_path / "split.csv", classes=("no", "yes"))
     assert read_split(tmp_path / "split.csv") == split
+
+
+# ----------------------------------------------------------------- groups
+def _speakers(n_speakers: int, per_speaker: int, *, seed: int = 0) -> list[Clip]:
+    """Clips of ``n_speakers`` speakers, each with clips of both classes in varied numbers."""
+    gen = np.random.default_rng(seed)
+    clips = []
+    for s in range(n_speakers):
+        for i in range(per_speaker + int(gen.integers(0, 4))):
+            clips.append(Clip(f"/d/{s}/{i}.wav", int(gen.integers(0, 2)), f"spk{s}"))
+    return clips
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_group_split_keeps_each_group_on_one_side(seed: int) -> None:
+    clips = _speakers(20, 10, seed=seed)
+    split = stratified_split(clips, test_size=0.15, val_size=0.15, seed=seed)
+    sides = {name: {c.group for c in getattr(split, name)} for name in ("train", "val", "test")}
+    assert not (sides["train"] & sides["val"] or sides["train"] & sides["test"]
+                or sides["val"] & sides["test"])
+    assert sorted(split.train + split.val + split.test, key=lambda c: c.path) == \
+        sorted(clips, key=lambda c: c.path)
+    for name in ("train", "val", "test"):
+        assert {c.label for c in getattr(split, name)} == {0, 1}
+    # stratified as far as groups allow: each subset is near its share of the clips
+    assert abs(len(split.test) / len(clips) - 0.15) < 0.06
+    assert abs(len(split.val) / len(clips) - 0.15) < 0.06
+    again = stratified_split(clips, test_size=0.15, val_size=0.15, seed=seed)
+    assert again == split
+
+
+def test_group_split_needs_three_groups_per_class() -> None:
+    clips = [Clip(f"/d/{s}/{i}.wav", i % 2, f"spk{s}") for s in range(2) for i in range(20)]
+    with pytest.raises(DataError, match="at least 3 groups"):
+        stratified_split(clips, test_size=0.15, val_size=0.15, seed=0)
+
+
+def test_group_of_folder_regex_and_none(tmp_path: Path) -> None:
+    from audiogate.data.discover import group_of
+
+    cls = tmp_path / "allowed"
+    assert group_of(cls / "alice" / "x" / "a.wav", class_dir=cls, group_by="folder") == "alice"
+    assert group_of(cls / "a.wav", class_dir=cls, group_by="folder") == ""
+    assert group_of(cls / "bob_07.wav", class_dir=cls, group_by=r"regex:^([a-z]+)_") == "bob"
+    assert group_of(cls / "bob_07.wav", class_dir=cls, group_by=r"regex:\d+") == "07"
+    assert group_of(cls / "x.wav", class_dir=cls, group_by=r"regex:^([a-z]+)_") == ""
+    assert group_of(cls / "alice" / "a.wav", class_dir=cls, group_by="none") == ""
+
+
+@pytest.mark.parametrize("bad", ["speaker", "regex:", "regex:(unclosed"])
+def test_bad_group_by_is_refused(bad: str) -> None:
+    from audiogate.config import Config
+    from audiogate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="group_by"):
+        Config(group_by=bad)
+
+
+def test_discover_groups_by_speaker_folder(tmp_path: Path) -> None:
+    for cls in ("allowed", "not_allowed"):
+        for spk in ("ann", "ben"):
+            _touch_wavs(tmp_path / cls / spk, 2)
+    found = discover(tmp_path, group_by="folder")
+    assert {c.group for c in found.clips} == {"ann", "ben"}
+    assert all(f"/{c.group}/" in c.path for c in found.clips)
+
+
+def test_copies_share_a_group_and_one_subset() -> None:
+    from audiogate.data.split import merge_identical
+
+    clips = [Clip(f"/d/{i}.wav", i % 2) for i in range(40)]
+    keys: list[object] = list(range(40))
+    keys[7] = keys[3] = keys[21] = "same bytes"         # three copies of one file
+    merged = merge_identical(clips, keys)
+    assert {merged[i].group for i in (3, 7, 21)} == {"/d/21.wav"}  # the smallest member
+    assert len({c.group for c in merged}) == 38
+    split = stratified_split(merged, test_size=0.15, val_size=0.15, seed=0)
+    holding = [name for name in ("train", "val", "test")
+               if any(c.path in ("/d/3.wav", "/d/7.wav", "/d/21.wav")
+                      for c in getattr(split, name))]
+    assert len(holding) == 1
+
+
+def test_split_file_keeps_groups_and_reads_old_files(tmp_path: Path) -> None:
+    clips = _speakers(12, 6)
+    split = stratified_split(clips, test_size=0.2, val_size=0.2, seed=0)
+    write_split(split, tmp_path / "split.csv", classes=("no", "yes"))
+    assert (tmp_path / "split.csv").read_text().splitlines()[0] == \
+        "subset,path,label,class,group"
+    assert read_split(tmp_path / "split.csv") == split
+    (tmp_path / "old.csv").write_text("subset,path,label,class\ntrain,/a.wav,1,yes\n")
+    assert read_split(tmp_path / "old.csv").train == [Clip("/a.wav", 1)]

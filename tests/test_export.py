@@ -25,10 +25,10 @@ from audiogate.deploy.onnx import (
     probe_waves,
     read_metadata,
 )
-from audiogate.errors import CheckpointError
+from audiogate.errors import CheckpointError, ConfigError
 from audiogate.features.dft import DftLogMel
 from audiogate.features.frontend import LogMel, fit_length
-from audiogate.models import ModelSpec
+from audiogate.models import ModelSpec, model_names
 from audiogate.training.checkpoint import load_checkpoint, save_checkpoint
 
 from .conftest import build_band_gate, hiss
@@ -136,6 +136,42 @@ def test_onnx_classifier_matches_torch_classifier(exported: dict[str, Path],
     assert b[2].error == a[2].error
 
 
+def test_load_picks_the_backend(exported: dict[str, Path], tmp_path: Path) -> None:
+    """``audiogate.load``: by file type, or as asked; a checkpoint's export is found beside it
+    (or given) and must come from that checkpoint."""
+    assert load(exported["band"]).backend == "torch"
+    assert load(exported["band.onnx"]).backend == "onnx"
+    beside = load(exported["band"], backend="onnx")      # band.onnx next to band.pt
+    assert beside.backend == "onnx" and beside.classes == CLASSES
+    assert load(exported["band"], backend="onnx", onnx=exported["band.onnx"]).backend == "onnx"
+    with pytest.raises(CheckpointError, match="not exported from"):
+        load(exported["random"], backend="onnx", onnx=exported["band.onnx"])
+    with pytest.raises(ConfigError, match="is an ONNX export"):
+        load(exported["band.onnx"], backend="torch")
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        load(exported["band"], backend="tflite")
+
+
+def test_the_operating_point_travels_with_the_export(exported: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    ckpt = load_checkpoint(exported["band"])
+    gated = tmp_path / "gated.pt"
+    save_checkpoint(gated, net=ckpt.build_net(), spec=ckpt.spec,
+                    config=Config(**{**ckpt.config.to_dict(), "clip_pooling": "max"}),
+                    classes=ckpt.classes, epoch=ckpt.epoch, metrics=ckpt.metrics,
+                    gate={"positive": "allowed", "threshold": 0.62, "operating_point": "eer",
+                          "validation": {"far": 0.1, "frr": float("nan")}})
+    export_onnx(checkpoint=gated, out=tmp_path / "gated.onnx")
+    torch_gate, onnx_gate = load(gated), load(tmp_path / "gated.onnx")
+    assert torch_gate.threshold == onnx_gate.threshold == 0.62
+    assert torch_gate.decision == onnx_gate.decision
+    assert onnx_gate.describe()["pooling"] == "max"
+    y = 0.4 * voice_like(rng=np.random.default_rng(2), duration=3.0, sr=SR)
+    a, b = torch_gate.predict(y, sr=SR), onnx_gate.predict(y, sr=SR)
+    assert a.label == b.label and a.n_windows == b.n_windows == 3
+    assert a.score == pytest.approx(b.score, abs=TOL)
+
+
 def test_metadata_travels_with_the_model(exported: dict[str, Path]) -> None:
     meta = read_metadata(exported["random.onnx"])
     ckpt = load_checkpoint(exported["random"])
@@ -202,16 +238,30 @@ def test_cli_export_then_predict_with_onnx_backend(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_trained_model_exports_within_tolerance(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", model_names())
+def test_trained_model_exports_within_tolerance(tmp_path: Path, model: str) -> None:
+    """Every registered network, trained (so batch norm has real statistics), exports and
+    runs in onnxruntime as in PyTorch, and the service gives the same answer."""
     from audiogate.data.synth import make_demo_dataset
+    from audiogate.deploy.serve import create_app
     from audiogate.training import train
 
     make_demo_dataset(root=tmp_path / "data", n_per_class=16)
     result = train(Config(data=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"),
                           name="t", max_epochs=2, patience=0, workers=1, lr=3e-3,
-                          fixed_length=100, keep_epoch_checkpoints=False), progress=False)
+                          fixed_length=100, keep_epoch_checkpoints=False, model=model,
+                          width=1), progress=False)
     report = export_onnx(checkpoint=result.run.last, out=tmp_path / "t.onnx")
     assert report.max_abs_diff < TOL
     gate, onnx_gate = load(result.run.last), load_onnx(tmp_path / "t.onnx")
     waves = real_waves(tmp_path, n_samples=gate.features.n_samples)
     assert np.abs(gate.probabilities(waves) - onnx_gate.probabilities(waves)).max() < TOL
+    from fastapi.testclient import TestClient
+
+    clip = next((tmp_path / "data" / "allowed").glob("*.wav"))
+    for backend in (gate, onnx_gate):
+        with TestClient(create_app(backend)) as client:
+            served = client.post("/predict", files={"file": ("a.wav", clip.read_bytes())})
+        assert served.status_code == 200
+        assert served.json()["probabilities"]["allowed"] == pytest.approx(
+            gate.predict(str(clip)).probabilities["allowed"], abs=TOL)

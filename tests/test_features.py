@@ -31,7 +31,7 @@ def test_matches_librosa(rng: np.random.Generator, seconds: float) -> None:
     ours = log_mel(y, cfg=FEAT)
     assert ours.shape == (FEAT.n_mels, FEAT.fixed_length)
     assert ours.dtype == np.float32
-    np.testing.assert_allclose(ours, librosa_reference(y), atol=2e-3)
+    np.testing.assert_allclose(ours, librosa_reference(y), atol=5e-4)  # float32 vs float64
 
 
 def test_db_range_and_zscore(rng: np.random.Generator) -> None:

@@ -45,12 +45,19 @@ def test_equal_error_rate_of_a_known_list() -> None:
 
 
 def test_threshold_for_a_target_far_and_frr() -> None:
-    t = threshold_at_far(Y, S, far=0.0)          # above every negative: 0.8
-    assert t == 0.8 and error_rates(Y, S, threshold=t) == (0.0, 0.4)
-    t = threshold_at_far(Y, S, far=0.2)          # one negative may pass: lowest is 0.6
-    assert t == 0.6 and error_rates(Y, S, threshold=t) == (0.2, 0.2)
-    t = threshold_at_frr(Y, S, frr=0.0)          # every positive: 0.35
-    assert t == 0.35 and error_rates(Y, S, threshold=t) == (0.4, 0.0)
+    # the middle of the range of thresholds that give the result
+    t = threshold_at_far(Y, S, far=0.0)          # above every negative: (0.7, 0.8]
+    assert t == pytest.approx(0.75) and error_rates(Y, S, threshold=t) == (0.0, 0.4)
+    t = threshold_at_far(Y, S, far=0.2)          # one negative may pass: (0.4, 0.6]
+    assert t == pytest.approx(0.5) and error_rates(Y, S, threshold=t) == (0.2, 0.2)
+    t = threshold_at_frr(Y, S, frr=0.0)          # every positive: (0.3, 0.35]
+    assert t == pytest.approx(0.325) and error_rates(Y, S, threshold=t) == (0.4, 0.0)
+
+
+def test_best_f1_threshold_takes_the_middle_of_a_clean_gap() -> None:
+    y = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])   # any t in (0.3, 0.7] is perfect
+    assert best_f1_threshold(y, scores) == pytest.approx(0.5)
 
 
 def test_best_f1_threshold_beats_every_other() -> None:
@@ -77,8 +84,8 @@ def test_bad_operating_point_is_refused(rule: str) -> None:
 
 
 def test_choose_threshold_follows_the_rule() -> None:
-    assert choose_threshold(Y, S, rule="far=0") == 0.8
-    assert choose_threshold(Y, S, rule="frr=0") == 0.35
+    assert choose_threshold(Y, S, rule="far=0") == pytest.approx(0.75)
+    assert choose_threshold(Y, S, rule="frr=0") == pytest.approx(0.325)
     assert choose_threshold(Y, S, rule="eer") == equal_error_rate(Y, S)[1]
 
 

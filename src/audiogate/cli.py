@@ -20,6 +20,11 @@ EXIT_NOTHING_USABLE = 1
 _TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
 
+def _frames(text: str) -> int | str:
+    """``--fixed-length``: a number of frames, or ``auto``."""
+    return "auto" if text == "auto" else int(text)
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per :class:`Config` field; unset flags stay ``None`` (TOML/defaults win)."""
     group = parser.add_argument_group("config fields (override --config)")
@@ -30,7 +35,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
         else:
-            group.add_argument(flag, dest=f.name, type=_TYPES[str(f.type)], default=None,
+            kind = _frames if f.name == "fixed_length" else _TYPES[str(f.type)]
+            group.add_argument(flag, dest=f.name, type=kind, default=None,
                                metavar=str(f.type).upper(), help=help_text)
     group.add_argument("--epochs", dest="max_epochs", type=int, default=None,
                        help="alias of --max-epochs")
@@ -47,9 +53,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 # ----------------------------------------------------------------- commands
 def cmd_eda(args: argparse.Namespace) -> int:
+    from .data.prepare import resolve_window
     from .reporting.eda import analyse, write_eda
 
-    config = config_from_args(args)
+    config = resolve_window(config_from_args(args))  # "auto": the window train would use
     report = analyse(config.data, features=config.features())
     paths = write_eda(report, Path(args.out))
     summary = report.summary()
@@ -97,6 +104,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.test_report:
         print(f"test macro-F1 of the best model: {result.test_report['macro_f1']:.4f} "
               f"({result.run.test_report})")
+        gate = result.test_report.get("gate")
+        if gate:
+            print(f"operating point: P({gate['positive']}) >= {gate['threshold']:.4f}; on the "
+                  f"test split FAR {gate['far']:.4f}, FRR {gate['frr']:.4f}, EER "
+                  f"{gate['eer']:.4f}")
     return 0
 
 
@@ -119,6 +131,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .reporting.tables import format_report
 
     result = evaluate(args.checkpoint, data=args.data, subset=args.split, out=args.out,
+                      threshold=args.threshold,
                       workers=args.workers, progress=not args.quiet)
     print(format_report(result.report))
     _report_skipped(result.skipped)
@@ -155,7 +168,7 @@ def _load_gate(args: argparse.Namespace) -> Any:
     from .deploy.inference import load
 
     backend = "onnx" if Path(args.checkpoint).suffix.lower() == ".onnx" else args.backend
-    return load(args.checkpoint, backend=backend, onnx=args.onnx,
+    return load(args.checkpoint, backend=backend, onnx=args.onnx, threshold=args.threshold,
                 workers=getattr(args, "workers", 1))
 
 
@@ -201,7 +214,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_threshold_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="a two-class gate accepts when P(allowed) >= P (default: the "
+                        "operating point chosen on validation, stored in the checkpoint)")
+
+
 def _add_backend_flags(p: argparse.ArgumentParser) -> None:
+    _add_threshold_flag(p)
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="run the checkpoint with PyTorch, or its ONNX export with onnxruntime")
     p.add_argument("--onnx", metavar="PATH",
@@ -289,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for report.json and confusion.png "
                                  "(default: <run>/evaluation or ./evaluation)")
     p.add_argument("--workers", type=int, default=0, help="decoding processes; 0 = all cores")
+    _add_threshold_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label new audio files or folders")

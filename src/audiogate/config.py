@@ -22,6 +22,29 @@ from .errors import ConfigError
 BALANCE_CHOICES = ("downsample", "weighted", "none")
 PRECISION_CHOICES = ("32", "bf16-mixed", "16-mixed")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+AUTO_WINDOW = 0
+"""``fixed_length = "auto"`` is held as this value until ``train`` resolves it."""
+
+
+SPEC_RECIPE: dict[str, Any] = {
+    "sr": 16000, "n_mels": 64, "fixed_length": 200, "batch_size": 32, "lr": 1e-3,
+    "weight_decay": 1e-4, "test_size": 0.15, "val_size": 0.15, "balance": "downsample",
+    "augment": True, "model": "simple", "dropout": 0.3, "label_smoothing": 0.0,
+    "mixup_alpha": 0.0, "specaug_freq_masks": 0, "specaug_time_masks": 0,
+    "lr_schedule": "none", "warmup_epochs": 0.0, "random_crop": False,
+}
+"""The specification's notebook: its ``Args`` and its SimpleConvNet, nothing added."""
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "spec": SPEC_RECIPE,
+    "strong": {
+        "model": "bcresnet", "width": 2, "dropout": 0.1, "lr": 3e-3, "weight_decay": 1e-3,
+        "lr_schedule": "onecycle", "label_smoothing": 0.1, "specaug_freq_masks": 2,
+        "specaug_freq_width": 8, "specaug_time_masks": 2, "specaug_time_width": 20,
+    },
+}
+"""Named bundles of field values. Precedence: field defaults < recipe < TOML file < flags."""
 
 
 def _f(default: Any, help: str) -> Any:
@@ -52,10 +75,6 @@ class FeatureConfig:
         """Upper mel edge in Hz (``fmax`` of 0 means Nyquist)."""
         return self.fmax if self.fmax > 0 else self.sr / 2
 
-    def frames_for(self, seconds: float) -> int:
-        """Number of centred STFT frames for a clip of ``seconds`` seconds."""
-        return 1 + int(seconds * self.sr) // self.hop_length
-
 
 @dataclass(frozen=True, kw_only=True)
 class AugmentConfig:
@@ -77,12 +96,16 @@ class Config:
     data: str = _f("./dataset", "data set root: one sub-folder per class")
     sr: int = _f(16000, "sample rate (Hz) every clip is resampled to")
     n_mels: int = _f(64, "number of mel bands")
-    fixed_length: int = _f(200, "spectrogram frames per clip (pad or truncate)")
+    fixed_length: int = _f(200, "spectrogram frames per clip (pad or truncate); \"auto\": "
+                                "enough for 90%% of the training clips, chosen by train")
     batch_size: int = _f(32, "clips per training batch")
     lr: float = _f(1e-3, "Adam learning rate")
     weight_decay: float = _f(1e-4, "Adam weight decay (L2)")
     test_size: float = _f(0.15, "fraction of clips held out for the final test")
     val_size: float = _f(0.15, "fraction of clips used for validation / model selection")
+    recipe: str = _f("default", "starting point for the other fields: default | spec (the "
+                                "specification's notebook exactly) | strong (the benchmark's "
+                                "best); explicit fields win")
     # --- front end ---
     n_fft: int = _f(1024, "FFT size (samples)")
     win_length: int = _f(400, "STFT window (samples); 400 = 25 ms at 16 kHz")
@@ -91,7 +114,11 @@ class Config:
     fmax: float = _f(0.0, "highest mel frequency (Hz); 0 = sr / 2")
     top_db: float = _f(80.0, "dynamic range kept below each clip's maximum (dB)")
     # --- data ---
-    balance: str = _f("downsample", "class balance: downsample | weighted | none")
+    balance: str = _f("downsample", "class balance of the training split: downsample | "
+                                    "weighted | none (validation and test keep the data's mix)")
+    group_by: str = _f("none", "keep groups on one side of the split: none | folder (first "
+                               "sub-folder of a class folder, e.g. a speaker) | regex:PATTERN "
+                               "(first capture group in the file name)")
     seed: int = _f(0, "seed for balancing, split, shuffling, augmentation and init")
     # --- augmentation (training only) ---
     augment: bool = _f(True, "augment training clips")
@@ -105,8 +132,19 @@ class Config:
     stretch_max: float = _f(1.25, "highest time-stretch rate (>1 speeds up)")
     # --- model and training ---
     model: str = _f("simple", "network, by registered name: simple (the specification's "
-                              "SimpleConvNet)")
+                              "SimpleConvNet) | bcresnet (BC-ResNet, Kim et al. 2021)")
+    width: int = _f(2, "width multiplier of BC-ResNet (1: ~9k parameters, 2: ~27k, 8: ~320k)")
     dropout: float = _f(0.3, "dropout before the classifier")
+    label_smoothing: float = _f(0.0, "cross-entropy label smoothing (0 = off)")
+    mixup_alpha: float = _f(0.0, "mixup of pairs of training clips, Beta(alpha, alpha) "
+                                 "weights (0 = off)")
+    specaug_freq_masks: int = _f(0, "SpecAugment: masked bands of mel channels per clip")
+    specaug_freq_width: int = _f(8, "SpecAugment: widest masked band (mel channels)")
+    specaug_time_masks: int = _f(0, "SpecAugment: masked stretches of frames per clip")
+    specaug_time_width: int = _f(20, "SpecAugment: longest masked stretch (frames)")
+    lr_schedule: str = _f("none", "learning-rate schedule: none | cosine | onecycle "
+                                  "(cosine and onecycle need max_epochs > 0)")
+    warmup_epochs: float = _f(0.0, "linear learning-rate warm-up (epochs)")
     max_epochs: int = _f(30, "stop after this many epochs; 0 = run until Ctrl+C")
     patience: int = _f(8, "early stop after this many epochs without val-F1 gain; 0 = off")
     workers: int = _f(0, "processes for decoding audio; 0 = all cores")
@@ -124,6 +162,15 @@ class Config:
     runs_dir: str = _f("runs", "folder that holds one sub-folder per run")
     name: str = _f("", "run name; empty = a timestamp")
     keep_epoch_checkpoints: bool = _f(True, "keep models/model_epoch_N.pt for every epoch")
+    # --- the gate's decision ---
+    operating_point: str = _f("f1", "how a two-class gate's threshold on P(allowed) is chosen "
+                                    "on validation: f1 | eer | far=X | frr=X")
+    clip_pooling: str = _f("mean", "a clip longer than the window is judged over all its "
+                                   "windows: mean | max of their probabilities")
+    max_clip_s: float = _f(10.0, "seconds of each clip used: training crops come from them, "
+                                 "predictions pool windows over them")
+    random_crop: bool = _f(True, "train on a random window of each clip longer than the "
+                                 "window, a new one every epoch (off: always its start)")
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -133,8 +180,17 @@ class Config:
         """Folder of the on-disk feature cache (``cache_dir``, else ``<runs_dir>/.cache``)."""
         return Path(self.cache_dir) if self.cache_dir else Path(self.runs_dir) / ".cache"
 
+    @property
+    def auto_window(self) -> bool:
+        """Whether ``fixed_length`` is still ``"auto"`` (resolved by ``train``)."""
+        return self.fixed_length == AUTO_WINDOW
+
     def features(self) -> FeatureConfig:
         """The front-end settings, as stored in checkpoints."""
+        if self.auto_window:
+            raise ConfigError("fixed_length is 'auto': train chooses it from the training "
+                              "split (audiogate.data.prepare.resolve_window); set a number "
+                              "to use the front end directly")
         return FeatureConfig(
             sr=self.sr, n_mels=self.n_mels, fixed_length=self.fixed_length, n_fft=self.n_fft,
             win_length=self.win_length, hop_length=self.hop_length, fmin=self.fmin,
@@ -162,7 +218,17 @@ class Config:
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; "
                               f"known fields are: {', '.join(known)}")
-        return cls(**{k: _coerce(k, v, _FIELD_TYPES[k], source) for k, v in values.items()})
+        recipe = values.get("recipe", "default")
+        if recipe not in RECIPES:
+            raise ConfigError(f"{source}: unknown recipe {recipe!r}; recipes are: "
+                              f"{', '.join(RECIPES)}")
+        merged = {**RECIPES[recipe], **values}
+        return cls(**{k: _coerce(k, v, _FIELD_TYPES[k], source) for k, v in merged.items()})
+
+    @classmethod
+    def from_recipe(cls, recipe: str, **overrides: Any) -> Config:
+        """The config of a named recipe (:data:`RECIPES`), with ``overrides`` on top."""
+        return cls.from_dict({**overrides, "recipe": recipe}, source="recipe")
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> Config:
@@ -182,7 +248,9 @@ class Config:
         """Render as a flat TOML document that :meth:`from_toml` reads back unchanged."""
         lines = ["# audiogate run configuration"]
         for key, value in self.to_dict().items():
-            if isinstance(value, bool):
+            if key == "fixed_length" and value == AUTO_WINDOW:
+                text = '"auto"'
+            elif isinstance(value, bool):
                 text = "true" if value else "false"
             elif isinstance(value, str):
                 text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -193,6 +261,8 @@ class Config:
 
 
 def _coerce(name: str, value: Any, kind: type, source: str) -> Any:
+    if name == "fixed_length" and value == "auto":
+        return AUTO_WINDOW
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -207,11 +277,11 @@ def _require(ok: bool, name: str, message: str) -> None:
 
 
 def _validate(c: Config) -> None:
-    for name in ("sr", "n_mels", "fixed_length", "batch_size", "n_fft", "win_length",
-                 "hop_length"):
+    for name in ("sr", "n_mels", "batch_size", "n_fft", "win_length", "hop_length"):
         _require(getattr(c, name) > 0, name, f"must be > 0, got {getattr(c, name)}")
     _require(c.sr >= 4000, "sr", f"must be at least 4000 Hz, got {c.sr}")
-    _require(c.fixed_length >= 4, "fixed_length", "must be >= 4 (two 2x2 poolings)")
+    _require(c.auto_window or c.fixed_length >= 4, "fixed_length",
+             f"must be 'auto' or >= 4 (two 2x2 poolings), got {c.fixed_length}")
     _require(c.win_length <= c.n_fft, "win_length", f"must be <= n_fft ({c.n_fft})")
     _require(c.hop_length <= c.win_length, "hop_length",
              f"must be <= win_length ({c.win_length}), or samples fall between frames")
@@ -225,11 +295,14 @@ def _validate(c: Config) -> None:
     _require(0 <= c.fmin < c.sr / 2, "fmin", f"must be in [0, {c.sr / 2})")
     _require(c.fmax == 0 or c.fmin < c.fmax <= c.sr / 2, "fmax",
              f"must be 0 or in (fmin, {c.sr / 2}]")
+    _require(c.recipe in RECIPES, "recipe", f"must be one of {', '.join(RECIPES)}")
     _require(c.balance in BALANCE_CHOICES, "balance", f"must be one of {BALANCE_CHOICES}")
     _require(DEVICE_PATTERN.fullmatch(c.device) is not None, "device",
              f"must be auto, cpu, cuda, cuda:N or mps, got {c.device!r}")
     _require(c.precision in PRECISION_CHOICES, "precision",
              f"must be one of {PRECISION_CHOICES}, got {c.precision!r}")
+    _check_group_by(c)
+    _check_decision(c)
     for name in ("noise_p", "pitch_p", "stretch_p", "dropout"):
         _require(0 <= getattr(c, name) <= 1, name, "must be in [0, 1]")
     _require(c.dropout < 1, "dropout", "must be < 1")
@@ -237,11 +310,44 @@ def _validate(c: Config) -> None:
     _require(0 <= c.pitch_semitones <= 12, "pitch_semitones", "must be in [0, 12]")
     _require(0.25 <= c.stretch_min <= c.stretch_max <= 4, "stretch_min",
              "and stretch_max must satisfy 0.25 <= stretch_min <= stretch_max <= 4")
+    _require(1 <= c.width <= 16, "width", f"must be in [1, 16], got {c.width}")
+    _require(0 <= c.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
+    _require(c.mixup_alpha >= 0 and math.isfinite(c.mixup_alpha), "mixup_alpha", "must be >= 0")
+    for name in ("specaug_freq_masks", "specaug_freq_width", "specaug_time_masks",
+                 "specaug_time_width"):
+        _require(getattr(c, name) >= 0, name, "must be >= 0")
+    _require(c.lr_schedule in ("none", "cosine", "onecycle"), "lr_schedule",
+             "must be none, cosine or onecycle")
+    _require(c.lr_schedule == "none" or c.max_epochs > 0, "lr_schedule",
+             f"{c.lr_schedule!r} needs a known length: set max_epochs > 0")
+    _require(c.warmup_epochs >= 0 and math.isfinite(c.warmup_epochs), "warmup_epochs",
+             "must be >= 0")
     for name in ("max_epochs", "patience", "workers"):
         _require(getattr(c, name) >= 0, name, "must be >= 0")
     _require("/" not in c.name and c.name not in (".", ".."), "name", "must be a plain name")
     _check_model(c)
     _check_mel_bands(c)
+
+
+def _check_decision(c: Config) -> None:
+    from .reporting.metrics import parse_operating_point  # local: keeps config import light
+
+    try:
+        parse_operating_point(c.operating_point)
+    except ConfigError as exc:
+        raise ConfigError(f"config field 'operating_point': {exc}") from None
+    _require(c.clip_pooling in ("mean", "max"), "clip_pooling", "must be 'mean' or 'max'")
+    _require(math.isfinite(c.max_clip_s) and c.max_clip_s > 0, "max_clip_s", "must be > 0")
+
+
+def _check_group_by(c: Config) -> None:
+    from .data.discover import check_group_by  # local: keeps config import light
+    from .errors import DataError
+
+    try:
+        check_group_by(c.group_by)
+    except DataError as exc:
+        raise ConfigError(f"config field 'group_by': {exc}") from None
 
 
 def _check_model(c: Config) -> None:
@@ -257,7 +363,8 @@ def _check_mel_bands(c: Config) -> None:
 
     with warnings.catch_warnings():  # librosa warns; we raise a clearer error below
         warnings.simplefilter("ignore", UserWarning)
-        bank = mel_filterbank(c.features())
+        bank = mel_filterbank(dataclasses.replace(c, fixed_length=4).features()
+                              if c.auto_window else c.features())
     empty = int((bank.max(axis=1) <= 0).sum())
     _require(empty == 0, "n_mels",
              f"= {c.n_mels} is too large for n_fft = {c.n_fft} at sr = {c.sr}: {empty} mel "

@@ -3,7 +3,8 @@
 Layout of one namespace (one feature config and stored waveform length)::
 
     <root>/<namespace>/spec.json           what the namespace holds, for people
-    <root>/<namespace>/<shard>.waves.npy   int16 [shape=(rows, n_keep)], each row peak-scaled
+    <root>/<namespace>/<shard>.waves.npy   int16, the clips end to end, each peak-scaled and
+                                           at most n_keep samples long
     <root>/<namespace>/<shard>.feats.npy   float32 [shape=(rows, n_mels, fixed_length)]
     <root>/<namespace>/<shard>.json        the shard's index, written last
     <root>/<namespace>/views/<key>.npy     one subset's features, contiguous (val/test)
@@ -41,10 +42,10 @@ from ..files import atomic_write, write_bytes
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bumped whenever the stored layout or the feature computation changes."""
 SHARD_ROWS = 256
-"""New entries buffered before a shard is written (about 130 kB each with waveforms)."""
+"""New entries buffered before a shard is written."""
 INT16_FULL_SCALE = 32767
 """Largest int16 magnitude; a clip's peak is stored as this value."""
 STALE_TMP_S = 3600.0
@@ -82,9 +83,9 @@ class Source:
 
 @dataclass(frozen=True)
 class Entry:
-    """One decoded clip: ``wave`` int16 ``[shape=(n_keep,)]`` (None when ``n_keep = 0``) times
-    ``scale`` gives the samples; ``length`` counts the real (unpadded) ones; ``feats``
-    ``[shape=(n_mels, fixed_length)]`` float32."""
+    """One decoded clip: ``wave`` int16 ``[shape=(min(length, n_keep),)]`` (None when
+    ``n_keep = 0``) times ``scale`` gives its samples; ``length`` counts the real ones read
+    (at least up to ``n_keep``); ``feats`` ``[shape=(n_mels, fixed_length)]`` float32."""
 
     digest: str
     length: int
@@ -114,6 +115,8 @@ class _Shard:
     name: str
     lengths: np.ndarray
     scales: np.ndarray
+    offsets: np.ndarray
+    """Start of each clip's samples in the shard's waves file (stored lengths summed)."""
 
 
 class FeatureCache:
@@ -179,8 +182,11 @@ class FeatureCache:
             log.warning("ignoring damaged cache shard %s (%s)", index, exc)
             return
         shard_id = len(self._shards)
-        self._shards.append(_Shard(name, np.asarray([e[1] for e in entries], np.int64),
-                                   np.asarray([e[2] for e in entries], np.float32)))
+        lengths = np.asarray([e[1] for e in entries], np.int64)
+        stored = np.minimum(lengths, self.spec.n_keep)
+        self._shards.append(_Shard(name, lengths, np.asarray([e[2] for e in entries], np.float32),
+                                   np.concatenate(([0], np.cumsum(stored)[:-1])).astype(np.int64)
+                                   if len(stored) else stored))
         for row, (digest, _, _) in enumerate(entries):
             self._where.setdefault(digest, (shard_id, row))
         for path, size, mtime, digest, reason in sources:
@@ -233,7 +239,7 @@ class FeatureCache:
                       np.stack([e.feats for e in entries]))
             if self.spec.n_keep:
                 _save_npy(self.folder / f"{name}.waves.npy",
-                          np.stack([e.wave for e in entries if e.wave is not None]))
+                          np.concatenate([e.wave for e in entries if e.wave is not None]))
         meta = {"version": CACHE_VERSION,
                 "entries": [[e.digest, e.length, e.scale] for e in entries],
                 "sources": [[*s.key, s.digest, s.reason] for s in sources]}
@@ -247,13 +253,14 @@ class FeatureCache:
         ``[shape=(k, n_keep)]``, zero past each clip's end."""
         if not self.spec.n_keep:
             raise DataError("this cache holds features only (n_keep = 0), not waveforms")
-        out = np.empty((len(refs), self.spec.n_keep), dtype=np.float32)
+        out = np.zeros((len(refs), self.spec.n_keep), dtype=np.float32)
         for shard_id in np.unique(refs[:, 0]):
             sel = np.flatnonzero(refs[:, 0] == shard_id)
             shard = self._shards[shard_id]
             rows = refs[sel, 1]
-            raw = np.empty((len(sel), self.spec.n_keep), dtype=np.int16)
-            _read_rows(self.folder / f"{shard.name}.waves.npy", rows, raw)
+            raw = np.zeros((len(sel), self.spec.n_keep), dtype=np.int16)
+            _read_segments(self.folder / f"{shard.name}.waves.npy", shard.offsets[rows],
+                           np.minimum(shard.lengths[rows], self.spec.n_keep), raw)
             out[sel] = raw * shard.scales[rows][:, None]
         return out
 
@@ -303,6 +310,23 @@ def _read_rows(path: Path, rows: np.ndarray, out: np.ndarray) -> None:
         for i, row in enumerate(rows):
             fh.seek(start + int(row) * row_bytes)
             if fh.readinto(memoryview(out[i]).cast("B")) != row_bytes:
+                raise DataError(f"feature cache file {path} is truncated; delete it to "
+                                "rebuild that part of the cache")
+
+
+def _read_segments(path: Path, offsets: np.ndarray, counts: np.ndarray, out: np.ndarray) -> None:
+    """``counts[i]`` elements from ``offsets[i]`` of the 1-D ``.npy`` file ``path`` into the
+    start of row ``i`` of ``out``, by positioned reads (see :func:`_read_rows`)."""
+    with open(path, "rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                       else np.lib.format.read_array_header_2_0)
+        read_header(fh)
+        start, size = fh.tell(), out.itemsize
+        for i, (offset, count) in enumerate(zip(offsets.tolist(), counts.tolist(),
+                                                strict=True)):
+            fh.seek(start + offset * size)
+            if fh.readinto(memoryview(out[i]).cast("B")[:count * size]) != count * size:
                 raise DataError(f"feature cache file {path} is truncated; delete it to "
                                 "rebuild that part of the cache")
 

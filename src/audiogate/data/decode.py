@@ -206,8 +206,7 @@ def _cache_chunk(paths: Sequence[str], spec: CacheSpec) -> list[tuple[Source, En
         with torch.no_grad():
             feats = _frontend(cfg)(torch.from_numpy(waves)).numpy()
         for (i, y), f in zip(decoded, feats, strict=True):
-            wave, scale = quantize(fit_length(y, n_samples=spec.n_keep)) if spec.n_keep else (
-                None, 1.0)
+            wave, scale = quantize(y[:spec.n_keep]) if spec.n_keep else (None, 1.0)
             source = out[i][0]
             out[i] = (source, Entry(str(source.digest), min(y.size, n_read), scale, wave, f))
     return out

@@ -9,6 +9,7 @@ returned as :class:`Skipped` records with a reason.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,10 +26,12 @@ SPEC_CLASSES = ("not_allowed", "allowed")
 
 @dataclass(frozen=True)
 class Clip:
-    """One labelled audio file."""
+    """One labelled audio file. ``group`` names what must stay on one side of the split
+    (e.g. a speaker); empty means the clip is a group of its own."""
 
     path: str
     label: int
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,12 +123,48 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
-def discover(root: str | os.PathLike[str]) -> Discovery:
-    """List every audio file under ``root/<class>/`` (recursively), labelled by class folder.
+GROUP_BY_HELP = ("none | folder (the first sub-folder under a class folder, e.g. a speaker) "
+                 "| regex:PATTERN (the first capture group of PATTERN in the file name)")
+
+
+def check_group_by(group_by: str) -> None:
+    """Raise :class:`DataError` unless ``group_by`` is ``none``, ``folder`` or a valid
+    ``regex:PATTERN``."""
+    if group_by in ("none", "folder"):
+        return
+    if group_by.startswith("regex:") and len(group_by) > len("regex:"):
+        try:
+            re.compile(group_by[len("regex:"):])
+        except re.error as exc:
+            raise DataError(f"group_by {group_by!r}: not a valid regular expression ({exc})"
+                            ) from None
+        return
+    raise DataError(f"group_by must be {GROUP_BY_HELP}; got {group_by!r}")
+
+
+def group_of(path: Path, *, class_dir: Path, group_by: str) -> str:
+    """The group of a file: ``""`` (its own) for ``none``, its first folder below
+    ``class_dir`` for ``folder`` (``""`` for files directly in it), the first capture group
+    (or the whole match) of ``regex:PATTERN`` in its name (``""`` if it does not match)."""
+    if group_by == "folder":
+        parts = path.relative_to(class_dir).parts
+        return parts[0] if len(parts) > 1 else ""
+    if group_by.startswith("regex:"):
+        found = re.search(group_by[len("regex:"):], path.name)
+        if found is None:
+            return ""
+        return found.group(1) if found.groups() else found.group(0)
+    return ""
+
+
+def discover(root: str | os.PathLike[str], *, group_by: str = "none") -> Discovery:
+    """List every audio file under ``root/<class>/`` (recursively), labelled by class folder
+    and grouped by ``group_by`` (:func:`group_of`).
 
     Hidden files and folders, other extensions, broken links and unlistable folders are
     returned in ``skipped``; decoding problems are found later, when the files are read.
     """
+    check_group_by(group_by)
     root_path = Path(root)
     classes = class_names(root_path)
     clips: list[Clip] = []
@@ -135,7 +174,8 @@ def discover(root: str | os.PathLike[str]) -> Discovery:
             if problem:
                 skipped.append(Skipped(str(path), problem))
             else:
-                clips.append(Clip(str(path), label))
+                group = group_of(path, class_dir=root_path / name, group_by=group_by)
+                clips.append(Clip(str(path), label, group))
     found = Discovery(str(root_path), classes, clips, skipped)
     require_all_classes(found.counts(), where=str(root_path), skipped=skipped)
     return found

@@ -1,4 +1,8 @@
-"""From a config to training-ready data: discover, decode into the cache, balance, split.
+"""From a config to training-ready data: discover, decode into the cache, split, balance.
+
+Clips with the same content share a group, so copies never straddle the split; the split is
+stratified and group-aware (``group_by``); only the training split is balanced, so
+validation and test keep the data's own class mix (the precision the gate will see).
 
 :func:`prepare_data` is the one way training, resuming and the benchmarks get their data, so
 they all skip, balance and split the same files the same way.
@@ -8,16 +12,17 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..config import Config
-from ..errors import DataError
+from ..config import Config, FeatureConfig
+from ..errors import AudioError, DataError
+from .audio_io import probe
 from .cache import CacheSpec, FeatureCache
 from .decode import ClipSet, cache_clips
 from .discover import Discovery, Skipped, discover, require_all_classes
-from .split import Split, balance, stratified_split
+from .split import Split, make_split, merge_identical
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +50,24 @@ class PreparedData:
         return self.train.cache
 
 
-def stored_samples(config: Config) -> int:
-    """Samples stored per clip for training: the window, and enough beyond it for the
-    slowest-reading (fastest) time stretch; 0 (features only) without augmentation."""
-    if not config.augment:
-        return 0
+def window_samples(config: Config) -> int:
+    """Samples one training window reads: the model window, and enough beyond it for the
+    slowest-reading (fastest) time stretch when augmenting."""
     feats = config.features()
+    if not config.augment:
+        return feats.n_samples
     rate = config.stretch_max if config.stretch_p > 0 else 1.0
     return math.ceil(feats.n_samples * rate) + feats.hop_length
+
+
+def stored_samples(config: Config) -> int:
+    """Samples stored per clip for training: the first ``max_clip_s`` seconds for random
+    crops, else one training window; 0 (features only) with neither crops nor augmentation."""
+    if not (config.augment or config.random_crop):
+        return 0
+    if config.random_crop:
+        return max(window_samples(config), round(config.max_clip_s * config.sr))
+    return window_samples(config)
 
 
 def open_cache(config: Config, *, read_only: bool = False) -> FeatureCache:
@@ -60,6 +75,49 @@ def open_cache(config: Config, *, read_only: bool = False) -> FeatureCache:
     spec = CacheSpec(features=config.features(), n_keep=stored_samples(config))
     return FeatureCache(config.cache_path(), spec, temporary=not config.cache,
                         read_only=read_only)
+
+
+COVER_QUANTILE = 0.9
+"""The suggested window covers this fraction of clips completely."""
+
+
+def suggest_fixed_length(durations: np.ndarray, *, features: FeatureConfig,
+                         quantile: float = COVER_QUANTILE) -> int:
+    """The fewest frames, a multiple of 4 (the two 2x2 poolings), whose window
+    (``(frames - 1) * hop_length`` samples) holds at least ``quantile`` of the clips whole."""
+    if durations.size == 0:
+        return features.fixed_length
+    longest = float(np.quantile(durations, quantile, method="higher"))
+    frames = 1 + math.ceil(round(longest * features.sr, 6) / features.hop_length)
+    return max(4, 4 * math.ceil(frames / 4))
+
+
+def resolve_window(config: Config) -> Config:
+    """``config`` with ``fixed_length = "auto"`` replaced by the frames that hold
+    :data:`COVER_QUANTILE` of the *training* clips whole (:func:`suggest_fixed_length`).
+
+    The training split is the one :func:`prepare_data` will make (same files, same seed);
+    durations come from the file headers. Validation and test clips play no part.
+    """
+    if not config.auto_window:
+        return config
+    found = discover(config.data, group_by=config.group_by)
+    seconds: dict[str, float] = {}
+    for clip in found.clips:
+        try:
+            seconds[clip.path] = probe(clip.path).duration
+        except AudioError:
+            continue  # skipped later, with its reason, when the clips are decoded
+    usable = [c for c in found.clips if c.path in seconds]
+    split = make_split(usable, test_size=config.test_size, val_size=config.val_size,
+                       seed=config.seed, balance_by="none")
+    durations = np.asarray([seconds[c.path] for c in split.train])
+    frames = suggest_fixed_length(durations,
+                                  features=replace(config, fixed_length=4).features())
+    log.info("fixed_length = auto: %d frames (%.2f s) hold %d%% of the %d training clips whole",
+             frames, (frames - 1) * config.hop_length / config.sr, round(100 * COVER_QUANTILE),
+             len(durations))
+    return replace(config, fixed_length=frames)
 
 
 def prepare_data(config: Config, *, split: Split | None = None,
@@ -80,7 +138,8 @@ def prepare_data(config: Config, *, split: Split | None = None,
             raise ValueError("prepare_data: a saved split needs its classes")
         data = _restore(config, split, classes, progress, read_only)
     else:
-        data = _prepare_new(config, discover(config.data), progress, read_only)
+        data = _prepare_new(config, discover(config.data, group_by=config.group_by), progress,
+                            read_only)
     for part in (data.val, data.test):
         part.feature_matrix()
     return data
@@ -93,10 +152,9 @@ def _prepare_new(config: Config, found: Discovery, progress: bool,
     skipped = found.skipped + bad
     usable = {name: int((arrays.labels == i).sum()) for i, name in enumerate(found.classes)}
     require_all_classes(usable, where=config.data, skipped=skipped)
-    rng = np.random.default_rng(config.seed)
-    kept = balance(arrays.clips, strategy=config.balance, rng=rng)
-    split = stratified_split(kept, test_size=config.test_size, val_size=config.val_size,
-                             seed=config.seed)
+    clips = merge_identical(arrays.clips, [tuple(ref) for ref in arrays.refs.tolist()])
+    split = make_split(clips, test_size=config.test_size, val_size=config.val_size,
+                       seed=config.seed, balance_by=config.balance)
     log.info("classes %s, usable %s; split train %d / val %d / test %d", found.classes, usable,
              len(split.train), len(split.val), len(split.test))
     return PreparedData(found.classes, arrays.subset(split.train), arrays.subset(split.val),

@@ -38,6 +38,7 @@ from ..features.frontend import fit_length
 from ..files import json_safe, sha256_file, write_bytes
 from ..models import WaveformClassifier
 from ..training.checkpoint import Checkpoint, load_checkpoint
+from .decision import Decision
 from .inference import BaseClassifier
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ def _metadata(ckpt: Checkpoint, *, sha256: str) -> dict[str, str]:
             "classes": json.dumps(list(ckpt.classes)),
             "features": json.dumps(asdict(ckpt.features)), "epoch": str(ckpt.epoch),
             "metrics": json.dumps(json_safe(ckpt.metrics), allow_nan=False),
+            "gate": json.dumps(json_safe(ckpt.gate), allow_nan=False),
+            "clip_pooling": ckpt.config.clip_pooling, "max_clip_s": str(ckpt.config.max_clip_s),
             "checkpoint_sha256": sha256}
 
 
@@ -198,8 +201,12 @@ class OnnxClassifier(BaseClassifier):
     def __init__(self, path: str | os.PathLike[str], *, workers: int = 1) -> None:
         self.path = str(path)
         meta = read_metadata(path)
+        gate = meta["gate"]
+        decision = Decision(meta["classes"], pooling=meta["clip_pooling"],
+                            threshold=gate["threshold"] if gate else None)
         super().__init__(classes=meta["classes"], features=meta["features"],
-                         epoch=meta["epoch"], metrics=meta["metrics"], workers=workers)
+                         epoch=meta["epoch"], metrics=meta["metrics"], decision=decision,
+                         max_clip_s=meta["max_clip_s"], workers=workers)
         self.checkpoint_sha256: str = meta["checkpoint_sha256"]
         self.session = _session(self.path)
 
@@ -208,8 +215,9 @@ class OnnxClassifier(BaseClassifier):
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Classes, :class:`FeatureConfig`, epoch, metrics and source checkpoint hash of an
-    exported model; :class:`CheckpointError` if it is not an audiogate ONNX file."""
+    """Classes, :class:`FeatureConfig`, epoch, metrics, gate (threshold), clip pooling, clip
+    length and source checkpoint hash of an exported model; :class:`CheckpointError` if it is
+    not an audiogate ONNX file."""
     import onnx  # local: optional dependency
 
     if not Path(path).is_file():
@@ -231,7 +239,10 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         return {"classes": tuple(json.loads(meta["classes"])),
                 "features": FeatureConfig(**json.loads(meta["features"])),
                 "epoch": int(meta["epoch"]), "metrics": json.loads(meta["metrics"]),
-                "checkpoint_sha256": meta["checkpoint_sha256"]}
+                "checkpoint_sha256": meta["checkpoint_sha256"],
+                "gate": json.loads(meta.get("gate", "null")),
+                "clip_pooling": meta.get("clip_pooling", "mean"),
+                "max_clip_s": float(meta.get("max_clip_s", "10.0"))}
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: incomplete audiogate metadata ({exc})") from None
 

@@ -25,6 +25,7 @@ from ..data.audio_io import load_audio, to_mono_resampled
 from ..errors import ConfigError
 from ..files import to_json
 from ..reporting.tables import check_format, render_rows
+from .decision import window_starts
 from .inference import BaseClassifier
 
 DEFAULT_HOP_S = 0.5
@@ -91,20 +92,6 @@ class ScanResult:
         return out
 
 
-def window_starts(*, n: int, window: int, hop: int) -> np.ndarray:
-    """Start samples of the windows over ``n`` samples: ``0, hop, 2*hop, ...`` while a window
-    fits, plus one window ending at ``n`` if the last one stops short. ``[0]`` if
-    ``n <= window``. Returns int64 ``[shape=(n_windows,)]``."""
-    if window <= 0 or hop <= 0:
-        raise ConfigError(f"window and hop must be > 0 samples, got {window} and {hop}")
-    if n <= window:
-        return np.zeros(1, np.int64)
-    starts = np.arange(0, n - window + 1, hop, dtype=np.int64)
-    if starts[-1] + window < n:
-        starts = np.append(starts, n - window)
-    return starts
-
-
 def stretch_edges(*, starts: np.ndarray, window: int, n: int) -> np.ndarray:
     """Edges (samples) of the stretch each window speaks for: ``[shape=(n_windows + 1,)]``,
     first 0, last ``n``, inner edges halfway between neighbouring window centres."""
@@ -162,14 +149,15 @@ def scan_wave(gate: BaseClassifier, *, wave: np.ndarray, sr: int, hop_s: float =
     probs = np.concatenate([
         gate.probabilities(np.stack([padded[s:s + window] for s in starts[i:i + SCAN_BATCH]]))
         for i in range(0, len(starts), SCAN_BATCH)])
+    window_labels = gate.decision.labels(probs)
     windows = [Window(start=float(s) / feats.sr, end=min(float(s + window), y.size) / feats.sr,
-                      label=gate.classes[int(np.argmax(row))],
+                      label=gate.classes[int(k)],
                       probabilities={c: float(p) for c, p in zip(gate.classes, row,
                                                                  strict=True)})
-               for s, row in zip(starts, probs, strict=True)]
+               for s, row, k in zip(starts, probs, window_labels, strict=True)]
     smoothed = smooth(probs, width=1 + 2 * round(smooth_s / 2 / (hop / feats.sr)))
     edges = stretch_edges(starts=starts, window=window, n=y.size)
-    segments = merge_segments(labels=smoothed.argmax(axis=1).tolist(), probs=smoothed,
+    segments = merge_segments(labels=gate.decision.labels(smoothed).tolist(), probs=smoothed,
                               edges=edges, sr=feats.sr, classes=gate.classes)
     return ScanResult(source=source, duration=y.size / feats.sr, window_s=window / feats.sr,
                       hop_s=hop / feats.sr, classes=gate.classes, windows=windows,

@@ -2,15 +2,17 @@
 
 * :mod:`.registry`: ``register_model`` / :class:`ModelSpec` (name + constructor arguments);
 * :mod:`.simple`: the specification's ``SimpleConvNet`` (``model = "simple"``);
+* :mod:`.bcresnet`: BC-ResNet (Kim et al., 2021), compact, any input size (``"bcresnet"``);
 * :mod:`.waveform`: :class:`WaveformClassifier`, front end + network;
 * :mod:`.dropout`: :class:`ClipDropout`, dropout with one mask per clip, from the clip's seed.
 
 A new network is one new module here with a ``@register_model("name")`` class, imported below.
 """
 
+from .bcresnet import BCResNet
 from .registry import ModelSpec, model_names, register_model
 from .simple import SimpleConvNet
 from .waveform import WaveformClassifier
 
-__all__ = ["ModelSpec", "SimpleConvNet", "WaveformClassifier", "model_names",
+__all__ = ["BCResNet", "ModelSpec", "SimpleConvNet", "WaveformClassifier", "model_names",
            "register_model"]

@@ -7,7 +7,6 @@ the duration of the samples that really decode.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +17,10 @@ import numpy as np
 from ..config import FeatureConfig
 from ..data.audio_io import verify
 from ..data.discover import Skipped, discover, require_all_classes, write_skipped
+from ..data.prepare import suggest_fixed_length
 from ..errors import AudioError
 from ..files import write_json
 from . import plots
-
-COVER_QUANTILE = 0.9
-"""The suggested window covers this fraction of clips completely."""
 
 
 @dataclass
@@ -57,16 +54,6 @@ class EdaReport:
                 "window_s": self.window_s, "fraction_within_window": self.covered(),
                 "suggested_fixed_length": self.suggested_fixed_length,
                 "suggested_window_s": self.suggested_s, "skipped": len(self.skipped)}
-
-
-def suggest_fixed_length(durations: np.ndarray, *, features: FeatureConfig,
-                         quantile: float = COVER_QUANTILE) -> int:
-    """Frames that cover ``quantile`` of the clips, rounded up to a multiple of 4 (the two
-    2x2 poolings), at least 4."""
-    if durations.size == 0:
-        return features.fixed_length
-    frames = features.frames_for(float(np.quantile(durations, quantile)))
-    return max(4, 4 * math.ceil(frames / 4))
 
 
 def analyse(data: str | os.PathLike[str], *, features: FeatureConfig) -> EdaReport:

@@ -91,6 +91,24 @@ def _sweep(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return thresholds, far, frr
 
 
+def _middle(thresholds: np.ndarray, first: int, last: int) -> float:
+    """A threshold inside the range where indices ``first..last`` of the sweep give the same
+    (best) result: every ``t`` in ``(thresholds[first - 1], thresholds[last]]`` does, and the
+    middle of that range moves least with the next data (a maximum-margin choice)."""
+    low = thresholds[first - 1] if first > 0 else thresholds[first]
+    return float((low + thresholds[last]) / 2.0)
+
+
+def _run_around(ok: np.ndarray, i: int) -> tuple[int, int]:
+    """The run of consecutive True values of ``ok`` that contains index ``i``."""
+    first, last = i, i
+    while first > 0 and ok[first - 1]:
+        first -= 1
+    while last + 1 < len(ok) and ok[last + 1]:
+        last += 1
+    return first, last
+
+
 def _need_both(y: np.ndarray) -> None:
     if not ((y == 0).any() and (y == 1).any()):
         raise ValueError("a gate metric needs clips of both classes")
@@ -103,30 +121,32 @@ def equal_error_rate(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, flo
     _need_both(y)
     thresholds, far, frr = _sweep(y, p)
     i = int(np.argmin(np.abs(far - frr)))
-    return float((far[i] + frr[i]) / 2.0), float(thresholds[i])
+    return float((far[i] + frr[i]) / 2.0), _middle(thresholds, i, i)
 
 
 def threshold_at_far(y_true: np.ndarray, scores: np.ndarray, *, far: float) -> float:
-    """The lowest threshold whose false-accept rate is at most ``far`` (so the FRR is as low
-    as that FAR allows)."""
+    """A threshold of the lowest range whose false-accept rate is at most ``far`` (so the FRR
+    is as low as that FAR allows), in the middle of that range."""
     y, p = _binary(y_true, scores)
     _need_both(y)
     thresholds, fars, _ = _sweep(y, p)
-    return float(thresholds[np.flatnonzero(fars <= far)[0]])
+    i = int(np.flatnonzero(fars <= far)[0])
+    return _middle(thresholds, i, i)
 
 
 def threshold_at_frr(y_true: np.ndarray, scores: np.ndarray, *, frr: float) -> float:
-    """The highest threshold whose false-reject rate is at most ``frr`` (so the FAR is as low
-    as that FRR allows)."""
+    """A threshold of the highest range whose false-reject rate is at most ``frr`` (so the FAR
+    is as low as that FRR allows), in the middle of that range."""
     y, p = _binary(y_true, scores)
     _need_both(y)
     thresholds, _, frrs = _sweep(y, p)
-    return float(thresholds[np.flatnonzero(frrs <= frr)[-1]])
+    i = int(np.flatnonzero(frrs <= frr)[-1])
+    return _middle(thresholds, i, i)
 
 
 def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """The threshold with the best macro-F1 (ties: the middle of the best range, which moves
-    least with the next data)."""
+    """A threshold with the best macro-F1: the middle of the range of thresholds that reach it
+    (the widest such range when there are several)."""
     y, p = _binary(y_true, scores)
     _need_both(y)
     thresholds, far, frr = _sweep(y, p)
@@ -137,8 +157,12 @@ def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
         f1_pos = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
         f1_neg = np.nan_to_num(2 * tn / (2 * tn + fn + fp))
     f1s = (f1_pos + f1_neg) / 2.0
-    best = np.flatnonzero(f1s >= f1s.max() - 1e-12)
-    return float(thresholds[best[len(best) // 2]])
+    ok = f1s >= f1s.max() - 1e-12
+    runs = {_run_around(ok, int(i)) for i in np.flatnonzero(ok)}
+    first, last = max(runs, key=lambda r: (thresholds[r[1]] - (thresholds[r[0] - 1]
+                                                               if r[0] else thresholds[r[0]]),
+                                           -r[0]))
+    return _middle(thresholds, first, last)
 
 
 def parse_operating_point(rule: str) -> tuple[str, float | None]:

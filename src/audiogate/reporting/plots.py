@@ -1,4 +1,5 @@
-"""PNG figures: training curves, duration histogram, confusion matrix, spectrogram.
+"""PNG figures: training curves, duration histogram, confusion matrix, spectrogram, and a
+gate's ROC and DET curves.
 
 Uses matplotlib's non-interactive Agg backend; every function writes one PNG atomically
 (:func:`audiogate.files.atomic_write`) and closes its figure.
@@ -16,8 +17,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from scipy.stats import norm
 
 from ..files import atomic_write
+from .metrics import error_tradeoff
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -90,4 +93,51 @@ def plot_spectrogram(log_mel: np.ndarray, path: Path, *, hop_s: float, title: st
     im = ax.imshow(log_mel, origin="lower", aspect="auto", extent=extent, cmap="magma")
     ax.set(xlabel="time (s)", ylabel="mel band", title=title)
     fig.colorbar(im, ax=ax, label="z-scored dB")
+    _save(fig, path)
+
+
+def plot_roc(y_true: np.ndarray, scores: np.ndarray, *, path: Path, summary: dict[str, Any],
+             title: str) -> None:
+    """ROC curve of a gate (true-accept rate against false-accept rate), with the operating
+    point (``summary["threshold"]``, ``far``, ``frr``) and the EER marked."""
+    curve = error_tradeoff(y_true, scores)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot(curve["far"], 1.0 - curve["frr"], "-", label=f"ROC (AUC {summary['roc_auc']:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    ax.plot(summary["far"], 1.0 - summary["frr"], "o", color="tab:red",
+            label=f"threshold {summary['threshold']:.3f}: FAR {summary['far']:.3f}, "
+                  f"FRR {summary['frr']:.3f}")
+    ax.set(xlabel="false-accept rate (FAR)", ylabel="true-accept rate (1 - FRR)",
+           title=f"{title}: ROC", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+DET_TICKS = (0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95)
+"""Error rates labelled on the normal-deviate axes of a DET plot."""
+
+
+def plot_det(y_true: np.ndarray, scores: np.ndarray, *, path: Path, summary: dict[str, Any],
+             title: str) -> None:
+    """DET curve (FRR against FAR on normal-deviate axes, as in speaker verification), with
+    the operating point and the EER marked."""
+    curve = error_tradeoff(y_true, scores)
+    eps = 1e-4
+    probit = norm.ppf
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    far, frr = (np.clip(curve[k], eps, 1 - eps) for k in ("far", "frr"))
+    ax.plot(probit(far), probit(frr), "-", label="DET")
+    ax.plot(probit(np.clip(summary["far"], eps, 1 - eps)),
+            probit(np.clip(summary["frr"], eps, 1 - eps)), "o", color="tab:red",
+            label=f"threshold {summary['threshold']:.3f}")
+    eer = float(np.clip(summary["eer"], eps, 1 - eps))
+    ax.plot(probit(eer), probit(eer), "s", color="tab:green", label=f"EER {summary['eer']:.3f}")
+    ticks = probit(np.asarray(DET_TICKS))
+    labels = [f"{100 * t:g}%" for t in DET_TICKS]
+    ax.set(xticks=ticks, yticks=ticks, xticklabels=labels, yticklabels=labels,
+           xlabel="false-accept rate", ylabel="false-reject rate", title=f"{title}: DET",
+           xlim=(probit(eps), probit(0.99)), ylim=(probit(eps), probit(0.99)))
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
     _save(fig, path)

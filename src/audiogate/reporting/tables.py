@@ -91,4 +91,16 @@ def format_report(report: dict[str, Any]) -> str:
               " " * (width + 2) + "  ".join(f"{c:>{width}}" for c in classes)]
     for name, row in zip(classes, report["confusion"], strict=True):
         lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
+    gate = report.get("gate")
+    if gate:
+        lines += ["", f"gate: accept as {gate['positive']} when P({gate['positive']}) >= "
+                      f"{gate['threshold']:.4f}",
+                  f"  false-accept rate {_rate(gate['far'])}   false-reject rate "
+                  f"{_rate(gate['frr'])}",
+                  f"  ROC-AUC {_rate(gate['roc_auc'])}   PR-AUC {_rate(gate['pr_auc'])}   "
+                  f"EER {_rate(gate['eer'])}"]
     return "\n".join(lines)
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"

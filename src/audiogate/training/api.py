@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import Config
 from ..data.discover import write_skipped
-from ..data.prepare import PreparedData, prepare_data
+from ..data.prepare import PreparedData, prepare_data, resolve_window
 from ..data.split import Split, read_split, write_split
 from ..errors import CheckpointError, ConfigError
 from .callbacks import (
@@ -27,6 +27,7 @@ from .callbacks import (
     EarlyStopping,
     EpochLogger,
     MetricsWriter,
+    OperatingPoint,
     TestReport,
 )
 from .checkpoint import ensure_compatible, load_checkpoint
@@ -55,9 +56,10 @@ class TrainResult:
 
 def run_callbacks(config: Config, run: RunPaths) -> list[Callback]:
     """The callbacks of a run folder, in order: checkpoints, metrics.json, curves, log, early
-    stopping, and the final test report (last)."""
+    stopping, then at the end the operating point (on validation) and the test report."""
     return [CheckpointSaver(run, keep_epochs=config.keep_epoch_checkpoints), MetricsWriter(run),
-            CurvePlotter(run), EpochLogger(), EarlyStopping(config.patience), TestReport(run)]
+            CurvePlotter(run), EpochLogger(), EarlyStopping(config.patience),
+            OperatingPoint(run), TestReport(run)]
 
 
 def _fit(trainer: Trainer, run: RunPaths) -> TrainResult:
@@ -127,6 +129,8 @@ def train(config: Config, *, progress: bool = True,
     config = replace(config, data=str(Path(config.data).resolve()))
     check_run_name(config)
     with _job(config) as dist:
+        # fixed_length = "auto" reads the clips' headers: rank 0 does it, the others follow
+        config = dist.broadcast(resolve_window(config) if dist.is_main else config)
         data = _shared_data(config, dist, progress=progress)
         run = dist.broadcast(new_run(config) if dist.is_main else None)
         assert run is not None  # rank 0 always sends it
@@ -147,8 +151,8 @@ def resume(run_dir: str | Path, *, max_epochs: int | None = None, patience: int 
     last = load_checkpoint(run.last)
     if last.train_state is None:
         raise CheckpointError(f"{run.last} holds no training state; cannot resume")
-    overrides: dict[str, Any] = {"max_epochs": max_epochs, "patience": patience, "device": device,
-                 "precision": precision}
+    overrides: dict[str, Any] = {"max_epochs": max_epochs, "patience": patience,
+                                 "device": device, "precision": precision}
     config = replace(last.config, **{k: v for k, v in overrides.items() if v is not None})
     with _job(config) as dist:
         data = _shared_data(config, dist, split=read_split(run.split) if dist.is_main else None,

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..files import write_json
 from ..reporting import plots
-from ..reporting.metrics import classification_report
+from ..reporting.metrics import choose_threshold, gate_report
 from .checkpoint import load_checkpoint, save_checkpoint
 from .runs import RunPaths
 
@@ -150,9 +153,45 @@ class EarlyStopping(Callback):
         self._check(trainer)
 
 
+class OperatingPoint(Callback):
+    """At the end, chooses a two-class gate's threshold on P(positive) on the validation split
+    (``config.operating_point``: best F1, EER, or a target FAR/FRR), judging each validation
+    clip as ``predict`` will (whole clips), and stores it in ``best.pt``."""
+
+    def __init__(self, run: RunPaths) -> None:
+        self.run = run
+        self.gate: dict[str, Any] | None = None
+
+    def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
+        from ..deploy.inference import Classifier
+        from ..reporting.evaluate import score_clips
+
+        if not self.run.best.exists() or len(trainer.classes) != 2:
+            return
+        best = load_checkpoint(self.run.best)
+        model = Classifier(replace(best, gate=None), workers=trainer.config.workers)
+        pos = model.decision.positive
+        scored = score_clips(model, trainer.data.val.clips)
+        y = (scored.y_true == pos).astype(np.int64)
+        if pos is None or y.min() == y.max():
+            return
+        rule = trainer.config.operating_point
+        threshold = choose_threshold(y, scored.scores(), rule=rule)
+        self.gate = {"positive": trainer.classes[pos], "threshold": threshold,
+                     "operating_point": rule,
+                     "validation": gate_report(y, scored.scores(), threshold=threshold)}
+        save_checkpoint(self.run.best, net=best.build_net(), spec=best.spec,
+                        config=best.config, classes=best.classes, epoch=best.epoch,
+                        metrics=best.metrics, gate=self.gate)
+        log.info("operating point (%s on validation): threshold %.4f, FAR %.4f, FRR %.4f",
+                 rule, threshold, self.gate["validation"]["far"],
+                 self.gate["validation"]["frr"])
+
+
 class TestReport(Callback):
-    """At the end, evaluates ``best.pt`` (chosen on validation) once on the test split:
-    ``test_metrics.json`` and ``outputs/confusion_test.png``."""
+    """At the end, evaluates ``best.pt`` (chosen on validation, with its threshold) once on
+    the test split, judging clips as ``predict`` does: ``test_metrics.json`` and the
+    confusion matrix, ROC and DET curves in ``outputs/``."""
 
     __test__ = False  # not a pytest test class, despite the name
 
@@ -161,14 +200,18 @@ class TestReport(Callback):
         self.report: dict[str, Any] | None = None
 
     def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
+        from ..deploy.inference import Classifier
+        from ..reporting.evaluate import build_report, score_clips, write_figures
+
         if not self.run.best.exists():
             return
-        best = load_checkpoint(self.run.best)
-        trainer.net.load_state_dict(best.weights)
-        _, pred = trainer.evaluate(trainer.test_feats, trainer.data.test.labels)
-        report = classification_report(trainer.data.test.labels, pred, classes=trainer.classes)
-        report["epoch"] = best.epoch
+        model = Classifier(load_checkpoint(self.run.best), workers=trainer.config.workers)
+        scored = score_clips(model, trainer.data.test.clips)
+        report = build_report(scored, model)
+        report["epoch"] = model.epoch
         write_json(self.run.test_report, report)
-        plots.plot_confusion(report["confusion"], trainer.classes, self.run.confusion,
-                             title=f"Test set, best epoch {best.epoch}")
+        write_figures(scored, model, report, confusion=self.run.confusion,
+                      roc=self.run.outputs / "roc_test.png",
+                      det=self.run.outputs / "det_test.png",
+                      title=f"Test set, best epoch {model.epoch}")
         self.report = report

@@ -44,6 +44,10 @@ class Checkpoint:
     epoch: int
     metrics: dict[str, Any]
     train_state: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = None
+    """For a two-class model whose operating point was chosen: ``positive`` (class name),
+    ``threshold`` on P(positive), ``operating_point`` (the rule) and ``validation`` (its
+    FAR/FRR/EER/AUC on the validation split)."""
 
     @property
     def features(self) -> FeatureConfig:
@@ -65,10 +69,12 @@ class Checkpoint:
 
 def save_checkpoint(path: str | os.PathLike[str], *, net: nn.Module, spec: ModelSpec,
                     config: Config, classes: Sequence[str], epoch: int,
-                    metrics: dict[str, Any], train_state: dict[str, Any] | None = None) -> None:
+                    metrics: dict[str, Any], train_state: dict[str, Any] | None = None,
+                    gate: dict[str, Any] | None = None) -> None:
     """Write a checkpoint atomically: ``net``'s weights (moved to the CPU), how to rebuild it
     (``spec``), the config, the class names, and the epoch's metrics; ``train_state`` (optimizer,
-    RNG, history) for a checkpoint a run can resume from."""
+    RNG, history) for a checkpoint a run can resume from; ``gate`` (see :class:`Checkpoint`)
+    once the operating point is chosen."""
     payload: dict[str, Any] = {
         "format": FORMAT, "version": VERSION,
         "config": config.to_dict(), "classes": list(classes), "model": spec.as_dict(),
@@ -77,6 +83,8 @@ def save_checkpoint(path: str | os.PathLike[str], *, net: nn.Module, spec: Model
     }
     if train_state is not None:
         payload["train_state"] = train_state
+    if gate is not None:
+        payload["gate"] = gate
     with atomic_write(Path(path)) as fh:
         torch.save(payload, fh)
 
@@ -116,7 +124,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             weights = payload["weights"]
         return Checkpoint(config=config, classes=classes, spec=spec, weights=weights,
                           epoch=int(payload["epoch"]), metrics=dict(payload["metrics"]),
-                          train_state=payload.get("train_state"))
+                          train_state=payload.get("train_state"), gate=payload.get("gate"))
     except (KeyError, TypeError, AudiogateError) as exc:
         raise CheckpointError(f"{path}: incomplete checkpoint ({exc})") from None
 

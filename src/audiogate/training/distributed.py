@@ -112,7 +112,9 @@ class Dist:
         """``net`` in :class:`~torch.nn.parallel.DistributedDataParallel` (which averages the
         gradients over the ranks in the backward pass); ``net`` itself for one process.
 
-        Convolution weights are laid out channels-last first: the networks run channels-last
+        On CUDA, batch-norm layers become :class:`~torch.nn.SyncBatchNorm` (statistics of the
+        whole global batch; PyTorch has it for GPUs only). Convolution weights are laid out
+        channels-last first: the networks run channels-last
         activations, whose weight gradients come out channels-last, and DDP's gradient
         buckets copy the parameters' layout (same values either way).
         """
@@ -120,6 +122,8 @@ class Dist:
             return net
         from torch.nn.parallel import DistributedDataParallel
 
+        if device.type == "cuda":  # batch statistics over the whole batch, not one share
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         for param in net.parameters():
             if param.dim() == 4:
                 laid_out = torch.empty_like(param.data, memory_format=torch.channels_last)

@@ -12,10 +12,12 @@ trains on its own slice of each global batch of ``batch_size`` clips, through
 DistributedDataParallel; each clip's loss is weighted so that the gradient averaged over the
 processes is the one-process gradient of the whole batch, and the metrics are computed on the
 predictions of every process. Every random choice made for a clip (augmentation, dropout)
-comes from a seed of ``(seed, epoch, clip)`` (:func:`clip_seed_array`), so the per-epoch
-results do not depend on the number of processes. The processes agree at every batch boundary
-whether to stop, and at every epoch end on the stop reason; only rank 0 should be given
-callbacks that write.
+(crop, augmentation, SpecAugment masks, dropout) comes from a seed of ``(seed, epoch, clip)``
+(:func:`clip_seed_array`), so the per-epoch results do not depend on the number of processes.
+Exceptions: mixup pairs clips within each process's share of a batch, and a network's own
+batch-norm statistics (on the CPU) and ``Dropout2d`` are per process. The processes agree at
+every batch boundary whether to stop, and at every epoch end on the stop reason; only rank 0
+should be given callbacks that write.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.prepare import PreparedData
+from ..data.prepare import PreparedData, window_samples
 from ..data.split import class_weights
 from ..features.augment import AugmentedFrontEnd
 from ..features.frontend import LogMel
@@ -44,12 +46,13 @@ from .callbacks import Callback, CallbackList
 from .device import Precision, resolve_device, to_cpu, to_device
 from .distributed import Dist
 from .prefetch import prefetch, split_threads
+from .regularize import Mix, SpecAugment, lr_factor, mixed_loss, mixup
 from .signals import StopFlag, graceful_stop
 
 EVAL_BATCH = 256
 """Clips per forward pass when evaluating."""
-AUGMENT_STREAM, DROPOUT_STREAM = 0, 1
-"""Independent per-clip random streams (:func:`clip_seed_array`)."""
+AUGMENT_STREAM, DROPOUT_STREAM, CROP_STREAM, SPECAUG_STREAM, MIXUP_STREAM = range(5)
+"""Independent random streams (:func:`clip_seed_array`)."""
 
 
 def clip_seed_array(*, seed: int, epoch: int, rows: np.ndarray, stream: int) -> np.ndarray:
@@ -65,12 +68,14 @@ class Batch:
     """This process's part of one global training batch.
 
     ``rows`` (training-set rows) and ``feats`` ``[shape=(len(rows), n_mels, fixed_length)]``
-    (on the device) are this process's clips; ``size`` and ``weight`` are those of the global
-    batch (clips, and the sum of the clips' class weights: the loss denominator).
+    (on the device) are this process's clips, ``mix`` their mixup draw (None without);
+    ``size`` and ``weight`` are those of the global batch (clips, and the sum of the clips'
+    class weights: the loss denominator).
     """
 
     rows: np.ndarray
     feats: torch.Tensor
+    mix: Mix | None
     size: int
     weight: float
 
@@ -131,9 +136,17 @@ class Trainer:
         self.class_weight = np.ones(len(data.classes), np.float32)
         if config.balance == "weighted":
             self.class_weight = class_weights(data.train.labels, n_classes=len(data.classes))
-        self.criterion = nn.CrossEntropyLoss(
-            weight=torch.from_numpy(self.class_weight).to(self.device), reduction="none")
-        """Per-clip losses, times the clip's class weight."""
+        weights = torch.from_numpy(self.class_weight).to(self.device)
+        self.criterion = nn.CrossEntropyLoss(weight=weights, reduction="none",
+                                             label_smoothing=config.label_smoothing)
+        """Per-clip training losses, times the clip's class weight."""
+        self.eval_criterion = nn.CrossEntropyLoss(weight=weights, reduction="none")
+        self.specaug = SpecAugment(freq_masks=config.specaug_freq_masks,
+                                   freq_width=config.specaug_freq_width,
+                                   time_masks=config.specaug_time_masks,
+                                   time_width=config.specaug_time_width)
+        self.scheduler = self._scheduler(steps_per_epoch=math.ceil(len(data.train)
+                                                                   / config.batch_size))
         self.rng = np.random.default_rng(config.seed)
         self.state = TrainState()
         self.callbacks = CallbackList(callbacks)
@@ -141,6 +154,19 @@ class Trainer:
         # clean features, (n, n_mels, fixed_length), memory-mapped from the cache
         self.val_feats = torch.from_numpy(data.val.feature_matrix())
         self.test_feats = torch.from_numpy(data.test.feature_matrix())
+
+    def _scheduler(self, *, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR | None:
+        """Per-step learning-rate schedule (:func:`~.regularize.lr_factor`); None when the
+        rate is constant (no schedule, no warm-up). Steps are global batches: the same in
+        every process."""
+        c = self.config
+        warmup = round(c.warmup_epochs * steps_per_epoch)
+        if c.lr_schedule == "none" and warmup == 0:
+            return None
+        total = c.max_epochs * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, schedule=c.lr_schedule, total=total,
+                                                   warmup=warmup))
 
     # ----- control -----
     def request_stop(self, reason: str) -> None:
@@ -152,6 +178,7 @@ class Trainer:
     def train_state(self) -> dict[str, Any]:
         """Optimizer, RNG and progress, as plain data for ``last.pt``."""
         return {"optimizer": to_cpu(self.optimizer.state_dict()),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "grad_scaler": self.precision.state_dict(),
                 "numpy_rng": self.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
@@ -162,6 +189,8 @@ class Trainer:
         """Continue from a :meth:`train_state` and the weights saved with it."""
         self.net.load_state_dict(weights)
         self.optimizer.load_state_dict(train_state["optimizer"])
+        if self.scheduler is not None and train_state.get("scheduler"):
+            self.scheduler.load_state_dict(train_state["scheduler"])
         self.precision.load_state_dict(train_state.get("grad_scaler", {}))
         self.rng.bit_generator.state = train_state["numpy_rng"]
         torch.set_rng_state(train_state["torch_rng"])
@@ -171,21 +200,52 @@ class Trainer:
                                 bad_epochs=train_state["bad_epochs"])
 
     # ----- one epoch -----
+    def _seeds(self, epoch: int, rows: np.ndarray, stream: int) -> np.ndarray:
+        return clip_seed_array(seed=self.config.seed, epoch=epoch, rows=rows, stream=stream)
+
+    def crops(self, rows: np.ndarray, *, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Training windows of clips ``rows``: float32 ``[shape=(len(rows), window_samples)]``
+        and their real lengths. With ``random_crop``, each clip longer than the model window
+        starts at a random sample (uniform over the positions that keep the window inside the
+        stored clip; drawn from the clip's own seed), else at 0."""
+        train, span = self.data.train, window_samples(self.config)
+        waves, lengths = train.waves(rows), train.lengths[rows]
+        n_samples = self.frontend.cfg.n_samples
+        room = np.clip(np.minimum(lengths, waves.shape[1]) - n_samples, 0, None)
+        draws = np.asarray([np.random.default_rng(s).random() for s in
+                            self._seeds(epoch, rows, CROP_STREAM).tolist()], np.float64)
+        starts = ((draws * (room + 1)).astype(np.int64) if self.config.random_crop
+                  else np.zeros(len(rows), np.int64))
+        out = np.zeros((len(rows), span), np.float32)
+        for i, s in enumerate(starts.tolist()):
+            piece = waves[i, s:s + span]
+            out[i, :piece.size] = piece
+        return out, np.clip(lengths - starts, 0, span)
+
     def batches(self, order: np.ndarray, *, epoch: int) -> Generator[Batch, None, None]:
-        """This process's :class:`Batch` of each global batch of ``order``: augmented from the
-        cached waveforms (each clip from its own seed), or the cached clean features."""
+        """This process's :class:`Batch` of each global batch of ``order``: features from
+        (cropped) cached waveforms, augmented when ``augment`` is on, or the cached clean
+        features of each clip's first window when neither crops nor augmentation are on; then
+        SpecAugment and mixup when configured. Each clip draws from its own seeds."""
         train, bs = self.data.train, self.config.batch_size
         for start in range(0, len(order), bs):
             batch = np.sort(order[start:start + bs])
             rows = self.dist.shard(batch)
             if self.config.augment:
-                seeds = clip_seed_array(seed=self.config.seed, epoch=epoch, rows=rows,
-                                        stream=AUGMENT_STREAM)
-                feats = self.augment(to_device(train.waves(rows), self.device),
-                                     lengths=torch.from_numpy(train.lengths[rows]), seeds=seeds)
+                waves, lengths = self.crops(rows, epoch=epoch)
+                feats = self.augment(to_device(waves, self.device),
+                                     lengths=torch.from_numpy(lengths),
+                                     seeds=self._seeds(epoch, rows, AUGMENT_STREAM))
+            elif self.config.random_crop:
+                feats = self.frontend(to_device(self.crops(rows, epoch=epoch)[0], self.device))
             else:
                 feats = to_device(train.features(rows), self.device)
-            yield Batch(rows=rows, feats=feats, size=len(batch),
+            feats = self.specaug.per_clip(feats, seeds=self._seeds(epoch, rows, SPECAUG_STREAM))
+            # mixup pairs clips of this process's share; lam and pairs from the batch's seed
+            mix_rng = np.random.default_rng([self.config.seed, epoch, start, MIXUP_STREAM,
+                                             self.dist.rank])
+            feats, mix = mixup(feats, alpha=self.config.mixup_alpha, rng=mix_rng)
+            yield Batch(rows=rows, feats=feats, mix=mix, size=len(batch),
                         weight=float(self.class_weight[train.labels[batch]].sum()))
 
     def train_epoch(self, epoch: int, stop: StopFlag) -> tuple[float, float] | None:
@@ -212,14 +272,15 @@ class Trainer:
                     bar.close()
                     return None
                 target = to_device(train.labels[b.rows], self.device)
-                seeds = clip_seed_array(seed=self.config.seed, epoch=epoch, rows=b.rows,
-                                        stream=DROPOUT_STREAM)
+                seeds = self._seeds(epoch, b.rows, DROPOUT_STREAM)
                 with self.precision.autocast(), clip_seeds(seeds):
                     logits = self.model(b.feats)
                 # this process's share of the global batch's mean loss; DDP averages the
                 # gradients over the processes, hence the world size
-                share = self.criterion(logits.float(), target).sum() / b.weight
+                share = mixed_loss(self.criterion, logits.float(), target, b.mix).sum() / b.weight
                 self.precision.step(share * self.dist.world_size, self.optimizer)
+                if self.scheduler is not None:
+                    self.scheduler.step()
                 total += share.detach() * b.size
                 preds.append(logits.detach().argmax(1))
                 targets.append(train.labels[b.rows])
@@ -249,7 +310,7 @@ class Trainer:
                 with self.precision.autocast():
                     logits = self.net(feats[part[0]:part[-1] + 1].to(self.device))
                 target = to_device(labels[part], self.device)
-                loss += float(self.criterion(logits.float(), target).sum())
+                loss += float(self.eval_criterion(logits.float(), target).sum())
                 preds.append(logits.argmax(1).cpu().numpy())
         parts = self.dist.gather((loss, np.concatenate(preds))) if shard else [
             (loss, np.concatenate(preds))]
@@ -269,7 +330,7 @@ class Trainer:
                                                         n_classes=n_classes),
                "test_loss": test_loss, "test_f1": macro_f1(self.data.test.labels, test_pred,
                                                            n_classes=n_classes),
-               "seconds": seconds}
+               "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": seconds}
         state = self.state
         state.history.append(row)
         state.improved = row["val_f1"] > state.best_val_f1

@@ -1,0 +1,187 @@
+"""ONNX export of the speaker encoder, and an encoder that runs the export with onnxruntime.
+
+The exported graph is :class:`~audiogate.voice.encoder.SpeakerEncoder` with the DFT-convolution
+front end (:class:`~audiogate.voice.encoder.DftMelFrontEnd`): partial windows
+``[shape=(batch, WINDOW_SAMPLES)]`` at 16 kHz -> unit window embeddings
+``[shape=(batch, EMBED_DIM)]``, batch axis dynamic. Volume normalisation, cutting utterances into
+windows and averaging stay in Python (:func:`~audiogate.voice.encoder.embed_utterances`), shared
+by both backends. :func:`export_encoder` checks onnxruntime's utterance embeddings against
+PyTorch's (``torch.stft`` front end) on generated probe clips and refuses to write a model that
+differs by more than ``TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import FeatureConfig
+from ..errors import AudiogateError, CheckpointError
+from ..files import write_bytes
+from .encoder import (
+    EMBED_DIM,
+    SAMPLE_RATE,
+    WINDOW_SAMPLES,
+    SpeakerEncoder,
+    embed_utterances,
+    load_encoder,
+    torch_runner,
+    weights_digest,
+)
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAME = "windows"
+OUTPUT_NAME = "embeddings"
+TOLERANCE = 1e-4
+"""Largest absolute difference of an utterance embedding, onnxruntime vs PyTorch."""
+META_PREFIX = "audiogate."
+META_FORMAT = "audiogate.voice-encoder"
+META_VERSION = "1"
+PROBE_FRAMES = (161, 401)
+"""Probe clip lengths in STFT frames: one partial window (1.6 s) and several (4 s)."""
+
+
+@dataclass(frozen=True)
+class EncoderExport:
+    """What :func:`export_encoder` wrote and how closely it reproduces PyTorch."""
+
+    path: str
+    max_abs_diff: float
+    n_probe_clips: int
+    bytes: int
+
+
+def probe_clips() -> list[np.ndarray]:
+    """Generated verification clips at 16 kHz: speech-like, confusers, short, quiet, silent
+    (those of the classifier's export check), one and several partial windows long."""
+    from ..deploy.onnx import probe_waves  # local: only needed when verifying
+
+    clips: list[np.ndarray] = []
+    for frames in PROBE_FRAMES:
+        clips.extend(probe_waves(FeatureConfig(sr=SAMPLE_RATE, fixed_length=frames)))
+    return clips
+
+
+def _to_onnx_bytes(encoder: SpeakerEncoder) -> bytes:
+    example = torch.zeros(2, WINDOW_SAMPLES)
+    with tempfile.TemporaryDirectory(prefix="audiogate-export-") as tmp, \
+            warnings.catch_warnings():  # exporter deprecation and LSTM batch-size chatter
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        path = Path(tmp) / "encoder.onnx"
+        torch.onnx.export(encoder, (example,), path, dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          do_constant_folding=True)
+        return path.read_bytes()
+
+
+def _metadata() -> dict[str, str]:
+    return {"format": META_FORMAT, "version": META_VERSION, "weights_sha256": weights_digest(),
+            "sample_rate": str(SAMPLE_RATE), "window_samples": str(WINDOW_SAMPLES),
+            "embed_dim": str(EMBED_DIM)}
+
+
+def export_encoder(out: str | os.PathLike[str], *,
+                   tolerance: float = TOLERANCE) -> EncoderExport:
+    """Export the pretrained encoder to ``out`` (written atomically) after checking it.
+
+    Raises :class:`AudiogateError` if onnxruntime's embeddings of :func:`probe_clips` differ
+    from PyTorch's by more than ``tolerance``; nothing is written then.
+    """
+    import onnx  # local: optional dependency
+
+    proto = onnx.load_from_string(_to_onnx_bytes(load_encoder(exportable=True)))
+    onnx.checker.check_model(proto)
+    for key, value in _metadata().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + key, value
+    proto.producer_name = "audiogate"
+    data = proto.SerializeToString()
+    diff, n_clips = verify(data)
+    if diff > tolerance:
+        raise AudiogateError(f"the ONNX speaker encoder differs from PyTorch by {diff:.3g} "
+                             f"(tolerance {tolerance:g}); not written")
+    write_bytes(out, data)
+    log.info("exported the speaker encoder -> %s (max |diff| %.2e over %d probe clips)", out,
+             diff, n_clips)
+    return EncoderExport(path=str(out), max_abs_diff=diff, n_probe_clips=n_clips,
+                         bytes=len(data))
+
+
+def verify(onnx_model: bytes | str) -> tuple[float, int]:
+    """Largest absolute difference of the utterance embeddings of :func:`probe_clips`,
+    onnxruntime vs PyTorch, and the number of clips."""
+    clips = probe_clips()
+    expected = embed_utterances(clips, run=torch_runner(load_encoder()))
+    got = embed_utterances(clips, run=OnnxEncoder(onnx_model, check=False))
+    return float(np.abs(got - expected).max()), len(clips)
+
+
+def _session(model: bytes | str, *, threads: int) -> Any:
+    import onnxruntime as ort  # local: optional dependency
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(model, sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
+class OnnxEncoder:
+    """An exported encoder run by onnxruntime; a :data:`~audiogate.voice.encoder.WindowRunner`.
+
+    ``model``: a path or the file's bytes. ``check`` refuses a file that is not an audiogate
+    voice-encoder export or was made from other weights than the installed ones.
+    ``threads``: onnxruntime intra-op threads (0 = its default, all cores).
+    """
+
+    def __init__(self, model: bytes | str | os.PathLike[str], *, check: bool = True,
+                 threads: int = 0) -> None:
+        source = model if isinstance(model, bytes) else str(model)
+        if check:
+            meta = read_metadata(source)
+            if meta["weights_sha256"] != weights_digest():
+                label = "<bytes>" if isinstance(source, bytes) else source
+                raise CheckpointError(f"{label}: exported from other encoder weights than "
+                                      "the installed ones; export it again")
+        self.session = _session(source, threads=threads)
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self.session.run([OUTPUT_NAME], {INPUT_NAME: windows})[0]
+        return out
+
+
+def read_metadata(model: bytes | str) -> dict[str, str]:
+    """The audiogate metadata of an exported encoder; :class:`CheckpointError` if it is not
+    one."""
+    import onnx  # local: optional dependency
+
+    label = "<in-memory ONNX model>" if isinstance(model, bytes) else model
+    if isinstance(model, str) and not Path(model).is_file():
+        raise CheckpointError(f"ONNX speaker encoder not found: {model}")
+    try:
+        proto = (onnx.load_from_string(model) if isinstance(model, bytes)
+                 else onnx.load(model, load_external_data=False))
+    except Exception as exc:  # onnx raises assorted protobuf/decode errors
+        raise CheckpointError(f"{label}: not a readable ONNX file ({exc})") from None
+    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
+            if p.key.startswith(META_PREFIX)}
+    if meta.get("format") != META_FORMAT or meta.get("version") != META_VERSION:
+        raise CheckpointError(f"{label}: not an audiogate voice-encoder export "
+                              f"(metadata {json.dumps(meta)[:200]})")
+    return meta
+
