@@ -98,7 +98,8 @@ class Config:
     n_mels: int = _f(64, "number of mel bands")
     fixed_length: int = _f(200, "spectrogram frames per clip (pad or truncate); \"auto\": "
                                 "enough for 90%% of the training clips, chosen by train")
-    batch_size: int = _f(32, "clips per training batch")
+    batch_size: int = _f(32, "clips per training batch (with several processes: in all of "
+                             "them together)")
     lr: float = _f(1e-3, "Adam learning rate")
     weight_decay: float = _f(1e-4, "Adam weight decay (L2)")
     test_size: float = _f(0.15, "fraction of clips held out for the final test")
