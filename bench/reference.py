@@ -6,14 +6,19 @@ noise / ``librosa.effects.pitch_shift`` / ``librosa.effects.time_stretch``, then
 ``fixed_length`` frames -> per-sample z-score. A ``DataLoader`` with ``num_workers`` worker
 processes feeds the same :class:`~audiogate.models.SimpleConvNet` that audiogate trains.
 
-This is the baseline of ``bench/pipeline.py``; it is kept honest, not slow on purpose: every
-librosa call uses its defaults, and librosa's lazily compiled code is warmed up in the parent
-before the workers fork, so no worker pays that one-time cost.
+This is the baseline of ``bench/pipeline.py`` (speed) and ``bench/speech.py`` (accuracy:
+:func:`fit` trains until validation macro-F1 stops improving and keeps the best epoch, as the
+notebook does). It is kept honest, not slow on purpose: every librosa call uses its defaults,
+and librosa's lazily compiled code is warmed up in the parent before the workers fork, so no
+worker pays that one-time cost.
 """
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import librosa
 import numpy as np
@@ -22,6 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from audiogate.config import Config
+from audiogate.models import ModelSpec
+from audiogate.reporting.metrics import macro_f1
 
 Z_EPS = 1e-9
 """The specification's ``S.std() + 1e-9``."""
@@ -110,3 +117,56 @@ def predict(net: nn.Module, batches: DataLoader[tuple[torch.Tensor, int]]) -> np
         for x, _ in batches:
             out.append(torch.softmax(net(x), dim=1).numpy())
     return np.concatenate(out)
+
+
+@dataclass
+class Fitted:
+    """How :func:`fit` ended: the network with its best-on-validation weights, the epoch
+    they come from (1-based), the epochs run, and one ``{"epoch", "val_f1", "seconds"}``
+    record per epoch."""
+
+    net: nn.Module
+    best_epoch: int
+    epochs: int
+    history: list[dict[str, float]]
+
+
+def fit(train: Sequence[tuple[str, int]], val: Sequence[tuple[str, int]], *, config: Config,
+        n_classes: int, workers: int) -> Fitted:
+    """The notebook's training: Adam on :class:`SpectrogramDataset` batches, validation
+    macro-F1 (argmax) after every epoch, the best epoch's weights kept, stopped after
+    ``config.patience`` epochs without a gain (0: never) or ``config.max_epochs`` epochs."""
+    torch.manual_seed(config.seed)
+    net = ModelSpec.of(config, n_classes=n_classes).build()
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    train_data = SpectrogramDataset(train, config=config, augment=config.augment,
+                                    seed=config.seed)
+    val_batches = loader(SpectrogramDataset(val, config=config, augment=False),
+                         batch_size=config.batch_size, workers=workers, shuffle=False)
+    val_labels = np.array([label for _, label in val])
+    best_f1, best_epoch, best_state = -1.0, 0, copy.deepcopy(net.state_dict())
+    history: list[dict[str, float]] = []
+    epoch = 0
+    while epoch < config.max_epochs and (not config.patience
+                                         or epoch - best_epoch < config.patience):
+        epoch += 1
+        began = time.perf_counter()
+        train_data.epoch = epoch
+        train_epoch(net, loader(train_data, batch_size=config.batch_size, workers=workers,
+                                shuffle=True, seed=config.seed + epoch), optimizer)
+        pred = predict(net, val_batches).argmax(axis=1)
+        f1 = macro_f1(val_labels, pred, n_classes=n_classes)
+        history.append({"epoch": epoch, "val_f1": f1, "seconds": time.perf_counter() - began})
+        if f1 > best_f1:
+            best_f1, best_epoch, best_state = f1, epoch, copy.deepcopy(net.state_dict())
+    net.load_state_dict(best_state)
+    return Fitted(net=net, best_epoch=best_epoch, epochs=epoch, history=history)
+
+
+def scores(net: nn.Module, pairs: Sequence[tuple[str, int]], *, config: Config,
+           workers: int) -> np.ndarray:
+    """Class probabilities ``[shape=(len(pairs), n_classes)]`` of clean clips, in order."""
+    data = SpectrogramDataset(pairs, config=config, augment=False)
+    return predict(net, loader(data, batch_size=config.batch_size, workers=workers,
+                               shuffle=False))

@@ -3,12 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# Headless Chromium for the browser test of the web page, espeak-ng for the generated speech of
-# the voice tests (Debian packages, root only).
-if { ! command -v chromium || ! command -v espeak-ng; } >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
-        && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
-        espeak-ng >/dev/null
+# Headless Chromium for the browser test of the web page, and espeak-ng for the spoken words
+# of the speech benchmark and the voice tests (Debian packages, root only).
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
+if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    # shellcheck disable=SC2086  # one word per package
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 . .venv/bin/activate
 ruff check src tests bench notebooks

@@ -162,3 +162,19 @@ def test_strong_recipe_trains_resumes_and_predicts(tmp_path: Path,
                  str(data / "allowed")]) == 0
     verdicts = json.loads(capsys.readouterr().out)
     assert len(verdicts) == 16 and all(v["label"] for v in verdicts)
+
+
+@pytest.mark.parametrize("frames", [200, 101, 9])
+def test_tcresnet_takes_any_number_of_frames(frames: int) -> None:
+    from audiogate.models import TCResNet
+
+    torch.manual_seed(0)
+    net = TCResNet(n_mels=64, n_classes=2)
+    x = torch.randn(3, 64, frames, requires_grad=True)
+    out = net(x)
+    assert out.shape == (3, 2)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert 60_000 < sum(p.numel() for p in net.parameters()) < 70_000     # TC-ResNet8
+    deeper = ModelSpec.of(Config(model="tcresnet", depth=2, width=2), n_classes=2).build()
+    assert len(deeper.blocks) == 6 and deeper.fc.in_features == 96

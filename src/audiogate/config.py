@@ -133,8 +133,10 @@ class Config:
     stretch_max: float = _f(1.25, "highest time-stretch rate (>1 speeds up)")
     # --- model and training ---
     model: str = _f("simple", "network, by registered name: simple (the specification's "
-                              "SimpleConvNet) | bcresnet (BC-ResNet, Kim et al. 2021)")
-    width: int = _f(2, "width multiplier of BC-ResNet (1: ~9k parameters, 2: ~27k, 8: ~320k)")
+                              "SimpleConvNet) | tcresnet (TC-ResNet, Choi et al. 2019) | "
+                              "bcresnet (BC-ResNet, Kim et al. 2021)")
+    width: int = _f(1, "channel width multiplier of tcresnet and bcresnet")
+    depth: int = _f(1, "residual blocks per stage of tcresnet (1: TC-ResNet8, 2: TC-ResNet14)")
     dropout: float = _f(0.3, "dropout before the classifier")
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing (0 = off)")
     mixup_alpha: float = _f(0.0, "mixup of pairs of training clips, Beta(alpha, alpha) "
@@ -312,6 +314,7 @@ def _validate(c: Config) -> None:
     _require(0.25 <= c.stretch_min <= c.stretch_max <= 4, "stretch_min",
              "and stretch_max must satisfy 0.25 <= stretch_min <= stretch_max <= 4")
     _require(1 <= c.width <= 16, "width", f"must be in [1, 16], got {c.width}")
+    _require(1 <= c.depth <= 8, "depth", f"must be in [1, 8], got {c.depth}")
     _require(0 <= c.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
     _require(c.mixup_alpha >= 0 and math.isfinite(c.mixup_alpha), "mixup_alpha", "must be >= 0")
     for name in ("specaug_freq_masks", "specaug_freq_width", "specaug_time_masks",

@@ -1,0 +1,344 @@
+"""Speech benchmark (issue 9): word and voice gates on spoken words, reference vs audiogate.
+
+    python -m bench.speech                          # the full benchmark (see docs for time)
+    python -m bench.speech --tiny                   # seconds; what the test suite runs
+    python -m bench.speech --recipes reference,default --epochs 10 --work /tmp/agspeech
+
+The data is made here with espeak-ng (:mod:`bench.speech_tasks`, no downloads). For each
+task, audiogate trains with each recipe (a dict of Config overrides, :data:`RECIPES`);
+the reference notebook pipeline (:mod:`bench.reference`) then trains on exactly the clips
+of the split audiogate's first run wrote (``split.csv``). Both keep the epoch with the best
+validation macro-F1. Reported per task and pipeline, on the test split:
+
+* ``test F1``: macro-F1 at the pipeline's own decision: audiogate's ``test_metrics.json``;
+  for the reference, the threshold on P(allowed) chosen on its validation scores
+  (``choose_threshold(rule="f1")``), which is what audiogate's operating point does;
+* ``F1 argmax`` and ``F1 val-thr``: both decisions, computed here from each pipeline's
+  scores, for every pipeline;
+* ``EER`` (from ``test_metrics.json`` when audiogate reports it, else from the scores),
+  ``FAR``/``FRR`` at the pipeline's decision;
+* best epoch / epochs run, and training wall seconds (audiogate: all of ``train``, decoding
+  and per-epoch test evaluation included, cold cache; reference: its epochs and
+  validation passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import audiogate
+from audiogate.config import Config
+from audiogate.data import Clip
+from audiogate.data.split import Split, read_split
+from audiogate.errors import ConfigError
+from audiogate.files import write_json, write_text
+from audiogate.reporting.metrics import choose_threshold, equal_error_rate, error_rates, macro_f1
+
+from . import reference
+from .speech_tasks import TASKS, Size, build_tasks, group_of, pool, voice_of
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "spec": {"recipe": "spec"},
+    "strong": {"recipe": "strong"},
+}
+"""audiogate's recipes, each a dict of :class:`~audiogate.config.Config` overrides. A recipe
+naming a field Config does not have (yet) is skipped with a note."""
+GROUP_SPLIT = {"group_by": "folder"}
+"""Added to every audiogate run when Config has these fields: voices never straddle subsets."""
+REFERENCE = "reference"
+SIZES = {
+    "full": Size(speakers=16, words=10, takes=10, unbalanced_allowed=5),
+    "tiny": Size(speakers=8, words=4, takes=3, unbalanced_allowed=1,
+                 config={"fixed_length": 48, "n_fft": 512, "batch_size": 8,
+                         "max_epochs": 2, "patience": 0}, ref_workers=0),
+}
+"""``full``: 1600 clips (16 voices x 10 words x 10 takes); tasks of 320 (keyword), 400
+(speaker) and 800 (keyword_1to9) clips. The reference's DataLoader has 2 workers there,
+what a user of a 2-core machine would pick."""
+ALLOWED = "allowed"
+
+Result = dict[str, Any]
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its reaped children."""
+    return sum(r.ru_utime + r.ru_stime for r in
+               (resource.getrusage(resource.RUSAGE_SELF),
+                resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    cpu, wall = _cpu_s(), time.perf_counter()
+    out = fn()
+    return time.perf_counter() - wall, _cpu_s() - cpu, out
+
+
+def gate_scores(*, val_y: np.ndarray, val_p: np.ndarray, test_y: np.ndarray,
+                test_p: np.ndarray, argmax: np.ndarray) -> Result:
+    """Test F1 at argmax and at the best-F1 threshold chosen on validation, EER, and
+    FAR/FRR at that threshold; ``*_y`` labels (1 = allowed), ``*_p`` P(allowed),
+    ``argmax`` the test clips' argmax labels."""
+    threshold = choose_threshold(val_y, val_p, rule="f1")
+    far, frr = error_rates(test_y, test_p, threshold=threshold)
+    return {"f1_argmax": macro_f1(test_y, argmax, n_classes=2),
+            "f1_val_threshold": macro_f1(test_y, (test_p >= threshold).astype(int),
+                                         n_classes=2),
+            "threshold": threshold, "far": far, "frr": frr,
+            "eer": equal_error_rate(test_y, test_p)[0]}
+
+
+def _labels(clips: list[Clip], allowed: int) -> np.ndarray:
+    return np.array([int(c.label == allowed) for c in clips])
+
+
+def run_audiogate(*, data: Path, runs: Path, name: str, overrides: dict[str, Any]) -> Result:
+    """Train audiogate on ``data`` with ``overrides``; its own report plus gate scores."""
+    shutil.rmtree(runs / name, ignore_errors=True)
+    config = Config.from_dict({"data": str(data), "runs_dir": str(runs), "name": name,
+                               "cache": False, "keep_epoch_checkpoints": False, **overrides},
+                              source=f"recipe {name}")
+    wall, cpu, result = _timed(lambda: audiogate.train(config, progress=False))
+    run = result.run
+    metrics = json.loads(run.metrics.read_text())
+    own = json.loads(run.test_report.read_text())
+    split = read_split(run.split)
+    allowed = metrics["classes"].index(ALLOWED)
+    gate = audiogate.load(run.best)
+
+    def probs(clips: list[Clip]) -> np.ndarray:
+        return np.array([[p.probabilities[c] for c in metrics["classes"]]
+                         for p in gate.predict_many([c.path for c in clips])])
+
+    val, test = probs(split.val), probs(split.test)
+    out = gate_scores(val_y=_labels(split.val, allowed), val_p=val[:, allowed],
+                      test_y=_labels(split.test, allowed), test_p=test[:, allowed],
+                      argmax=(test.argmax(axis=1) == allowed).astype(int))
+    out["f1"] = own["macro_f1"]
+    out.update({k: own["gate"][k] for k in ("eer", "far", "frr", "threshold")})
+    out.update({"best_epoch": metrics["best_epoch"], "epochs": len(metrics["epochs"]),
+                "seconds": wall, "cpu_seconds": cpu, "run": str(run.root),
+                "overrides": overrides})
+    return out
+
+
+def run_reference(*, split: Split, classes: list[str], config: Config,
+                  workers: int) -> Result:
+    """Train the reference pipeline on ``split``'s clips; its gate scores."""
+    allowed = classes.index(ALLOWED)
+    pairs = {k: [(c.path, c.label) for c in getattr(split, k)] for k in ("train", "val", "test")}
+    reference.warm_up(config, pairs["train"][0][0])
+    wall, cpu, fitted = _timed(lambda: reference.fit(
+        pairs["train"], pairs["val"], config=config, n_classes=len(classes),
+        workers=workers))
+    val, test = (reference.scores(fitted.net, pairs[k], config=config, workers=workers)
+                 for k in ("val", "test"))
+    out = gate_scores(val_y=_labels(split.val, allowed), val_p=val[:, allowed],
+                      test_y=_labels(split.test, allowed), test_p=test[:, allowed],
+                      argmax=(test.argmax(axis=1) == allowed).astype(int))
+    out.update({"f1": out["f1_val_threshold"], "best_epoch": fitted.best_epoch,
+                "epochs": fitted.epochs, "seconds": wall, "cpu_seconds": cpu})
+    return out
+
+
+def describe_split(split: Split, *, root: Path, classes: list[str]) -> Result:
+    """Clips per subset and class, whether the subsets share a group (a voice, or a voice
+    and word), and per class the share of test clips whose voice was heard in training or
+    validation."""
+    subsets = {k: getattr(split, k) for k in ("train", "val", "test")}
+    groups = {k: {group_of(c.path, root=root) for c in v} for k, v in subsets.items()}
+    heard = {voice_of(c.path, root=root) for c in split.train + split.val}
+    return {
+        "counts": {k: {name: sum(c.label == i for c in v) for i, name in enumerate(classes)}
+                   for k, v in subsets.items()},
+        "groups_disjoint": not ((groups["train"] & groups["val"])
+                                | (groups["train"] & groups["test"])
+                                | (groups["val"] & groups["test"])),
+        "test_voice_heard": {
+            name: float(np.mean([voice_of(c.path, root=root) in heard
+                                 for c in split.test if c.label == i]))
+            for i, name in enumerate(classes)},
+        "test_voices": sorted({voice_of(c.path, root=root) for c in split.test}),
+    }
+
+
+def recipe_problem(overrides: dict[str, Any]) -> str | None:
+    """Why Config cannot take ``overrides`` yet (unknown field or value), else None."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    missing = sorted(set(overrides) - known)
+    if missing:
+        return f"Config has no field {', '.join(missing)} yet"
+    try:
+        Config(**overrides)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def run_task(task: str, *, data: Path, work: Path, pipelines: list[str],
+             base: dict[str, Any], ref_workers: int) -> Result:
+    """Every pipeline on one task: audiogate's recipes first (the first one's ``split.csv``
+    is the split), then the reference on that split."""
+    runs, out = work / "runs" / task, {}
+    split: Split | None = None
+    classes: list[str] = []
+    for name in [p for p in pipelines if p != REFERENCE]:
+        _say(f"{task}: audiogate {name} ...")
+        out[name] = run_audiogate(data=data, runs=runs, name=name,
+                                  overrides={**RECIPES[name], **base})
+        run = Path(out[name]["run"])
+        this = read_split(run / "split.csv")
+        if split is None:
+            split, classes = this, json.loads((run / "metrics.json").read_text())["classes"]
+        out[name]["same_split"] = this == split
+        _say(_line(task, name, out[name]))
+    if REFERENCE in pipelines and split is not None:
+        _say(f"{task}: {REFERENCE} ...")
+        out[REFERENCE] = run_reference(split=split, classes=classes, config=Config(**base),
+                                        workers=ref_workers)
+        _say(_line(task, REFERENCE, out[REFERENCE]))
+    return {"split": describe_split(split, root=data, classes=classes) if split else None,
+            "runs": out}
+
+
+def _line(task: str, name: str, r: Result) -> str:
+    return (f"{task}: {name}: test F1 {r['f1']:.3f}, EER {r['eer']:.3f}, best epoch "
+            f"{r['best_epoch']} of {r['epochs']}, {r['seconds']:.0f} s")
+
+
+def runnable(pipelines: list[str], notes: list[str]) -> list[str]:
+    """``pipelines`` without the recipes Config cannot take yet (a note for each)."""
+    out = []
+    for name in pipelines:
+        problem = None if name == REFERENCE else recipe_problem(RECIPES[name])
+        if problem:
+            notes.append(f"recipe {name!r} skipped: {problem}")
+        else:
+            out.append(name)
+    if REFERENCE in out and len(out) == 1:
+        notes.append("the reference needs an audiogate run's split: add a recipe")
+    return out
+
+
+def _num(x: Any, fmt: str = ".3f") -> str:
+    return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, fmt)
+
+
+def report(results: Result) -> str:
+    """The results as Markdown: one table per task, with its split above it."""
+    load = results.get("load_average")
+    lines = [f"Spoken words by {results['size']['speakers']} espeak-ng voices; "
+             f"{results['cores']} cores"
+             + (f" (1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the "
+                "end)" if load else "")
+             + f"; benchmark took {results['seconds']:.0f} s."]
+    for task, done in results["tasks"].items():
+        split = done["split"]
+        lines += ["", f"**{task}**"]
+        if split:
+            c = split["counts"]
+            sizes = ", ".join(f"{k} {v.get('allowed', 0)}/{v.get('not_allowed', 0)}"
+                              for k, v in c.items())
+            heard = ", ".join(f"{k} {v:.0%}" for k, v in split["test_voice_heard"].items())
+            lines += [f"clips allowed/not_allowed: {sizes}; voices apart in train/val/test: "
+                      f"{'yes' if split['groups_disjoint'] else 'NO'}; test clips whose voice "
+                      f"was heard in training: {heard}", ""]
+        lines += ["| pipeline | test F1 | F1 argmax | F1 val-thr | EER | FAR | FRR "
+                  "| best / epochs | train s | CPU s |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, r in done["runs"].items():
+            lines.append(f"| {name} | {_num(r['f1'])} | {_num(r['f1_argmax'])} "
+                         f"| {_num(r['f1_val_threshold'])} | {_num(r['eer'])} "
+                         f"| {_num(r['far'])} | {_num(r['frr'])} "
+                         f"| {r['best_epoch']} / {r['epochs']} | {r['seconds']:.0f} "
+                         f"| {r['cpu_seconds']:.0f} |")
+    if results["notes"]:
+        lines += ["", *(f"- {n}" for n in results["notes"])]
+    return "\n".join(lines) + "\n"
+
+
+def _publish(results: Result, work: Path) -> None:
+    """Write ``results.md`` beside ``results.json`` and print it."""
+    text = report(results)
+    write_text(work / "results.md", text)
+    print(text)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path,
+                        default=Path(tempfile.gettempdir()) / "audiogate-speech",
+                        help="folder for the words, tasks, runs and results (words reused)")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long version")
+    parser.add_argument("--epochs", type=int, default=0,
+                        help="most epochs for every pipeline (0: the size's default)")
+    parser.add_argument("--recipes", default=",".join([REFERENCE, *RECIPES]),
+                        help=f"pipelines to run, comma-separated, from {REFERENCE}, "
+                             f"{', '.join(RECIPES)}")
+    parser.add_argument("--tasks", default=",".join(TASKS),
+                        help=f"tasks to run, comma-separated, from {', '.join(TASKS)}")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the runs")
+    parser.add_argument("--report", action="store_true",
+                        help="only print (and rewrite results.md from) the work folder's "
+                             "results.json")
+    args = parser.parse_args(argv)
+    args.pipelines = [p for p in args.recipes.split(",") if p]
+    args.task_list = [t for t in args.tasks.split(",") if t]
+    unknown = (set(args.pipelines) - {REFERENCE, *RECIPES}) | (set(args.task_list) - set(TASKS))
+    if unknown or args.epochs < 0:
+        parser.error(f"unknown pipeline or task {sorted(unknown)}" if unknown
+                     else "--epochs must be >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> Result:
+    args = _args(argv)
+    if args.report:
+        results = json.loads((args.work / "results.json").read_text())
+        _publish(results, args.work)
+        return dict(results)
+    began, load_before = time.perf_counter(), os.getloadavg()[0]
+    size = SIZES["tiny" if args.tiny else "full"]
+    base = {**size.config, "seed": args.seed}
+    if args.epochs:
+        base["max_epochs"] = args.epochs
+    notes: list[str] = []
+    if recipe_problem(GROUP_SPLIT):
+        notes.append(f"{GROUP_SPLIT} is not in Config yet: audiogate splits clip by clip, "
+                     "so voices can be shared by train, val and test")
+    else:
+        base.update(GROUP_SPLIT)
+    _say(f"making spoken words under {args.work / 'words'} ...")
+    clips = pool(work=args.work, size=size, seed=args.seed)
+    folders = build_tasks(clips, root=args.work / "tasks", size=size, seed=args.seed)
+    pipelines = runnable(args.pipelines, notes)
+    tasks = {t: run_task(t, data=folders[t], work=args.work, pipelines=pipelines, base=base,
+                         ref_workers=size.ref_workers) for t in args.task_list}
+    results = {"size": dataclasses.asdict(size), "base": base, "tasks": tasks,
+               "notes": notes, "cores": len(os.sched_getaffinity(0)),
+               "load_average": [load_before, os.getloadavg()[0]],
+               "seconds": time.perf_counter() - began}
+    write_json(args.work / "results.json", results)
+    _publish(results, args.work)
+    return results
+
+
+if __name__ == "__main__":
+    main()
