@@ -205,3 +205,4 @@ def test_cache_command_fills_the_cache_training_then_reuses(
     ready = prepare_data(config, read_only=True, progress=False)
     assert len(ready.train) + len(ready.val) + len(ready.test) == 24
     assert main(["-q", "cache", *flags, "--no-cache"]) == 2
+    assert main(["-q", "cache", *flags, "--fixed-length", "auto"]) == 0  # train's window

@@ -113,9 +113,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .data.prepare import prepare_data
+    from .data.prepare import prepare_data, resolve_window
 
-    config = config_from_args(args)
+    config = resolve_window(config_from_args(args))  # "auto": the window train would use
     if not config.cache:
         raise ConfigError("audiogate cache fills the on-disk cache; drop --no-cache")
     data = prepare_data(config, progress=not args.quiet)
