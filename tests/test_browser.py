@@ -95,6 +95,7 @@ def test_upload_shows_verdict_and_spectrogram(page: Any, tmp_path: Path) -> None
     sf.write(tmp_path / "voice.wav", 0.5 * voice_like(rng=rng, duration=2.0, sr=SR), SR)
     sf.write(tmp_path / "hiss.flac", 0.5 * hiss(rng=rng, duration=3.0), SR)
     assert "not_allowed, allowed" in page.text_content("#model-info")
+    assert page.is_hidden("#report-link")  # a checkpoint outside a run folder has no report
 
     assert upload(page, tmp_path / "voice.wav") == "allowed"
     assert page.text_content("#verdict").startswith("allowed (")

@@ -36,7 +36,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_run_folder_contents(trained: tuple[Path, Path]) -> None:
     _, run = trained
     for name in ("config.toml", "split.csv", "skipped.csv", "metrics.json",
-                 "test_metrics.json", "models/best.pt", "models/last.pt",
+                 "test_metrics.json", "test_predictions.csv", "report.html",
+                 "models/best.pt", "models/last.pt",
                  "models/model_epoch_001.pt", "models/model_epoch_002.pt",
                  "outputs/curves.png", "outputs/confusion_test.png"):
         assert (run / name).is_file(), name
@@ -143,4 +144,6 @@ def test_signal_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     n_test = (run / "split.csv").read_text().count("\ntest,")
     assert report["epoch"] == metrics["best_epoch"] == load_checkpoint(run / "models/best.pt").epoch
     assert report["n"] == n_test == sum(map(sum, report["confusion"])) > 0
+    page = (run / "report.html").read_text()  # the stopped run has its page too
+    assert 'class="state interrupted"' in page and f"interrupted ({sig.name})" in page
     assert not list(run.rglob("*.tmp"))

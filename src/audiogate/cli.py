@@ -104,6 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.test_report:
         print(f"test macro-F1 of the best model: {result.test_report['macro_f1']:.4f} "
               f"({result.run.test_report})")
+        if result.run.report.exists():
+            print(f"report: {result.run.report}")
         gate = result.test_report.get("gate")
         if gate:
             print(f"operating point: P({gate['positive']}) >= {gate['threshold']:.4f}; on the "
@@ -131,11 +133,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .reporting.tables import format_report
 
     result = evaluate(args.checkpoint, data=args.data, subset=args.split, out=args.out,
-                      threshold=args.threshold,
-                      workers=args.workers, progress=not args.quiet)
+                      threshold=args.threshold, workers=args.workers,
+                      report_errors=args.report_errors, progress=not args.quiet)
     print(format_report(result.report))
     _report_skipped(result.skipped)
     print(f"\nreport: {result.report_path}\nconfusion matrix: {result.confusion_path}")
+    if result.page_path:
+        print(f"page: {result.page_path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .reporting.report import write_report
+
+    print(f"wrote {write_report(args.folder, errors=args.report_errors)}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .reporting.run_table import format_runs, list_runs, sort_runs
+
+    runs = sort_runs(list_runs(args.runs_dir), key=args.sort)
+    if not runs and args.format == "table":
+        print(f"no runs in {args.runs_dir}")
+        return 0
+    sys.stdout.write(format_runs(runs, fmt=args.format))
     return 0
 
 
@@ -206,11 +228,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .deploy.serve import ServeSettings, run_server
+    from .deploy.serve import ServeSettings, report_of, run_server
 
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
                              hop_s=args.hop)
-    run_server(_load_gate(args), host=args.host, port=args.port, settings=settings)
+    run_server(_load_gate(args), host=args.host, port=args.port, settings=settings,
+               report=report_of(args.checkpoint))
     return 0
 
 
@@ -218,6 +241,12 @@ def _add_threshold_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, metavar="P",
                    help="a two-class gate accepts when P(allowed) >= P (default: the "
                         "operating point chosen on validation, stored in the checkpoint)")
+
+
+def _add_report_errors_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--report-errors", type=int, default=None, metavar="N",
+                   help="wrong clips played and drawn in report.html (default: the model's "
+                        "report_errors setting)")
 
 
 def _add_backend_flags(p: argparse.ArgumentParser) -> None:
@@ -309,8 +338,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for report.json and confusion.png "
                                  "(default: <run>/evaluation or ./evaluation)")
     p.add_argument("--workers", type=int, default=0, help="decoding processes; 0 = all cores")
+    _add_report_errors_flag(p)
     _add_threshold_flag(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="(re)write report.html: a run on one self-contained page")
+    p.add_argument("folder", metavar="RUN_DIR",
+                   help="a run folder (or an evaluate --out folder)")
+    _add_report_errors_flag(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("runs", help="table of the runs in a runs folder")
+    p.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR",
+                   help="folder of run folders (default: runs)")
+    p.add_argument("--sort", default="best_val_f1", metavar="FIELD",
+                   help="order by this field: numbers and dates best/newest first, text "
+                        "A-Z (default: best_val_f1); fields: name, date, data, model, "
+                        "recipe, epochs, state, stop_reason, best_val_f1, test_f1, "
+                        "threshold, train_time_s")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", dest="format", action="store_const", const="json",
+                     help="every field of every run, full paths, seconds (a JSON list)")
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv",
+                     help="every field of every run as CSV")
+    p.set_defaults(format="table", func=cmd_runs)
 
     p = sub.add_parser("predict", help="label new audio files or folders")
     p.add_argument("--checkpoint", required=True)

@@ -22,6 +22,7 @@ from .errors import ConfigError
 BALANCE_CHOICES = ("downsample", "weighted", "none")
 PRECISION_CHOICES = ("32", "bf16-mixed", "16-mixed")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+TENSORBOARD_CHOICES = ("auto", "on", "off")
 AUTO_WINDOW = 0
 """``fixed_length = "auto"`` is held as this value until ``train`` resolves it."""
 
@@ -165,6 +166,10 @@ class Config:
     runs_dir: str = _f("runs", "folder that holds one sub-folder per run")
     name: str = _f("", "run name; empty = a timestamp")
     keep_epoch_checkpoints: bool = _f(True, "keep models/model_epoch_N.pt for every epoch")
+    tensorboard: str = _f("auto", "TensorBoard event files under <run>/tensorboard: auto (when "
+                                  "the tensorboard package is installed) | on | off")
+    report_errors: int = _f(12, "wrong test clips (the most confident errors) played and drawn "
+                                "in report.html; 0 = none")
     # --- the gate's decision ---
     operating_point: str = _f("f1", "how a two-class gate's threshold on P(allowed) is chosen "
                                     "on validation: f1 | eer | far=X | frr=X")
@@ -266,6 +271,8 @@ class Config:
 def _coerce(name: str, value: Any, kind: type, source: str) -> Any:
     if name == "fixed_length" and value == "auto":
         return AUTO_WINDOW
+    if name == "tensorboard" and isinstance(value, bool):  # TOML `tensorboard = true`
+        return "on" if value else "off"
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -326,7 +333,9 @@ def _validate(c: Config) -> None:
              f"{c.lr_schedule!r} needs a known length: set max_epochs > 0")
     _require(c.warmup_epochs >= 0 and math.isfinite(c.warmup_epochs), "warmup_epochs",
              "must be >= 0")
-    for name in ("max_epochs", "patience", "workers"):
+    _require(c.tensorboard in TENSORBOARD_CHOICES, "tensorboard",
+             f"must be one of {', '.join(TENSORBOARD_CHOICES)}, got {c.tensorboard!r}")
+    for name in ("max_epochs", "patience", "workers", "report_errors"):
         _require(getattr(c, name) >= 0, name, "must be >= 0")
     _require("/" not in c.name and c.name not in (".", ".."), "name", "must be a plain name")
     _check_model(c)

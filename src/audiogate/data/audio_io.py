@@ -7,6 +7,7 @@ becomes an :class:`~audiogate.errors.AudioError` whose ``reason`` a user can rea
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass, replace
@@ -179,6 +180,13 @@ def write_wav(path: str | os.PathLike[str], y: np.ndarray, *, sr: int,
     """Write mono float samples in [-1, 1] as a WAV file (folders are created)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), np.clip(y, -1.0, 1.0), sr, subtype=subtype)
+
+
+def wav_bytes(y: np.ndarray, *, sr: int) -> bytes:
+    """Mono float samples in [-1, 1] ``[shape=(n,)]`` as the bytes of a 16-bit PCM WAV file."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(y, -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
 
 
 def _short(exc: BaseException) -> str:

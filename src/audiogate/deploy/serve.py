@@ -1,5 +1,6 @@
 """HTTP service: ``POST /predict`` (audio upload -> verdict JSON), ``GET /health``,
-``GET /model``, the OpenAPI spec at ``/openapi.json``, and a one-page web UI at ``/``.
+``GET /model``, the OpenAPI spec at ``/openapi.json``, a one-page web UI at ``/``, and the
+model's training report at ``/report`` when its checkpoint lives in a run folder that has one.
 
 Uploads are checked before any model work: the request body is capped (413, whether or not the
 client sends ``Content-Length``), the body must be ``multipart/form-data`` with a ``file`` field
@@ -36,6 +37,7 @@ from ..config import FeatureConfig
 from ..data.audio_io import AUDIO_EXTENSIONS, load_audio, probe
 from ..errors import AudioError, ConfigError
 from ..features.frontend import LogMel, power_to_db
+from ..reporting.html import CSP as REPORT_CSP
 from .inference import BaseClassifier
 from .scan import DEFAULT_HOP_S, scan_wave
 
@@ -60,6 +62,17 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
+REPORT_HEADERS = {**PAGE_HEADERS, "Content-Security-Policy": REPORT_CSP + "; frame-ancestors "
+                                                                           "'none'"}
+"""The report is self-contained: it may load nothing at all, from here or anywhere else."""
+
+
+def report_of(checkpoint: str | Path) -> Path | None:
+    """The ``report.html`` of the run folder a model file lives in (``<run>/models/x.pt``, or
+    an exported ``.onnx`` beside it), if there is one."""
+    models = Path(checkpoint).resolve().parent
+    page = models.parent / "report.html"
+    return page if models.name == "models" and page.is_file() else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,8 +223,9 @@ class Judge:
                 raise HTTPException(422, f"unusable audio: {exc.reason}") from None
 
 
-def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None) -> FastAPI:
-    """The FastAPI application serving ``gate``."""
+def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None,
+               report: Path | None = None) -> FastAPI:
+    """The FastAPI application serving ``gate``; ``report``: its run's ``report.html``."""
     settings = settings or ServeSettings()
     judge = Judge(gate, settings)
     app = FastAPI(title="audiogate", version=_version(), docs_url=None, redoc_url=None,
@@ -230,7 +244,17 @@ def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None) -
     @app.get("/model", summary="Classes, feature config, epoch and validation metric")
     def model() -> dict[str, Any]:
         return {**gate.describe(), "max_upload_mb": settings.max_upload_mb,
-                "max_seconds": settings.max_seconds, "hop_s": settings.hop_s}
+                "max_seconds": settings.max_seconds, "hop_s": settings.hop_s,
+                "report": report is not None}
+
+    @app.get("/report", summary="The model's training report (report.html of its run)",
+             response_class=FileResponse, responses={404: {"description": "no report"}})
+    def training_report() -> FileResponse:
+        if report is None or not report.is_file():
+            raise HTTPException(404, "this model has no report: its checkpoint is not in a run "
+                                     "folder with report.html (write one with: audiogate "
+                                     "report RUN_DIR)")
+        return FileResponse(report, media_type="text/html", headers=REPORT_HEADERS)
 
     @app.post("/predict", summary="Judge one uploaded audio file", responses={
         413: {"description": "upload or recording over the limit"},
@@ -257,10 +281,12 @@ def _version() -> str:
 
 
 def run_server(gate: BaseClassifier, *, host: str = "127.0.0.1", port: int = 8000,
-               settings: ServeSettings | None = None) -> None:
-    """Serve ``gate`` with uvicorn until interrupted (Ctrl+C / SIGTERM)."""
+               settings: ServeSettings | None = None, report: Path | None = None) -> None:
+    """Serve ``gate`` (and ``report`` at ``/report``) with uvicorn until interrupted (Ctrl+C /
+    SIGTERM)."""
     import uvicorn  # local: optional dependency
 
     log.info("serving %s model on http://%s:%d/ (classes %s)", gate.backend, host, port,
              list(gate.classes))
-    uvicorn.run(create_app(gate, settings=settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(gate, settings=settings, report=report), host=host, port=port,
+                log_level="info")

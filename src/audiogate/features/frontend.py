@@ -115,6 +115,11 @@ class LogMel(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.from_power(self.power(wave))
 
+    def decibels(self, wave: torch.Tensor) -> torch.Tensor:
+        """Log-mel in dB re each clip's maximum, in ``[-top_db, 0]``, before the z-score (for
+        display): ``[shape=(batch, n_mels, frames)]``."""
+        return power_to_db(torch.matmul(self.mel, self.power(wave)), top_db=self.cfg.top_db)
+
 
 def log_mel(y: np.ndarray, *, cfg: FeatureConfig) -> np.ndarray:
     """One clip ``[shape=(n,)]`` -> normalised log-mel ``[shape=(n_mels, fixed_length)]``."""

@@ -8,59 +8,27 @@ curves.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data.discover import Clip, Skipped, discover, write_skipped
+from ..data.discover import Skipped, discover, write_skipped
 from ..data.split import read_split
-from ..deploy.inference import BaseClassifier, Classifier, Prediction
+from ..deploy.inference import BaseClassifier, Classifier
 from ..errors import DataError
-from ..files import write_json, write_text
+from ..files import write_json
 from ..training.checkpoint import ensure_compatible, load_checkpoint
 from ..training.runs import RunPaths
 from . import plots
 from .metrics import classification_report, gate_report
-from .tables import csv_text
+from .predictions import Scored, score_clips, write_predictions
+from .report import write_report
 
-
-@dataclass
-class Scored:
-    """Clips judged by a model: the usable ones with their verdicts, and the skipped ones."""
-
-    clips: list[Clip]
-    predictions: list[Prediction]
-    skipped: list[Skipped] = field(default_factory=list)
-
-    @property
-    def y_true(self) -> np.ndarray:
-        return np.asarray([c.label for c in self.clips], dtype=np.int64)
-
-    @property
-    def y_pred(self) -> np.ndarray:
-        return np.asarray([p.index for p in self.predictions], dtype=np.int64)
-
-    def scores(self) -> np.ndarray:
-        """A gate's ``P(positive)`` per clip ``[shape=(n,)]``."""
-        return np.asarray([np.nan if p.score is None else p.score for p in self.predictions])
-
-
-def score_clips(gate: BaseClassifier, clips: Sequence[Clip], *,
-                progress: bool = False) -> Scored:
-    """Judge every clip with ``gate`` (as ``predict`` does); unreadable ones are skipped."""
-    results = gate.predict_many([c.path for c in clips], progress=progress)
-    kept, preds, skipped = [], [], []
-    for clip, r in zip(clips, results, strict=True):
-        if r.index is None:
-            skipped.append(Skipped(clip.path, r.error or "failed"))
-        else:
-            kept.append(clip)
-            preds.append(r)
-    return Scored(kept, preds, skipped)
+log = logging.getLogger(__name__)
 
 
 def build_report(scored: Scored, gate: BaseClassifier) -> dict[str, Any]:
@@ -97,6 +65,8 @@ class EvalResult:
     skipped: list[Skipped]
     report_path: Path
     confusion_path: Path
+    page_path: Path | None = None
+    """``report.html`` (None if it could not be written; the error is logged)."""
 
 
 def _run_of(checkpoint: Path) -> RunPaths | None:
@@ -108,12 +78,13 @@ def _run_of(checkpoint: Path) -> RunPaths | None:
 def evaluate(checkpoint: str | os.PathLike[str], *, data: str | None = None,
              subset: str = "test", out: str | os.PathLike[str] | None = None,
              threshold: float | None = None, workers: int = 0,
-             progress: bool = True) -> EvalResult:
+             report_errors: int | None = None, progress: bool = True) -> EvalResult:
     """Metrics of ``checkpoint`` on the class folders under ``data``, or else on the
     ``subset`` of the checkpoint's run split. ``threshold`` replaces the gate's own.
 
-    Writes ``report.json``, ``predictions.csv``, ``skipped.csv``, ``confusion.png`` and, for
-    a gate, ``roc.png`` and ``det.png`` into ``out``.
+    Writes ``report.json``, ``predictions.csv``, ``skipped.csv``, ``confusion.png``, for a
+    gate ``roc.png`` and ``det.png``, and ``report.html`` (with the ``report_errors`` worst
+    errors; default: the checkpoint's ``report_errors``) into ``out``.
     """
     ckpt_path = Path(checkpoint)
     gate = Classifier(load_checkpoint(ckpt_path), workers=workers)
@@ -143,16 +114,18 @@ def evaluate(checkpoint: str | os.PathLike[str], *, data: str | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "report.json", report)
     write_skipped(skipped, out_dir / "skipped.csv")
-    write_predictions(scored, gate, out_dir / "predictions.csv")
+    write_predictions(scored, gate.classes, out_dir / "predictions.csv")
     write_figures(scored, gate, report, confusion=out_dir / "confusion.png",
                   roc=out_dir / "roc.png", det=out_dir / "det.png", title=Path(source).name)
-    return EvalResult(report, skipped, out_dir / "report.json", out_dir / "confusion.png")
+    return EvalResult(report, skipped, out_dir / "report.json", out_dir / "confusion.png",
+                      page_path=_write_page(out_dir, errors=report_errors))
 
 
-def write_predictions(scored: Scored, gate: BaseClassifier, path: Path) -> None:
-    """``path,true,predicted,confidence,score`` per judged clip (score: P(positive) of a
-    gate, empty otherwise)."""
-    rows = [[c.path, gate.classes[c.label], p.label, f"{p.confidence:.4f}",
-             "" if p.score is None else f"{p.score:.6f}"]
-            for c, p in zip(scored.clips, scored.predictions, strict=True)]
-    write_text(path, csv_text(["path", "true", "predicted", "confidence", "score"], rows))
+def _write_page(out_dir: Path, *, errors: int | None) -> Path | None:
+    """``report.html``; a failure is logged, the evaluation's files are written already."""
+    try:
+        return write_report(out_dir, errors=errors)
+    except Exception:
+        log.exception("could not write %s (the evaluation itself is complete; retry with: "
+                      "audiogate report %s)", out_dir / "report.html", out_dir)
+        return None

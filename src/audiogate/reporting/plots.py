@@ -1,12 +1,14 @@
 """PNG figures: training curves, duration histogram, confusion matrix, spectrogram, and a
 gate's ROC and DET curves.
 
-Uses matplotlib's non-interactive Agg backend; every function writes one PNG atomically
-(:func:`audiogate.files.atomic_write`) and closes its figure.
+Uses matplotlib's non-interactive Agg backend. Each ``plot_*`` function writes one PNG
+atomically (:func:`audiogate.files.atomic_write`); each ``*_figure`` function returns a
+figure for :func:`png_bytes` (which closes it), for pages that embed their images.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,16 +21,46 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from ..files import atomic_write
+from ..files import write_bytes
 from .metrics import error_tradeoff
+
+DPI = 110
+"""Resolution of every PNG (dots per inch of the figure size)."""
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
 
 
 def _save(fig: Figure, path: Path) -> None:
-    try:
-        with atomic_write(path, durable=False) as fh:
-            fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    write_bytes(path, png_bytes(fig), durable=False)
+
+
+def colorize(image: np.ndarray, *, low: float | None = None, high: float | None = None,
+             cmap: str = "magma") -> np.ndarray:
+    """A 2-D array ``[shape=(rows, cols)]`` as RGB uint8 ``[shape=(rows, cols, 3)]``: ``low``
+    (default: its minimum) dark, ``high`` (default: its maximum) bright; row 0 ends up at the
+    bottom, as in a spectrogram drawn with ``origin="lower"``."""
+    x = np.asarray(image, dtype=np.float64)
+    lo = float(x.min()) if low is None and x.size else (low or 0.0)
+    hi = float(x.max()) if high is None and x.size else (high or 0.0)
+    unit = np.clip((x - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(x)
+    rgba = matplotlib.colormaps[cmap](unit[::-1])
+    return np.round(rgba[..., :3] * 255).astype(np.uint8)
+
+
+def rgb_png(rgb: np.ndarray) -> bytes:
+    """An RGB uint8 image ``[shape=(rows, cols, 3)]`` as PNG bytes, one pixel per value (no
+    figure: fast, for many small images)."""
+    buf = io.BytesIO()
+    plt.imsave(buf, rgb, format="png")
+    return buf.getvalue()
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
@@ -56,7 +88,13 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
 
 def plot_durations(durations: dict[str, np.ndarray], *, window_s: float, suggested_s: float,
                    path: Path) -> None:
-    """Histogram of clip durations per class, with the model window and the suggestion."""
+    """Write :func:`durations_figure` to ``path``."""
+    _save(durations_figure(durations, window_s=window_s, suggested_s=suggested_s), path)
+
+
+def durations_figure(durations: dict[str, np.ndarray], *, window_s: float,
+                     suggested_s: float) -> Figure:
+    """Histogram of clip durations (s) per class, with the model window and the suggestion."""
     fig, ax = plt.subplots(figsize=(8, 4))
     finite = [d for d in durations.values() if len(d)]
     top = max(float(np.max(d)) for d in finite) if finite else 1.0
@@ -69,7 +107,7 @@ def plot_durations(durations: dict[str, np.ndarray], *, window_s: float, suggest
     ax.set(xlabel="duration (s)", ylabel="clips", title="Clip durations")
     ax.legend()
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    return fig
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str],

@@ -26,6 +26,7 @@ from .callbacks import (
     CurvePlotter,
     EarlyStopping,
     EpochLogger,
+    HtmlReport,
     MetricsWriter,
     OperatingPoint,
     TestReport,
@@ -34,6 +35,7 @@ from .checkpoint import ensure_compatible, load_checkpoint
 from .device import resolve_device
 from .distributed import Dist, from_env, session
 from .runs import RunPaths, check_run_name, new_run
+from .tensorboard import TensorBoardLogger, tensorboard_enabled
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -56,10 +58,13 @@ class TrainResult:
 
 def run_callbacks(config: Config, run: RunPaths) -> list[Callback]:
     """The callbacks of a run folder, in order: checkpoints, metrics.json, curves, log, early
-    stopping, then at the end the operating point (on validation) and the test report."""
+    stopping, then at the end the operating point (on validation), the test report, the
+    TensorBoard summaries (when on) and report.html."""
+    test = TestReport(run)
+    board = [TensorBoardLogger(run, test=test)] if tensorboard_enabled(config) else []
     return [CheckpointSaver(run, keep_epochs=config.keep_epoch_checkpoints), MetricsWriter(run),
             CurvePlotter(run), EpochLogger(), EarlyStopping(config.patience),
-            OperatingPoint(run), TestReport(run)]
+            OperatingPoint(run), test, *board, HtmlReport(run)]
 
 
 def _fit(trainer: Trainer, run: RunPaths) -> TrainResult:
@@ -128,6 +133,7 @@ def train(config: Config, *, progress: bool = True,
     """
     config = replace(config, data=str(Path(config.data).resolve()))
     check_run_name(config)
+    tensorboard_enabled(config)  # "on" without the package: refused before any work
     with _job(config) as dist:
         # fixed_length = "auto" reads the clips' headers: rank 0 does it, the others follow
         config = dist.broadcast(resolve_window(config) if dist.is_main else config)

@@ -11,7 +11,7 @@ the ones it needs:
 * ``on_train_end(trainer, result)``: after ``on_stop``, with the
   :class:`~audiogate.training.trainer.FitResult`.
 
-Callbacks run in the order given. A TensorBoard logger or an HTML report is one more class here.
+Callbacks run in the order given. The TensorBoard logger is in :mod:`.tensorboard`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .runs import RunPaths
 
 if TYPE_CHECKING:
+    from ..reporting.predictions import Scored
     from .trainer import FitResult, Trainer
 
 log = logging.getLogger(__name__)
@@ -164,7 +166,7 @@ class OperatingPoint(Callback):
 
     def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
         from ..deploy.inference import Classifier
-        from ..reporting.evaluate import score_clips
+        from ..reporting.predictions import score_clips
 
         if not self.run.best.exists() or len(trainer.classes) != 2:
             return
@@ -190,18 +192,21 @@ class OperatingPoint(Callback):
 
 class TestReport(Callback):
     """At the end, evaluates ``best.pt`` (chosen on validation, with its threshold) once on
-    the test split, judging clips as ``predict`` does: ``test_metrics.json`` and the
-    confusion matrix, ROC and DET curves in ``outputs/``."""
+    the test split, judging clips as ``predict`` does: ``test_metrics.json``, every clip's
+    verdict in ``test_predictions.csv``, and the confusion matrix, ROC and DET curves in
+    ``outputs/``. ``report`` and ``scored`` keep the results for the callbacks after it."""
 
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, run: RunPaths) -> None:
         self.run = run
         self.report: dict[str, Any] | None = None
+        self.scored: Scored | None = None
 
     def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
         from ..deploy.inference import Classifier
-        from ..reporting.evaluate import build_report, score_clips, write_figures
+        from ..reporting.evaluate import build_report, write_figures
+        from ..reporting.predictions import score_clips, write_predictions
 
         if not self.run.best.exists():
             return
@@ -210,8 +215,38 @@ class TestReport(Callback):
         report = build_report(scored, model)
         report["epoch"] = model.epoch
         write_json(self.run.test_report, report)
+        write_predictions(scored, model.classes, self.run.test_predictions)
         write_figures(scored, model, report, confusion=self.run.confusion,
                       roc=self.run.outputs / "roc_test.png",
                       det=self.run.outputs / "det_test.png",
                       title=f"Test set, best epoch {model.epoch}")
-        self.report = report
+        self.report, self.scored = report, scored
+
+
+def stop_state(reason: str) -> str:
+    """``interrupted`` for a run stopped by a signal, else ``finished``."""
+    return "interrupted" if reason.startswith("interrupted") else "finished"
+
+
+class HtmlReport(Callback):
+    """At the end, writes ``report.html`` (:func:`~audiogate.reporting.report.write_report`),
+    also for a stopped run. A failure is logged and never loses the run: everything else is
+    written already, and ``audiogate report RUN_DIR`` can write the page later."""
+
+    def __init__(self, run: RunPaths) -> None:
+        self.run = run
+        self.path: Path | None = None
+
+    def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
+        from ..reporting.report import write_report
+
+        live = {"state": stop_state(result.stop_reason), "stop_reason": result.stop_reason,
+                "epochs_done": result.epochs_done}
+        try:
+            self.path = write_report(self.run.root, errors=trainer.config.report_errors,
+                                     live=live)
+        except Exception:  # the run is saved; only its page is missing
+            log.exception("could not write %s; the run itself is complete (write the page "
+                          "later with: audiogate report %s)", self.run.report, self.run.root)
+            return
+        log.info("report: %s", self.path)

@@ -8,8 +8,11 @@
       skipped.csv          path,reason for every file left out
       metrics.json         one record per finished epoch + best epoch
       test_metrics.json    final report of the best (validation) model on the test split
+      test_predictions.csv its verdict on every test clip (path, true, predicted, p_<class>)
+      report.html          the run on one self-contained page (audiogate report rewrites it)
       models/              model_epoch_NNN.pt, best.pt, last.pt (resumable)
-      outputs/             curves.png, confusion_test.png
+      outputs/             curves.png, confusion_test.png, roc_test.png, det_test.png
+      tensorboard/         TensorBoard event files (when tensorboard is on)
 """
 
 from __future__ import annotations
@@ -48,6 +51,18 @@ class RunPaths:
     @property
     def test_report(self) -> Path:
         return self.root / "test_metrics.json"
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.root / "test_predictions.csv"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
 
     @property
     def models(self) -> Path:

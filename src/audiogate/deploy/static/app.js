@@ -30,6 +30,7 @@ async function loadModelInfo() {
       `classes: ${info.classes.join(", ")} · window ${info.window_s.toFixed(2)} s · ` +
       `epoch ${info.epoch} · validation macro-F1 ${f1} · backend ${info.backend} · ` +
       `uploads up to ${info.max_upload_mb} MiB / ${info.max_seconds} s`;
+    $("report-link").hidden = !info.report;
   } catch (err) {
     $("model-info").textContent = "model information unavailable";
   }
