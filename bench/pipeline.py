@@ -180,15 +180,14 @@ def _old_style_step_ms(trainer: Trainer) -> float:
     """ms per batch the way the first version trained: features then model, in sequence,
     torch's default threads, default (channels-first) layout."""
     data, bs = trainer.data.train, trainer.config.batch_size
-    rng = np.random.default_rng(0)
     times = []
     for k in range(OLD_STEP_BATCHES + 1):
         rows = np.arange(k * bs, (k + 1) * bs) % len(data)
         wave = torch.from_numpy(data.waves(rows))
         target = torch.from_numpy(data.labels[rows])
         began = time.perf_counter()
-        feats = trainer.augment(wave, lengths=torch.from_numpy(data.lengths[rows]), rng=rng)
-        loss = trainer.criterion(trainer.net(feats), target)
+        feats = trainer.augment(wave, lengths=torch.from_numpy(data.lengths[rows]), seeds=rows)
+        loss = trainer.criterion(trainer.net(feats), target).mean()
         trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainer.optimizer.step()
@@ -218,7 +217,7 @@ def _data_only_clips_s(trainer: Trainer) -> float:
     """Augmented training features made per second from the cache, without the model."""
     order = np.random.default_rng(0).permutation(len(trainer.data.train))
     with torch.no_grad():
-        wall, _, _ = _timed(lambda: sum(len(rows) for rows, _, _ in trainer.batches(order)))
+        wall, _, _ = _timed(lambda: sum(len(b.rows) for b in trainer.batches(order, epoch=1)))
     return len(order) / wall
 
 
@@ -234,7 +233,7 @@ def _model_only_clips_s(trainer: Trainer) -> float:
         torch.set_num_threads(threads)
         for _ in range(OLD_STEP_BATCHES + 1):
             began = time.perf_counter()
-            loss = trainer.criterion(trainer.net(feats), target)
+            loss = trainer.criterion(trainer.net(feats), target).mean()
             trainer.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             trainer.optimizer.step()

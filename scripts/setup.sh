@@ -10,7 +10,12 @@ fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 # The CPU build first: a floating torch requirement would pull a multi-GB CUDA build.
-python -m pip install --quiet "torch==2.13.0"
+# For a GPU, point TORCH_INDEX_URL at PyTorch's CUDA wheel index (see the README).
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    python -m pip install --quiet "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
+else
+    python -m pip install --quiet "torch==2.13.0"
+fi
 python -m pip install --quiet -e ".[serve,onnx,dev,voice,tensorboard]"
 # resemblyzer (voice extra) depends on webrtcvad 2.0.10, an sdist (built with gcc) whose module
 # imports pkg_resources, which setuptools >= 81 no longer has; audiogate never imports it, but

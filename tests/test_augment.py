@@ -1,5 +1,6 @@
-"""Augmentation: known answers (a sine moves by the requested semitones, a tone burst lasts
-1/rate as long, noise sits at the requested SNR) and properties of every output."""
+"""Augmentation: known answers (a shifted sine's mel spectrum is that of the sine at the
+shifted pitch, a tone burst lasts 1/rate as long, noise sits at the requested SNR), properties
+of every output, and per-clip randomness (a clip's augmentation does not depend on its batch)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from audiogate.features.augment import (
     Augmenter,
     PitchShift,
     TimeStretch,
-    warp_magnitude,
+    stretch_frames,
+    warp_filterbank,
 )
 from audiogate.features.frontend import LogMel
 
@@ -32,16 +34,8 @@ LONG_S = 4.5
 """Clip length (s) that leaves room for the slowest-reading stretch tested (rate 2)."""
 
 
-def _magnitude(wave: np.ndarray) -> torch.Tensor:
-    return LogMel(CFG).power(torch.from_numpy(wave)[None]).sqrt()
-
-
-def _peak_hz(power: torch.Tensor) -> float:
-    """Power-weighted centre of the strongest bin +-2 of a spectrum ``(n_bins,)``."""
-    spectrum = power.numpy().astype(np.float64)
-    k = int(np.argmax(spectrum))
-    bins = np.arange(max(k - 2, 0), min(k + 3, spectrum.size))
-    return float((bins * spectrum[bins]).sum() / spectrum[bins].sum() * BIN_HZ)
+def _power(wave: np.ndarray) -> torch.Tensor:
+    return LogMel(CFG).power(torch.from_numpy(wave)[None])
 
 
 def _burst(*, start_s: float, length_s: float, seconds: float) -> np.ndarray:
@@ -55,15 +49,54 @@ def _no_noise(batch: int = 1) -> torch.Tensor:
     return torch.full((batch,), math.inf)
 
 
+def _identity(batch: int) -> dict[str, torch.Tensor]:
+    return {"snr_db": _no_noise(batch), "semitones": torch.zeros(batch),
+            "rate": torch.ones(batch), "noise_seed": torch.zeros(batch, dtype=torch.int64)}
+
+
+def _mel_spectrum(power: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """Mean mel spectrum of the steady middle of a tone, normalised to peak 1."""
+    out = (bank @ power[0])[:, 20:180].mean(dim=1)
+    return out / out.max()
+
+
 @pytest.mark.parametrize("semitones", [-12.0, -7.0, -2.0, -0.5, 0.0, 1.0, 2.0, 5.0, 12.0])
-def test_pitch_shift_moves_a_sine_by_the_requested_semitones(semitones: float) -> None:
-    f0 = 2000.0
-    mag = _magnitude(sine(f0, 2.5))
-    out = warp_magnitude(mag, semitones=torch.tensor([semitones]), rate=torch.tensor([1.0]),
-                         n_frames=CFG.fixed_length)
-    centre = out[0, :, 20:180].square().mean(dim=1)
-    moved = 12.0 * math.log2(_peak_hz(centre) / f0)
-    assert moved == pytest.approx(semitones, abs=0.05)
+def test_warped_filterbank_hears_a_sine_at_the_shifted_pitch(semitones: float) -> None:
+    """The shifted sine's mel spectrum is the mel spectrum of a real sine at the new pitch:
+    same loudest band, and every band within 0.2 of it (the bands are 1-2 FFT bins wide at
+    the bottom, which is as fine as a shifted spectrum can be read)."""
+    f0 = 2000.0 if abs(semitones) < 12 else 1000.0
+    mel = LogMel(CFG).mel
+    shifted = _mel_spectrum(_power(sine(f0, 2.5)),
+                            warp_filterbank(mel, semitones=torch.tensor([semitones]))[0])
+    real = _mel_spectrum(_power(sine(f0 * 2 ** (semitones / 12), 2.5)), mel)
+    assert int(shifted.argmax()) == int(real.argmax())
+    torch.testing.assert_close(shifted, real, atol=0.2, rtol=0)
+    if abs(semitones) >= 2:
+        assert int(shifted.argmax()) != int(_mel_spectrum(_power(sine(f0, 2.5)),
+                                                           mel).argmax())
+
+
+@pytest.mark.parametrize("semitones", [-3.0, 2.0, 7.0])
+def test_warped_filterbank_is_the_mel_of_the_resampled_spectrum(semitones: float) -> None:
+    """Folding the shift into the filterbank gives the mel bands of the spectrum re-sampled at
+    ``f / 2 ** (semitones / 12)`` (the way it was done before), for broadband noise."""
+    power = _power(np.random.default_rng(0).standard_normal(40000).astype(np.float32))[0]
+    n_bins = power.shape[0]
+    src = torch.arange(n_bins) / 2 ** (semitones / 12)  # output bin k reads input bin src[k]
+    lo = src.floor().long()
+    frac = (src - lo)[:, None]
+    padded = torch.cat([power, torch.zeros(1, power.shape[1])])
+    resampled = torch.lerp(padded[lo.clamp(max=n_bins)], padded[(lo + 1).clamp(max=n_bins)],
+                           frac)
+    mel = LogMel(CFG).mel
+    before = mel @ resampled
+    after = warp_filterbank(mel, semitones=torch.tensor([semitones]))[0] @ power
+    heard = before > 0  # a downward shift leaves the top bands empty, either way
+    assert bool((after[~heard] == 0).all())
+    rel = (after[heard] - before[heard]).abs() / before[heard]
+    assert float(rel.median()) < 0.02
+    assert float(rel.max()) < 0.5  # the narrowest low bands, 1-2 bins wide
 
 
 @pytest.mark.parametrize("semitones", [-2.0, 3.0, 12.0])
@@ -71,10 +104,8 @@ def test_pitch_shift_through_the_front_end_matches_a_real_higher_tone(semitones:
     front = AugmentedFrontEnd(LogMel(CFG), AugmentConfig())
     n = math.ceil(CFG.n_samples * 1.25) + CFG.hop_length
     wave = torch.from_numpy(sine(440.0, n / SR))[None]
-    params = {"snr_db": _no_noise(), "semitones": torch.tensor([semitones]),
-              "rate": torch.tensor([1.0])}
-    shifted = front.apply(wave, lengths=torch.tensor([n]), params=params,
-                          generator=torch.Generator().manual_seed(0))
+    params = {**_identity(1), "semitones": torch.tensor([semitones])}
+    shifted = front.apply(wave, lengths=torch.tensor([n]), params=params)
     real = LogMel(CFG)(torch.from_numpy(sine(440.0 * 2 ** (semitones / 12), n / SR))[None])
     band = int(shifted[0].mean(dim=1).argmax())
     assert abs(band - int(real[0, :, :CFG.fixed_length].mean(dim=1).argmax())) <= 1
@@ -83,19 +114,25 @@ def test_pitch_shift_through_the_front_end_matches_a_real_higher_tone(semitones:
 @pytest.mark.parametrize("rate", [0.5, 0.8, 1.0, 1.25, 2.0])
 def test_time_stretch_changes_a_bursts_duration_by_one_over_rate(rate: float) -> None:
     length_s = 0.6
-    mag = _magnitude(_burst(start_s=0.2, length_s=length_s, seconds=LONG_S))
-    out = warp_magnitude(mag, semitones=torch.tensor([0.0]), rate=torch.tensor([rate]),
-                         n_frames=CFG.fixed_length)
-    energy_db = 10 * torch.log10(out[0].square().sum(dim=0) + 1e-20)
+    mel = LogMel(CFG).mel @ _power(_burst(start_s=0.2, length_s=length_s, seconds=LONG_S))
+    out = stretch_frames(mel, rate=torch.tensor([rate]), n_frames=CFG.fixed_length)
+    energy_db = 10 * torch.log10(out[0].sum(dim=0) + 1e-20)
     loud = int((energy_db > energy_db.max() - HALF_POWER_DB).sum())
     assert loud * HOP_S == pytest.approx(length_s / rate, abs=2 * HOP_S)
 
 
-def test_time_stretch_keeps_the_pitch() -> None:
-    mag = _magnitude(sine(2000.0, LONG_S))
-    out = warp_magnitude(mag, semitones=torch.tensor([0.0]), rate=torch.tensor([1.6]),
-                         n_frames=CFG.fixed_length)
-    assert _peak_hz(out[0, :, 20:180].square().mean(dim=1)) == pytest.approx(2000.0, rel=2e-3)
+@pytest.mark.parametrize("rate", [0.7, 1.6])
+def test_time_stretch_commutes_with_the_mel_projection(rate: float) -> None:
+    """Why it may run on the mel rows: stretching then projecting = projecting then
+    stretching (and a steady tone keeps its pitch)."""
+    power = _power(sine(2000.0, LONG_S))
+    mel = LogMel(CFG).mel
+    r = torch.tensor([rate])
+    first = mel @ stretch_frames(power, rate=r, n_frames=CFG.fixed_length)
+    then = stretch_frames(mel @ power, rate=r, n_frames=CFG.fixed_length)
+    torch.testing.assert_close(first, then, rtol=1e-4, atol=1e-6 * float(then.max()))
+    steady = then[0, :, 20:180].mean(dim=1)
+    assert int(steady.argmax()) == int((mel @ power)[0, :, 20:180].mean(dim=1).argmax())
 
 
 @pytest.mark.parametrize("snr_db", [0.0, 10.0, 30.0])
@@ -105,7 +142,7 @@ def test_noise_sits_at_the_requested_snr_inside_the_clip_only(snr_db: float) -> 
     wave = torch.from_numpy(y.copy())[None]
     wave[0, n_real:] = 0.0
     out = AddNoise.apply(wave, snr_db=torch.tensor([snr_db]), lengths=torch.tensor([n_real]),
-                         generator=torch.Generator().manual_seed(0))
+                         noise_seed=torch.tensor([0]))
     noise = (out - wave)[0]
     measured = 10 * math.log10(float(wave[0, :n_real].square().mean())
                                / float(noise[:n_real].square().mean()))
@@ -124,9 +161,7 @@ def test_identity_parameters_give_the_clean_features(rng: np.random.Generator,
     real = min(n, round(seconds * SR))
     wave = torch.zeros(3, n)
     wave[:, :real] = torch.from_numpy(0.3 * rng.standard_normal((3, real)).astype(np.float32))
-    params = {"snr_db": _no_noise(3), "semitones": torch.zeros(3), "rate": torch.ones(3)}
-    out = front.apply(wave, lengths=torch.full((3,), real), params=params,
-                      generator=torch.Generator())
+    out = front.apply(wave, lengths=torch.full((3,), real), params=_identity(3))
     clean = frontend(wave[:, :CFG.n_samples])
     torch.testing.assert_close(out, clean, atol=1e-4, rtol=0)
 
@@ -149,7 +184,7 @@ def test_augmented_features_are_finite_normalised_float32(seed: int, size: int) 
     cfg = AugmentConfig(noise_p=1.0, pitch_p=1.0, stretch_p=1.0)
     front = AugmentedFrontEnd(LogMel(CFG), cfg)
     wave, lengths = _batch(rng, size)
-    out = front(wave, lengths=lengths, rng=rng)
+    out = front(wave, lengths=lengths, seeds=np.arange(size) + 100 * seed)
     assert out.shape == (size, CFG.n_mels, CFG.fixed_length)
     assert out.dtype == torch.float32
     assert torch.isfinite(out).all()
@@ -166,23 +201,48 @@ def test_same_seed_same_features_other_seed_other_features() -> None:
     front = AugmentedFrontEnd(LogMel(CFG), AugmentConfig(noise_p=1.0, pitch_p=1.0,
                                                          stretch_p=1.0))
     wave, lengths = _batch(np.random.default_rng(0), 4)
-    a = front(wave, lengths=lengths, rng=np.random.default_rng(7))
-    b = front(wave, lengths=lengths, rng=np.random.default_rng(7))
-    c = front(wave, lengths=lengths, rng=np.random.default_rng(8))
+    seeds = np.array([7, 8, 9, 10])
+    a = front(wave, lengths=lengths, seeds=seeds)
+    b = front(wave, lengths=lengths, seeds=seeds)
+    c = front(wave, lengths=lengths, seeds=seeds + 4)
     assert torch.equal(a, b)
-    assert not torch.equal(a[1:], c[1:])
+    for i in range(1, 4):  # clip 0 is silent whatever its seed
+        assert not torch.equal(a[i], c[i])
+
+
+def test_an_empty_batch_gives_empty_features() -> None:
+    front = AugmentedFrontEnd(LogMel(CFG), AugmentConfig())
+    n = math.ceil(CFG.n_samples * 1.25) + CFG.hop_length
+    out = front(torch.zeros(0, n), lengths=torch.zeros(0, dtype=torch.int64),
+                seeds=np.zeros(0, np.uint64))
+    assert out.shape == (0, CFG.n_mels, CFG.fixed_length)
+
+
+def test_a_clips_augmentation_does_not_depend_on_its_batch() -> None:
+    """Each clip draws from its own seed: a batch of 4 gives, clip for clip, what two batches
+    of 2 (the shards of two training processes) give."""
+    front = AugmentedFrontEnd(LogMel(CFG), AugmentConfig(noise_p=1.0, pitch_p=1.0,
+                                                         stretch_p=1.0))
+    wave, lengths = _batch(np.random.default_rng(3), 4)
+    seeds = np.array([11, 12, 13, 14])
+    whole = front(wave, lengths=lengths, seeds=seeds)
+    halves = torch.cat([front(wave[:2], lengths=lengths[:2], seeds=seeds[:2]),
+                        front(wave[2:], lengths=lengths[2:], seeds=seeds[2:])])
+    torch.testing.assert_close(whole, halves, atol=1e-5, rtol=0)
+    draws = front.augmenter.draw(seeds)
+    assert torch.equal(draws["rate"][2:], front.augmenter.draw(seeds[2:])["rate"])
 
 
 def test_draws_respect_probability_and_ranges() -> None:
     aug = Augmenter(AugmentConfig(noise_p=1.0, noise_snr_db=(5.0, 6.0), pitch_p=1.0,
                                   pitch_semitones=3.0, stretch_p=1.0, stretch_rate=(0.9, 1.1)))
-    params = aug.draw(np.random.default_rng(0), 500)
+    params = aug.draw(np.arange(500))
     assert ((params["snr_db"] >= 5.0) & (params["snr_db"] <= 6.0)).all()
     assert (params["semitones"].abs() <= 3.0).all() and params["semitones"].std() > 1.0
     assert ((params["rate"] >= 0.9) & (params["rate"] <= 1.1)).all()
     assert aug.max_rate == pytest.approx(1.1)
     off = Augmenter(AugmentConfig(noise_p=0.0, pitch_p=0.0, stretch_p=0.0))
-    params = off.draw(np.random.default_rng(0), 50)
+    params = off.draw(np.arange(50))
     assert torch.isinf(params["snr_db"]).all()
     assert (params["semitones"] == 0).all() and (params["rate"] == 1).all()
     assert off.max_rate == 1.0

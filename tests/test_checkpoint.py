@@ -49,7 +49,7 @@ def test_model_shapes() -> None:
     out = net(torch.zeros(5, CONFIG.n_mels, CONFIG.fixed_length))
     assert out.shape == (5, 2)
     assert [type(m).__name__ for m in net.children()] == [
-        "Conv2d", "Conv2d", "MaxPool2d", "ReLU", "Dropout", "Linear"]
+        "Conv2d", "Conv2d", "MaxPool2d", "ReLU", "ClipDropout", "Linear"]
     assert net.dropout.p == 0.3
 
 

@@ -103,16 +103,18 @@ def test_random_crops_stay_inside_the_clip(tmp_path: Path) -> None:
     assert len(rows) == 1  # seed 0 puts the ramp in the training split
     n_samples = config.features().n_samples
     starts = set()
-    for _ in range(30):
-        waves, lengths = trainer.crops(np.repeat(rows, 4))
+    for epoch in range(1, 121):  # a clip's crop is drawn from its seed of (seed, epoch, clip)
+        waves, lengths = trainer.crops(rows, epoch=epoch)
         first = np.rint(waves[:, 0] / 0.9 * SR * 2).astype(int)
         assert ((first >= 0) & (first <= round(1.5 * SR) - n_samples)).all()
         assert (lengths == n_samples).all()
         starts.update(first.tolist())
     assert len(starts) > 50                                       # really random
+    twice = trainer.crops(np.repeat(rows, 2), epoch=7)[0]
+    assert np.array_equal(twice[0], twice[1])  # the same clip in the same epoch: same crop
     fixed = Trainer(Config(**{**config.to_dict(), "random_crop": False}), trainer.data,
                     progress=False)
-    assert np.rint(fixed.crops(rows)[0][:, 0] * 1e6).tolist() == [0.0]
+    assert np.rint(fixed.crops(rows, epoch=1)[0][:, 0] * 1e6).tolist() == [0.0]
 
 
 def test_operating_point_is_chosen_on_validation_and_used(tmp_path: Path,

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from audiogate.config import AugmentConfig, Config, FeatureConfig
 from audiogate.data.audio_io import MIN_SAMPLES, NATIVE_SR_RANGE, to_mono_resampled
 from audiogate.errors import AudioError
-from audiogate.features.augment import AddNoise, AugmentedFrontEnd, Augmenter, warp_magnitude
+from audiogate.features.augment import (
+    AddNoise,
+    AugmentedFrontEnd,
+    Augmenter,
+    stretch_frames,
+    warp_filterbank,
+)
 from audiogate.features.frontend import LogMel, log_mel
 
 SETTINGS = settings(max_examples=30, deadline=None,
@@ -129,28 +135,40 @@ def test_to_mono_resampled_rejects_odd_shapes(shape: tuple[int, ...]) -> None:
 
 # ------------------------------------------------------------------ augmentation
 @SETTINGS
-@given(batch=st.integers(1, 3), n_bins=st.integers(1, 40), frames_in=st.integers(1, 40),
-       n_frames=st.integers(0, 40), seed=st.integers(0, 2**16),
-       semitones=st.floats(-12, 12), rate=st.floats(0.25, 4.0))
-def test_warp_magnitude_shape_and_range(batch: int, n_bins: int, frames_in: int, n_frames: int,
-                                        seed: int, semitones: float, rate: float) -> None:
+@given(batch=st.integers(1, 3), rows=st.integers(1, 40), frames_in=st.integers(1, 40),
+       n_frames=st.integers(0, 40), seed=st.integers(0, 2**16), rate=st.floats(0.25, 4.0))
+def test_stretch_frames_shape_and_range(batch: int, rows: int, frames_in: int, n_frames: int,
+                                        seed: int, rate: float) -> None:
     gen = torch.Generator().manual_seed(seed)
-    mag = torch.rand(batch, n_bins, frames_in, generator=gen) * 10
-    out = warp_magnitude(mag, semitones=torch.full((batch,), semitones),
-                         rate=torch.full((batch,), rate), n_frames=n_frames)
-    assert tuple(out.shape) == (batch, n_bins, n_frames)
+    x = torch.rand(batch, rows, frames_in, generator=gen) * 10
+    out = stretch_frames(x, rate=torch.full((batch,), rate), n_frames=n_frames)
+    assert tuple(out.shape) == (batch, rows, n_frames)
     assert finite_float32(out)
     if out.numel():
         assert float(out.min()) >= 0.0
-        assert float(out.max()) <= float(mag.max()) + 1e-4  # bilinear: no overshoot
+        assert float(out.max()) <= float(x.max()) + 1e-4  # linear: no overshoot
+
+
+@SETTINGS
+@given(n_mels=st.integers(1, 20), n_bins=st.integers(1, 60), seed=st.integers(0, 2**16),
+       semitones=st.floats(-12, 12))
+def test_warp_filterbank_shape_and_range(n_mels: int, n_bins: int, seed: int,
+                                         semitones: float) -> None:
+    mel = torch.rand(n_mels, n_bins, generator=torch.Generator().manual_seed(seed))
+    out = warp_filterbank(mel, semitones=torch.tensor([semitones, -semitones]))
+    assert tuple(out.shape) == (2, n_mels, n_bins)
+    assert finite_float32(out) and float(out.min()) >= 0.0
+    for row, steps in zip(out, (semitones, -semitones), strict=True):
+        # read at scaled positions and scaled by 2 ** (steps / 12): no overshoot beyond that
+        assert float(row.max()) <= 2 ** (steps / 12) * float(mel.max()) + 1e-4
 
 
 @SETTINGS
 @given(n_bins=st.integers(2, 40), frames=st.integers(2, 40), seed=st.integers(0, 2**16))
-def test_warp_magnitude_identity(n_bins: int, frames: int, seed: int) -> None:
-    mag = torch.rand(2, n_bins, frames, generator=torch.Generator().manual_seed(seed))
-    out = warp_magnitude(mag, semitones=torch.zeros(2), rate=torch.ones(2), n_frames=frames)
-    torch.testing.assert_close(out, mag, atol=1e-5, rtol=1e-5)
+def test_warps_identity(n_bins: int, frames: int, seed: int) -> None:
+    x = torch.rand(2, n_bins, frames, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(stretch_frames(x, rate=torch.ones(2), n_frames=frames), x)
+    assert torch.equal(warp_filterbank(x[0], semitones=torch.zeros(1))[0], x[0])
 
 
 @SETTINGS
@@ -163,7 +181,7 @@ def test_add_noise_apply(n: int, batch: int, amp: float, snr: float, seed: int,
                                               max_size=batch)))
     wave = torch.from_numpy(np.stack([signal(n, amp, seed + i) for i in range(batch)]))
     out = AddNoise.apply(wave, snr_db=torch.full((batch,), snr), lengths=lengths,
-                         generator=torch.Generator().manual_seed(seed))
+                         noise_seed=torch.arange(batch) + seed)
     assert out.shape == wave.shape and finite_float32(out)
     for i, length in enumerate(lengths.tolist()):
         assert torch.equal(out[i, length:], wave[i, length:])  # padding stays silent
@@ -180,11 +198,13 @@ def test_augmenter_draw(n: int, seed: int, p: float, semitones: float, lo: float
     cfg = AugmentConfig(noise_p=p, noise_snr_db=(5.0, 30.0), pitch_p=p,
                         pitch_semitones=semitones, stretch_p=p, stretch_rate=(lo, hi))
     augmenter = Augmenter(cfg)
-    params = augmenter.draw(np.random.default_rng(seed), n)
-    again = augmenter.draw(np.random.default_rng(seed), n)
-    assert set(params) == {"snr_db", "semitones", "rate"}
+    seeds = np.arange(n, dtype=np.uint64) + np.uint64(seed)
+    params = augmenter.draw(seeds)
+    again = augmenter.draw(seeds)
+    assert set(params) == {"snr_db", "semitones", "rate", "noise_seed"}
     for key, value in params.items():
-        assert value.shape == (n,) and value.dtype == torch.float32
+        assert value.shape == (n,)
+        assert value.dtype == (torch.int64 if key == "noise_seed" else torch.float32)
         assert torch.equal(value, again[key])  # same seed, same draw
     snr = params["snr_db"]
     assert bool(((snr >= 5.0 - 1e-4) & (snr <= 30.0 + 1e-4) | torch.isinf(snr)).all())
@@ -209,8 +229,9 @@ def test_augmented_front_end(k: int, batch: int, amp: float, extra: int, seed: i
     wave = wave * (torch.arange(n)[None, :] < lengths[:, None])
     front = AugmentedFrontEnd(FRONTENDS[k], AugmentConfig(
         noise_p=p, pitch_p=p, pitch_semitones=semitones, stretch_p=p, stretch_rate=(lo, hi)))
-    out = front(wave, lengths=lengths, rng=np.random.default_rng(seed))
+    seeds = np.arange(batch) + seed
+    out = front(wave, lengths=lengths, seeds=seeds)
     assert tuple(out.shape) == (batch, cfg.n_mels, cfg.fixed_length)
     assert finite_float32(out)
-    again = front(wave, lengths=lengths, rng=np.random.default_rng(seed))
-    assert torch.equal(out, again)  # all randomness comes from rng
+    again = front(wave, lengths=lengths, seeds=seeds)
+    assert torch.equal(out, again)  # all randomness comes from the clips' seeds

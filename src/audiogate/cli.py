@@ -76,16 +76,32 @@ def cmd_eda(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import resume, train
+    from .training import distributed, resume, train
 
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+    if not distributed.launched() and args.nproc > 1:
+        if not args.resume and not config_from_args(args).cache:  # fail once, here
+            raise ConfigError("--no-cache cannot be used with --nproc: the processes share "
+                              "the on-disk feature cache")
+        return distributed.launch(args.argv, nproc=args.nproc)
+    env = distributed.from_env()
+    if distributed.launched() and args.nproc > 1 and args.nproc != env.local_world_size:
+        raise ConfigError(f"--nproc {args.nproc}, but torchrun started {env.local_world_size} "
+                          "process(es) on this machine; drop --nproc under torchrun")
+    if not env.is_main:  # rank 0 alone logs and shows progress; the others only errors
+        logging.getLogger("audiogate").setLevel(logging.ERROR)
+    quiet = args.quiet or not env.is_main
     if args.resume:
         if args.config:
             raise ConfigError("--config cannot be used with --resume: a resumed run keeps "
                               f"its own config ({Path(args.resume) / 'config.toml'})")
         changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
-        result = resume(args.resume, progress=not args.quiet, **changes)
+        result = resume(args.resume, progress=not quiet, **changes)
     else:
-        result = train(config_from_args(args), progress=not args.quiet)
+        result = train(config_from_args(args), progress=not quiet)
+    if not env.is_main:
+        return 0
     print(f"run folder: {result.run.root}")
     print(f"stopped: {result.stop_reason} after {result.epochs_done} epoch(s)")
     print(f"best epoch {result.best_epoch}: val macro-F1 {result.best_val_f1:.4f} "
@@ -100,6 +116,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"operating point: P({gate['positive']}) >= {gate['threshold']:.4f}; on the "
                   f"test split FAR {gate['far']:.4f}, FRR {gate['frr']:.4f}, EER "
                   f"{gate['eer']:.4f}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare_data, resolve_window
+
+    config = resolve_window(config_from_args(args))  # "auto": the window train would use
+    if not config.cache:
+        raise ConfigError("audiogate cache fills the on-disk cache; drop --no-cache")
+    data = prepare_data(config, progress=not args.quiet)
+    print(f"cache: {data.cache.folder}")
+    print(f"clips usable per class: {data.usable}; split train {len(data.train)} / val "
+          f"{len(data.val)} / test {len(data.test)}")
+    _report_skipped(data.skipped)
     return 0
 
 
@@ -306,13 +336,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (one run folder per run)")
     p.add_argument("--config", help="TOML file of config fields")
     p.add_argument("--resume", metavar="RUN_DIR", help=(
-        "continue a stopped run from RUN_DIR/models/last.pt. Applied with it: "
-        + ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_FIELDS)
+        "continue a stopped run from RUN_DIR/models/last.pt, with any --nproc. Applied with "
+        "it: " + ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_FIELDS)
         + ". Refused: --config, and any other field that differs from the run's (features, "
           "model, data, split, seed, lr, weight decay, batch size, augmentation, run folder): "
           "the resumed run must equal an uninterrupted one"))
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train in N data-parallel processes on this machine (torchrun "
+                        "--standalone --nproc-per-node N); --batch-size stays the global batch")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cache", help="decode a data folder into the feature cache ahead of "
+                                     "training (what a distributed run reads)")
+    p.add_argument("--config", help="TOML file of config fields")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on held-out data")
     p.add_argument("--checkpoint", required=True, help="a .pt file, e.g. runs/x/models/best.pt")
@@ -370,7 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     with cli_interrupts(), native_stderr_silenced() if args.quiet else nullcontext():
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import warnings
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ from typing import Any
 from .errors import ConfigError
 
 BALANCE_CHOICES = ("downsample", "weighted", "none")
+PRECISION_CHOICES = ("32", "bf16-mixed", "16-mixed")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 TENSORBOARD_CHOICES = ("auto", "on", "off")
 AUTO_WINDOW = 0
 """``fixed_length = "auto"`` is held as this value until ``train`` resolves it."""
@@ -98,7 +101,8 @@ class Config:
     n_mels: int = _f(64, "number of mel bands")
     fixed_length: int = _f(200, "spectrogram frames per clip (pad or truncate); \"auto\": "
                                 "enough for 90%% of the training clips, chosen by train")
-    batch_size: int = _f(32, "clips per training batch")
+    batch_size: int = _f(32, "clips per training batch (with several processes: in all of "
+                             "them together)")
     lr: float = _f(1e-3, "Adam learning rate")
     weight_decay: float = _f(1e-4, "Adam weight decay (L2)")
     test_size: float = _f(0.15, "fraction of clips held out for the final test")
@@ -153,6 +157,13 @@ class Config:
     cache: bool = _f(True, "keep decoded audio and clean features in an on-disk cache, so "
                            "later runs skip decoding; off = a temporary cache for this run")
     cache_dir: str = _f("", "cache folder; empty = <runs_dir>/.cache")
+    prefetch: bool = _f(True, "prepare the next training batch in a background thread while "
+                              "the model trains on this one")
+    # --- hardware ---
+    device: str = _f("auto", "where features, augmentation and the model run: auto (CUDA if "
+                             "present, else MPS, else CPU) | cpu | cuda | cuda:N | mps")
+    precision: str = _f("32", "32 | bf16-mixed | 16-mixed: float32, or torch.autocast to "
+                              "bfloat16 / float16 (16-mixed adds a gradient scaler; CUDA only)")
     # --- outputs ---
     runs_dir: str = _f("runs", "folder that holds one sub-folder per run")
     name: str = _f("", "run name; empty = a timestamp")
@@ -298,6 +309,10 @@ def _validate(c: Config) -> None:
              f"must be 0 or in (fmin, {c.sr / 2}]")
     _require(c.recipe in RECIPES, "recipe", f"must be one of {', '.join(RECIPES)}")
     _require(c.balance in BALANCE_CHOICES, "balance", f"must be one of {BALANCE_CHOICES}")
+    _require(DEVICE_PATTERN.fullmatch(c.device) is not None, "device",
+             f"must be auto, cpu, cuda, cuda:N or mps, got {c.device!r}")
+    _require(c.precision in PRECISION_CHOICES, "precision",
+             f"must be one of {PRECISION_CHOICES}, got {c.precision!r}")
     _check_group_by(c)
     _check_decision(c)
     for name in ("noise_p", "pitch_p", "stretch_p", "dropout"):
@@ -379,7 +394,7 @@ _FIELD_TYPES: dict[str, type] = {
 }
 
 RESUME_FIELDS = ("max_epochs", "patience", "workers", "keep_epoch_checkpoints", "cache",
-                 "cache_dir", "tensorboard", "report_errors")
+                 "cache_dir", "tensorboard", "report_errors", "device", "precision", "prefetch")
 """Fields a resumed run may change. They change neither what its checkpoints mean nor its
 data, split or optimisation, so a resumed run still equals an uninterrupted one; any other
 field keeps the run's own value."""

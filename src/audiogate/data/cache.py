@@ -123,14 +123,16 @@ class FeatureCache:
     """One namespace of the cache: look-ups, appends, and batched reads by ``(shard, row)``.
 
     ``temporary=True`` puts it in a fresh temporary folder, removed when the object goes
-    away (the ``--no-cache`` mode: same bounded memory, nothing kept).
+    away (the ``--no-cache`` mode: same bounded memory, nothing kept). ``read_only=True``
+    opens what another process wrote and writes nothing: no new entries, no clean-up, and a
+    missing contiguous view is assembled in memory instead of on disk.
     """
 
     def __init__(self, root: str | os.PathLike[str], spec: CacheSpec, *,
-                 temporary: bool = False) -> None:
+                 temporary: bool = False, read_only: bool = False) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="audiogate-cache-") if temporary else None
         self.root = Path(self._tmp.name if self._tmp else root)
-        self.spec = spec
+        self.spec, self.read_only = spec, read_only
         self.folder = self.root / spec.namespace()
         self._shards: list[_Shard] = []
         self._where: dict[str, tuple[int, int]] = {}
@@ -138,8 +140,13 @@ class FeatureCache:
         self._new_entries: list[Entry] = []
         self._new_digests: set[str] = set()
         self._new_sources: list[Source] = []
-        self._make_folder()
-        self._remove_stale()
+        if read_only:
+            if not self.folder.is_dir():
+                raise DataError(f"feature cache {self.folder} not found; with several "
+                                "machines, --cache-dir must be on a file system they share")
+        else:
+            self._make_folder()
+            self._remove_stale()
         for index in sorted(self.folder.glob("shard-*.json")):
             self._register(index)
 
@@ -209,6 +216,8 @@ class FeatureCache:
     def add(self, source: Source, entry: Entry | None) -> None:
         """Record what a file gave; store ``entry`` unless its digest is already stored.
         Failures are recorded only for files that could be read (decode errors)."""
+        if self.read_only:
+            raise DataError(f"feature cache {self.folder} is open read-only")
         if source.reason is not None and source.digest is None:
             return
         self._new_sources.append(source)
@@ -275,6 +284,8 @@ class FeatureCache:
         ids = "\n".join(f"{self._shards[s].name}:{r}" for s, r in refs)
         key = hashlib.sha256(ids.encode()).hexdigest()[:32]
         path = self.folder / "views" / f"{key}.npy"
+        if self.read_only and not path.is_file():
+            return self.features(refs)
         if not path.is_file():
             cfg = self.spec.features
             header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import FeatureConfig
-from ..errors import AudioError
+from ..errors import AudioError, DataError
 from ..features.frontend import LogMel, fit_length
 from ..files import sha256_file
 from .audio_io import load_audio
@@ -255,7 +255,11 @@ def _cache_chunk(paths: Sequence[str], spec: CacheSpec) -> list[tuple[Source, En
 def cache_clips(clips: Sequence[Clip], *, cache: FeatureCache, workers: int = 0,
                 progress: bool = True, desc: str = "decode") -> tuple[ClipSet, list[Skipped]]:
     """Bring every clip into ``cache`` (decoding only those it lacks, in ``workers``
-    processes) and return the usable ones as a :class:`ClipSet`, in input order."""
+    processes) and return the usable ones as a :class:`ClipSet`, in input order.
+
+    A read-only cache must hold every clip already (another process filled it): a missing
+    one raises :class:`~audiogate.errors.DataError`.
+    """
     sources: list[Source | None] = []
     todo: list[int] = []
     for i, clip in enumerate(clips):
@@ -263,6 +267,10 @@ def cache_clips(clips: Sequence[Clip], *, cache: FeatureCache, workers: int = 0,
         sources.append(cache.source(key) if key else None)
         if sources[-1] is None:
             todo.append(i)
+    if cache.read_only and todo:
+        raise DataError(f"{len(todo)} clip(s) are not in the feature cache {cache.folder} "
+                        f"(first: {clips[todo[0]].path}); every process must see the same "
+                        "data and cache at the same paths (a shared file system)")
     bar = tqdm(total=len(todo), desc=desc, unit="file", disable=not progress or not todo,
                leave=False)
     fn = functools.partial(_cache_chunk, spec=cache.spec)

@@ -70,10 +70,11 @@ def stored_samples(config: Config) -> int:
     return window_samples(config)
 
 
-def open_cache(config: Config) -> FeatureCache:
+def open_cache(config: Config, *, read_only: bool = False) -> FeatureCache:
     """The feature cache for ``config`` (a temporary one when ``config.cache`` is off)."""
     spec = CacheSpec(features=config.features(), n_keep=stored_samples(config))
-    return FeatureCache(config.cache_path(), spec, temporary=not config.cache)
+    return FeatureCache(config.cache_path(), spec, temporary=not config.cache,
+                        read_only=read_only)
 
 
 COVER_QUANTILE = 0.9
@@ -120,25 +121,34 @@ def resolve_window(config: Config) -> Config:
 
 
 def prepare_data(config: Config, *, split: Split | None = None,
-                 classes: tuple[str, ...] | None = None, progress: bool = True) -> PreparedData:
-    """Decode every clip of ``config.data`` once (into the cache), then balance and split.
+                 classes: tuple[str, ...] | None = None, progress: bool = True,
+                 read_only: bool = False) -> PreparedData:
+    """Decode every clip of ``config.data`` once (into the cache), then balance and split;
+    the validation and test features are laid out contiguously in the cache as well.
 
     With ``split`` (and its ``classes``), the data of an existing run is brought back instead:
     exactly those clips, in those subsets; a clip that no longer decodes is an error then,
-    since the run's results would no longer mean the same.
+    since the run's results would no longer mean the same. ``read_only``: use what another
+    process put in the cache, decode nothing, write nothing (the other processes of a
+    distributed run, with rank 0's ``split``).
     Raises :class:`~audiogate.errors.DataError` when the data cannot make a run.
     """
     if split is not None:
         if classes is None:
             raise ValueError("prepare_data: a saved split needs its classes")
-        return _restore(config, split, classes, progress)
-    found = discover(config.data, group_by=config.group_by)
-    return _prepare_new(config, found, progress)
+        data = _restore(config, split, classes, progress, read_only)
+    else:
+        data = _prepare_new(config, discover(config.data, group_by=config.group_by), progress,
+                            read_only)
+    for part in (data.val, data.test):
+        part.feature_matrix()
+    return data
 
 
-def _prepare_new(config: Config, found: Discovery, progress: bool) -> PreparedData:
-    arrays, bad = cache_clips(found.clips, cache=open_cache(config), workers=config.workers,
-                              progress=progress)
+def _prepare_new(config: Config, found: Discovery, progress: bool,
+                 read_only: bool) -> PreparedData:
+    arrays, bad = cache_clips(found.clips, cache=open_cache(config, read_only=read_only),
+                              workers=config.workers, progress=progress)
     skipped = found.skipped + bad
     usable = {name: int((arrays.labels == i).sum()) for i, name in enumerate(found.classes)}
     require_all_classes(usable, where=config.data, skipped=skipped)
@@ -151,11 +161,11 @@ def _prepare_new(config: Config, found: Discovery, progress: bool) -> PreparedDa
                         arrays.subset(split.test), split, skipped, usable)
 
 
-def _restore(config: Config, split: Split, classes: tuple[str, ...],
-             progress: bool) -> PreparedData:
+def _restore(config: Config, split: Split, classes: tuple[str, ...], progress: bool,
+             read_only: bool) -> PreparedData:
     every = split.train + split.val + split.test
-    arrays, bad = cache_clips(every, cache=open_cache(config), workers=config.workers,
-                              progress=progress)
+    arrays, bad = cache_clips(every, cache=open_cache(config, read_only=read_only),
+                              workers=config.workers, progress=progress)
     if bad:
         listed = ", ".join(f"{s.path} ({s.reason})" for s in bad[:5])
         raise DataError(f"cannot resume: {len(bad)} file(s) of the saved split are no longer "

@@ -4,12 +4,17 @@ Each transform is a small object: ``draw`` takes an explicit ``numpy.random.Gene
 returns per-clip parameters (the identity where the transform does not fire, with probability
 ``1 - p``); ``apply`` is deterministic given those parameters.
 
-Pitch shift and time stretch act on the STFT magnitude, which is all the log-mel front end
-keeps. Stretching time by ``rate`` re-samples frames at ``t * rate`` (the magnitude path of
-librosa's phase vocoder, without the phase that the mel front end discards); shifting pitch by
-``n`` semitones re-samples frequency bins at ``f / 2 ** (n / 12)``, which moves every partial
-(a sine at 440 Hz shifted by +12 lands at 880 Hz). Both are one ``grid_sample`` per batch
-instead of a phase vocoder and a resampler per clip.
+Pitch shift and time stretch act on the STFT power, which is all the log-mel front end keeps,
+and both are linear, so they fold into the mel projection. Shifting pitch by ``n`` semitones
+moves every partial by ``2 ** (n / 12)`` (a sine at 440 Hz shifted by +12 lands at 880 Hz): the
+mel bands of the shifted spectrum are those of a filterbank read at scaled frequencies, so each
+clip gets its own filterbank (:func:`warp_filterbank`). Stretching time by ``rate`` re-samples
+frames at ``t * rate`` (the magnitude path of librosa's phase vocoder, without the phase), done
+on the ``n_mels`` rows of the mel power (:func:`stretch_frames`). No phase vocoder, resampler or
+full-resolution interpolation per clip.
+
+Randomness is drawn per clip from the clip's own seed (:meth:`Augmenter.draw`): a clip is
+augmented the same way whichever batch, or training process, it lands in.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import AugmentConfig
 from ..errors import ConfigError
 from .frontend import LogMel, limit_peak
+
+NOISE_SEEDS = 2**63 - 1
+"""Noise generators are seeded with integers below this."""
 
 
 def _check_p(p: float) -> None:
@@ -49,18 +56,25 @@ class AddNoise:
 
     @staticmethod
     def apply(wave: torch.Tensor, *, snr_db: torch.Tensor, lengths: torch.Tensor,
-              generator: torch.Generator) -> torch.Tensor:
+              noise_seed: torch.Tensor) -> torch.Tensor:
         """Add noise within each clip's real samples, at ``snr_db`` below the clip's RMS.
 
-        ``wave`` ``[shape=(batch, n)]``, ``snr_db`` and ``lengths`` (samples) ``[shape=(batch,)]``.
+        ``wave`` ``[shape=(batch, n)]``; ``snr_db``, ``lengths`` (samples) and ``noise_seed``
+        ``[shape=(batch,)]``: clip ``i``'s noise comes from a generator seeded with
+        ``noise_seed[i]`` on ``wave``'s device (none is drawn where ``snr_db`` is infinite).
         """
-        inside = torch.arange(wave.shape[1])[None, :] < lengths[:, None]
+        inside = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
         count = lengths.clamp_min(1).to(wave.dtype)
         real = wave * inside
         peak = real.abs().amax(dim=1).clamp_min(torch.finfo(wave.dtype).tiny)
         rms = peak * torch.sqrt((real / peak[:, None]).square().sum(dim=1) / count)  # no overflow
         scale = rms * torch.pow(10.0, -snr_db.to(wave.dtype) / 20.0)
-        noise = torch.randn(wave.shape, generator=generator, dtype=wave.dtype)
+        noise = torch.zeros_like(wave)
+        seeds = noise_seed.tolist()
+        for i in torch.isfinite(snr_db).nonzero().flatten().tolist():
+            gen = torch.Generator(device=wave.device).manual_seed(int(seeds[i]))
+            noise[i] = torch.randn(wave.shape[1], generator=gen, device=wave.device,
+                                   dtype=wave.dtype)
         return wave + noise * (scale[:, None] * inside)
 
 
@@ -100,29 +114,52 @@ class TimeStretch:
         return np.where(rng.random(n) < self.p, rate, 1.0)
 
 
-def warp_magnitude(mag: torch.Tensor, *, semitones: torch.Tensor, rate: torch.Tensor,
-                   n_frames: int) -> torch.Tensor:
-    """Pitch-shift and time-stretch magnitude spectrograms, per clip, in one pass.
+def warp_filterbank(mel: torch.Tensor, *, semitones: torch.Tensor) -> torch.Tensor:
+    """Per-clip mel filterbanks that pitch-shift the spectrum they are applied to.
 
-    ``mag`` ``[shape=(batch, n_bins, frames_in)]``; ``semitones``, ``rate`` ``[shape=(batch,)]``.
-    Output frame ``t`` and bin ``k`` read the input at frame ``t * rate`` and bin
-    ``k / 2 ** (semitones / 12)`` (bilinear; zero beyond the edges). Returns
-    ``[shape=(batch, n_bins, n_frames)]``.
+    ``mel`` ``[shape=(n_mels, n_bins)]``, ``semitones`` ``[shape=(batch,)]`` ->
+    ``[shape=(batch, n_mels, n_bins)]``. Shifting by ``s = 2 ** (semitones / 12)`` moves the
+    energy of bin ``j`` to bin ``s * j``, so band ``m`` of the shifted spectrum is
+    ``sum_j P[j] * s * mel[m, s * j]``: the filterbank read at ``s * j`` (linear
+    interpolation; zero past the last bin, where shifted energy leaves the spectrum) and
+    scaled by ``s`` (each source bin now covers ``s`` bins), applied to the unshifted power
+    ``P``. A small gather per clip instead of re-sampling the whole spectrogram.
     """
-    _, n_bins, frames_in = mag.shape
-    t = torch.arange(n_frames, dtype=mag.dtype)[None, :] * rate[:, None].to(mag.dtype)
-    k = torch.arange(n_bins, dtype=mag.dtype)[None, :] / torch.pow(
-        2.0, semitones[:, None].to(mag.dtype) / 12.0)
-    x = 2.0 * t / max(frames_in - 1, 1) - 1.0           # (batch, n_frames)
-    y = 2.0 * k / max(n_bins - 1, 1) - 1.0              # (batch, n_bins)
-    grid = torch.stack(torch.broadcast_tensors(x[:, None, :], y[:, :, None]), dim=-1)
-    out = F.grid_sample(mag[:, None], grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=True)
-    return out[:, 0]
+    n_mels, n_bins = mel.shape
+    scale = torch.pow(2.0, semitones.to(device=mel.device, dtype=mel.dtype) / 12.0)
+    pos = torch.arange(n_bins, device=mel.device, dtype=mel.dtype)[None, :] * scale[:, None]
+    lo = pos.floor()
+    frac = (pos - lo)[:, :, None]                                   # (batch, n_bins, 1)
+    lo_i = lo.long().clamp(max=n_bins)
+    rows = torch.cat([mel.T, mel.new_zeros(1, n_mels)])             # row n_bins reads 0
+    below, above = rows[lo_i], rows[(lo_i + 1).clamp(max=n_bins)]   # (batch, n_bins, n_mels)
+    return (scale[:, None, None] * torch.lerp(below, above, frac)).transpose(1, 2)
+
+
+def stretch_frames(x: torch.Tensor, *, rate: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """Time-stretch spectrograms: output frame ``t`` reads input frame ``t * rate`` (linear
+    interpolation; zero past the last frame).
+
+    ``x`` ``[shape=(batch, rows, frames_in)]``, ``rate`` ``[shape=(batch,)]`` ->
+    ``[shape=(batch, rows, n_frames)]``. Stretching by ``rate`` re-samples frames at
+    ``t * rate``: the magnitude path of librosa's phase vocoder, without the phase that the
+    mel front end discards. It commutes with the mel projection (both are linear, one over
+    bins, one over frames), so it runs on ``n_mels`` rows, not ``n_fft // 2 + 1``.
+    """
+    batch, rows, frames_in = x.shape
+    pos = torch.arange(n_frames, device=x.device, dtype=x.dtype)[None, :] * rate[:, None].to(
+        device=x.device, dtype=x.dtype)
+    lo = pos.floor()
+    frac = (pos - lo)[:, None, :]                                   # (batch, 1, n_frames)
+    lo_i = lo.long().clamp(max=frames_in)[:, None, :].expand(batch, rows, n_frames)
+    padded = torch.cat([x, x.new_zeros(batch, rows, 1)], dim=2)      # frame frames_in reads 0
+    below = padded.gather(2, lo_i)
+    above = padded.gather(2, (lo_i + 1).clamp(max=frames_in))
+    return torch.lerp(below, above, frac)
 
 
 class Augmenter:
-    """Draws and applies the three transforms for one training batch."""
+    """Draws the three transforms' parameters, clip by clip, each clip from its own seed."""
 
     def __init__(self, cfg: AugmentConfig) -> None:
         self.noise = AddNoise(p=cfg.noise_p, snr_db=cfg.noise_snr_db)
@@ -134,17 +171,27 @@ class Augmenter:
         """Largest stretch rate: training clips must be stored this much longer."""
         return self.stretch.rate[1] if self.stretch.p > 0 else 1.0
 
-    def draw(self, rng: np.random.Generator, n: int) -> dict[str, torch.Tensor]:
-        """Parameters for ``n`` clips: ``snr_db``, ``semitones``, ``rate``, each ``(n,)``."""
-        return {
-            "snr_db": torch.from_numpy(self.noise.draw(rng, n)).float(),
-            "semitones": torch.from_numpy(self.pitch.draw(rng, n)).float(),
-            "rate": torch.from_numpy(self.stretch.draw(rng, n)).float(),
-        }
+    def draw(self, seeds: np.ndarray) -> dict[str, torch.Tensor]:
+        """Parameters for one clip per seed ``[shape=(n,)]``: ``snr_db``, ``semitones``,
+        ``rate`` (float32) and ``noise_seed`` (int64), each ``[shape=(n,)]``.
+
+        Clip ``i`` draws from ``numpy.random.default_rng(seeds[i])`` alone, so its
+        augmentation is the same whatever batch, or process, it is in.
+        """
+        seeds = np.asarray(seeds, dtype=np.uint64)
+        snr, semitones, rate = (np.empty(len(seeds), np.float32) for _ in range(3))
+        noise_seed = np.empty(len(seeds), np.int64)
+        for i, seed in enumerate(seeds.tolist()):
+            rng = np.random.default_rng(seed)
+            snr[i], semitones[i] = self.noise.draw(rng, 1)[0], self.pitch.draw(rng, 1)[0]
+            rate[i], noise_seed[i] = self.stretch.draw(rng, 1)[0], rng.integers(NOISE_SEEDS)
+        return {"snr_db": torch.from_numpy(snr), "semitones": torch.from_numpy(semitones),
+                "rate": torch.from_numpy(rate), "noise_seed": torch.from_numpy(noise_seed)}
 
 
 class AugmentedFrontEnd:
-    """Waveform batch -> augmented, normalised log-mel batch (training only).
+    """Waveform batch -> augmented, normalised log-mel batch (training only), on the device of
+    the front end's buffers.
 
     Each clip is cut to the span its (stretched) window reads, ``round(n_samples * rate)``
     samples, and zeroed beyond it, as the evaluation front end zero-pads beyond
@@ -157,23 +204,32 @@ class AugmentedFrontEnd:
         self.augmenter = Augmenter(cfg)
 
     def __call__(self, wave: torch.Tensor, *, lengths: torch.Tensor,
-                 rng: np.random.Generator) -> torch.Tensor:
+                 seeds: np.ndarray) -> torch.Tensor:
         """``wave`` ``[shape=(batch, n)]`` with ``n >= n_samples * max_rate`` ->
-        ``[shape=(batch, n_mels, fixed_length)]``. All randomness comes from ``rng``."""
-        params = self.augmenter.draw(rng, wave.shape[0])
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        return self.apply(wave, lengths=lengths, params=params, generator=generator)
+        ``[shape=(batch, n_mels, fixed_length)]``. Clip ``i``'s randomness comes from
+        ``seeds[i]`` alone (see :meth:`Augmenter.draw`)."""
+        return self.apply(wave, lengths=lengths, params=self.augmenter.draw(seeds))
 
     def apply(self, wave: torch.Tensor, *, lengths: torch.Tensor,
-              params: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-        """Deterministic part of :meth:`__call__`: ``params`` as from
-        :meth:`Augmenter.draw`, noise samples from ``generator``."""
-        span = torch.round(self.frontend.cfg.n_samples * params["rate"].double()).long()
-        inside = torch.arange(wave.shape[1])[None, :] < span[:, None]
+              params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic part of :meth:`__call__`: ``params`` as from :meth:`Augmenter.draw`.
+
+        Noise is added to the waveform; the pitch shift is folded into per-clip mel
+        filterbanks (:func:`warp_filterbank`) and the time stretch runs on the mel power
+        (:func:`stretch_frames`), so the only full-resolution work is the STFT.
+        """
+        device, cfg = wave.device, self.frontend.cfg
+        if wave.shape[0] == 0:  # e.g. a process's share of a batch smaller than the job
+            return wave.new_zeros(0, cfg.n_mels, cfg.fixed_length)
+        params = {k: v.to(device) for k, v in params.items()}
+        span = torch.round(cfg.n_samples * params["rate"].double()).long()
+        inside = torch.arange(wave.shape[1], device=device)[None, :] < span[:, None]
         wave = limit_peak(wave * inside)
         wave = AddNoise.apply(wave, snr_db=params["snr_db"],
-                              lengths=torch.minimum(lengths, span), generator=generator)
-        mag = self.frontend.power(wave).sqrt()
-        warped = warp_magnitude(mag, semitones=params["semitones"], rate=params["rate"],
-                                n_frames=self.frontend.cfg.fixed_length)
-        return self.frontend.from_power(warped.square())
+                              lengths=torch.minimum(lengths.to(device), span),
+                              noise_seed=params["noise_seed"])
+        power = self.frontend.power(wave)
+        banks = warp_filterbank(self.frontend.mel, semitones=params["semitones"])
+        mel = stretch_frames(torch.bmm(banks, power), rate=params["rate"],
+                             n_frames=cfg.fixed_length)
+        return self.frontend.from_mel(mel)

@@ -106,7 +106,10 @@ class LogMel(nn.Module):
 
     def from_power(self, power: torch.Tensor) -> torch.Tensor:
         """Mel projection, dB with ``ref=max``, then per-sample z-score."""
-        mel = torch.matmul(self.mel, power)
+        return self.from_mel(torch.matmul(self.mel, power))
+
+    def from_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """Mel power ``[shape=(batch, n_mels, frames)]`` -> dB with ``ref=max`` -> z-score."""
         return zscore(power_to_db(mel, top_db=self.cfg.top_db))
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,8 @@
 * :mod:`.tcresnet`: TC-ResNet (Choi et al., 2019), 1-D temporal convolutions, the fastest on
   a CPU, any number of frames (``"tcresnet"``);
 * :mod:`.bcresnet`: BC-ResNet (Kim et al., 2021), compact, any input size (``"bcresnet"``);
-* :mod:`.waveform`: :class:`WaveformClassifier`, front end + network.
+* :mod:`.waveform`: :class:`WaveformClassifier`, front end + network;
+* :mod:`.dropout`: :class:`ClipDropout`, dropout with one mask per clip, from the clip's seed.
 
 A new network is one new module here with a ``@register_model("name")`` class, imported below.
 """

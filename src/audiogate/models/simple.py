@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .dropout import ClipDropout
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -20,6 +21,10 @@ CHANNELS = (16, 32)
 class SimpleConvNet(nn.Module):
     """Conv-ReLU-MaxPool x2 -> Dropout -> Linear, as in the specification.
 
+    Each block runs as Conv-MaxPool-ReLU: max-pooling and ReLU commute (ReLU is monotone), so
+    the outputs and gradients are those of the specification's order, with the ReLU on a
+    quarter of the activations. Dropout masks are drawn per clip (:class:`ClipDropout`).
+
     ``forward(x)``: log-mel ``[shape=(batch, n_mels, frames)]`` or
     ``[shape=(batch, 1, n_mels, frames)]`` -> logits ``[shape=(batch, n_classes)]``.
     """
@@ -32,7 +37,7 @@ class SimpleConvNet(nn.Module):
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=3, padding=1)
         self.pool = nn.MaxPool2d(2)
         self.relu = nn.ReLU()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = ClipDropout(dropout)
         self.fc = nn.Linear(c2 * (n_mels // 4) * (n_frames // 4), n_classes)
 
     @classmethod
@@ -47,7 +52,7 @@ class SimpleConvNet(nn.Module):
             # activations stay channels-last, where PyTorch's CPU convolutions and max-pool
             # run several times faster than in the default layout, with the same results.
             x = x[..., None].permute(0, 3, 1, 2)
-        x = self.pool(self.relu(self.conv1(x)))
-        x = self.pool(self.relu(self.conv2(x)))
+        x = self.relu(self.pool(self.conv1(x)))
+        x = self.relu(self.pool(self.conv2(x)))
         x = self.dropout(x)
         return self.fc(torch.flatten(x, 1))

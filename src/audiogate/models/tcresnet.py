@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .dropout import ClipDropout
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class TCResNet(nn.Module):
                 blocks.append(TCBlock(c_in, c_out, stride=2 if i == 0 else 1))
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = ClipDropout(dropout)  # one mask per clip, from its seed
         self.fc = nn.Linear(c_in, n_classes)
 
     @classmethod

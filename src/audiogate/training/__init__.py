@@ -5,7 +5,10 @@
 * :mod:`.callbacks`: checkpoints, metrics.json, curves, log, early stopping, test report;
 * :mod:`.checkpoint`: the checkpoint format (safe loading, atomic writing);
 * :mod:`.runs`: the layout of a run folder;
-* :mod:`.signals`: Ctrl+C / SIGTERM handling; :mod:`.prefetch`: batch preparation thread.
+* :mod:`.signals`: Ctrl+C / SIGTERM handling; :mod:`.prefetch`: batch preparation thread;
+* :mod:`.device`: device resolution, autocast, gradient scaling;
+* :mod:`.distributed`: torchrun / torch.distributed: process group, rank 0's decisions,
+  per-rank shards of each batch, DDP, the ``--nproc`` launcher.
 """
 
 from __future__ import annotations

@@ -1,10 +1,17 @@
-"""``train`` and ``resume``: a run folder, its data, a :class:`Trainer` and its callbacks."""
+"""``train`` and ``resume``: a run folder, its data, a :class:`Trainer` and its callbacks.
+
+Both run unchanged in one process or in each process of a torchrun job
+(:mod:`.distributed`): rank 0 fills the feature cache while the others wait, then they open
+it read-only and take rank 0's split; rank 0 alone makes the run folder and gets the callbacks
+(checkpoints, metrics, plots, logs, the test report).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -12,7 +19,7 @@ from typing import Any
 from ..config import RESUME_FIELDS, Config
 from ..data.discover import write_skipped
 from ..data.prepare import PreparedData, prepare_data, resolve_window
-from ..data.split import read_split, write_split
+from ..data.split import Split, read_split, write_split
 from ..errors import CheckpointError, ConfigError
 from .callbacks import (
     Callback,
@@ -27,6 +34,8 @@ from .callbacks import (
     TestReport,
 )
 from .checkpoint import Checkpoint, ensure_compatible, load_checkpoint
+from .device import resolve_device
+from .distributed import Dist, from_env, session
 from .runs import RunPaths, check_run_name, new_run, new_run_id, read_status
 from .tensorboard import TensorBoardLogger, tensorboard_enabled
 from .trainer import Trainer
@@ -62,11 +71,13 @@ def run_callbacks(config: Config, run: RunPaths, *, status: RunStatus) -> list[C
             OperatingPoint(run), test, *board, HtmlReport(run), status]
 
 
-def _fit(trainer: Trainer, run: RunPaths, status: RunStatus) -> TrainResult:
+def _fit(trainer: Trainer, run: RunPaths, status: RunStatus | None) -> TrainResult:
+    """Run the loop; ``status`` (rank 0's) records a failure before it is raised."""
     try:
         result = trainer.fit()
     except BaseException as exc:  # marked in status.json, then raised as it was
-        status.failed(exc)
+        if status is not None:
+            status.failed(exc)
         raise
     report = next((cb.report for cb in trainer.callbacks.callbacks
                    if isinstance(cb, TestReport)), None)
@@ -84,33 +95,81 @@ def _write_data_files(data: PreparedData, run: RunPaths) -> None:
             log.warning("  skipped %s: %s", s.path, s.reason)
 
 
+@contextlib.contextmanager
+def _job(config: Config) -> Iterator[Dist]:
+    """This process's part of the job torchrun describes (a job of one without torchrun)."""
+    env = from_env()
+    if env.active and not config.cache:
+        raise ConfigError("config field 'cache' is off, but the processes of a distributed run "
+                          "share the on-disk feature cache; drop --no-cache")
+    device = resolve_device(config.device, local_rank=env.local_rank,
+                            local_world_size=env.local_world_size)
+    with session(device) as dist:
+        yield dist
+
+
+def _shared_data(config: Config, dist: Dist, *, split: Split | None = None,
+                 classes: tuple[str, ...] | None = None, progress: bool) -> PreparedData:
+    """Rank 0 decodes what the cache lacks (in parallel worker processes) while the others
+    wait; then they open the same cache read-only and take rank 0's split."""
+    data = None
+    if dist.is_main:
+        data = prepare_data(config, split=split, classes=classes, progress=progress)
+    dist.barrier()
+    shared = dist.broadcast((data.split, data.classes) if data is not None else None)
+    if data is None:
+        assert shared is not None  # rank 0 always sends its split
+        data = prepare_data(config, split=shared[0], classes=shared[1], progress=False,
+                            read_only=True)
+    return data
+
+
+def _trainer(config: Config, data: PreparedData, run: RunPaths, dist: Dist,
+             status: RunStatus | None, *, progress: bool,
+             callbacks: tuple[Callback, ...]) -> Trainer:
+    """The run's trainer: rank 0 (which holds ``status``) gets the callbacks (every file and
+    log line), the others none (they follow rank 0's decisions to stop)."""
+    listeners = ([*run_callbacks(config, run, status=status), *callbacks]
+                 if status is not None else [])
+    return Trainer(config, data, callbacks=listeners, progress=progress and dist.is_main,
+                   dist=dist)
+
+
 def train(config: Config, *, progress: bool = True,
           callbacks: tuple[Callback, ...] = ()) -> TrainResult:
-    """Train a new run as described by ``config``; ``callbacks`` listen after the run's own.
+    """Train a new run as described by ``config``; ``callbacks`` listen after the run's own
+    (on rank 0 only, in a distributed run).
 
     The run folder is made once the data is ready, so a data set that cannot be used leaves
     nothing behind.
     """
-    config = resolve_window(replace(config, data=str(Path(config.data).resolve())))
+    config = replace(config, data=str(Path(config.data).resolve()))
     check_run_name(config)
     tensorboard_enabled(config)  # "on" without the package: refused before any work
-    data = prepare_data(config, progress=progress)
-    run = new_run(config)
-    log.info("run folder: %s", run.root)
-    status = RunStatus(run, run_id=new_run_id())
-    try:
-        _write_data_files(data, run)
-        trainer = Trainer(config, data, callbacks=[
-            *run_callbacks(config, run, status=status), *callbacks], progress=progress)
-    except BaseException as exc:
-        status.failed(exc)
-        raise
-    return _fit(trainer, run, status)
+    with _job(config) as dist:
+        # fixed_length = "auto" reads the clips' headers: rank 0 does it, the others follow
+        config = dist.broadcast(resolve_window(config) if dist.is_main else config)
+        data = _shared_data(config, dist, progress=progress)
+        run = dist.broadcast(new_run(config) if dist.is_main else None)
+        assert run is not None  # rank 0 always sends it
+        status = RunStatus(run, run_id=new_run_id()) if dist.is_main else None
+        try:
+            if dist.is_main:
+                log.info("run folder: %s", run.root)
+                _write_data_files(data, run)
+            trainer = _trainer(config, data, run, dist, status, progress=progress,
+                               callbacks=callbacks)
+        except BaseException as exc:
+            if status is not None:
+                status.failed(exc)
+            raise
+        return _fit(trainer, run, status)
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, callbacks: tuple[Callback, ...] = (),
            **changes: Any) -> TrainResult:
-    """Continue a run from ``run_dir/models/last.pt`` with its optimizer, RNG and history.
+    """Continue a run from ``run_dir/models/last.pt`` with its optimizer, RNG and history,
+    with any number of processes and on any device.
 
     ``changes``: config fields to change, ``None`` meaning "keep"; only
     :data:`~audiogate.config.RESUME_FIELDS` may differ from the run's (see
@@ -120,17 +179,19 @@ def resume(run_dir: str | Path, *, progress: bool = True, callbacks: tuple[Callb
     last = load_checkpoint(run.last)
     if last.train_state is None:
         raise CheckpointError(f"{run.last} holds no training state; cannot resume")
-    status = _own_status(run, last)
     config = resume_config(last.config, changes)
-    data = prepare_data(config, split=read_split(run.split), classes=last.classes,
-                        progress=progress)
-    ensure_compatible(last, features=config.features(), classes=data.classes)
-    trainer = Trainer(config, data, callbacks=[*run_callbacks(config, run, status=status),
-                                               *callbacks], progress=progress)
-    trainer.restore(last.weights, last.train_state)
-    log.info("resuming %s after epoch %d (best so far: epoch %d, val-F1 %.4f)", run.root,
-             last.epoch, trainer.state.best_epoch, trainer.state.best_val_f1)
-    return _fit(trainer, run, status)
+    with _job(config) as dist:
+        status = _own_status(run, last) if dist.is_main else None
+        data = _shared_data(config, dist, split=read_split(run.split) if dist.is_main else None,
+                            classes=last.classes, progress=progress)
+        ensure_compatible(last, features=config.features(), classes=data.classes)
+        trainer = _trainer(config, data, run, dist, status, progress=progress,
+                           callbacks=callbacks)
+        trainer.restore(last.weights, last.train_state)
+        if dist.is_main:
+            log.info("resuming %s after epoch %d (best so far: epoch %d, val-F1 %.4f)",
+                     run.root, last.epoch, trainer.state.best_epoch, trainer.state.best_val_f1)
+        return _fit(trainer, run, status)
 
 
 def _own_status(run: RunPaths, last: Checkpoint) -> RunStatus:

@@ -58,6 +58,16 @@ class SpecAugment:
                 out |= band[:, :, None] if axis == 1 else band[:, None, :]
         return out
 
+    def per_clip(self, feats: torch.Tensor, *, seeds: np.ndarray) -> torch.Tensor:
+        """Like :meth:`__call__`, but clip ``i``'s masks come from its own seed ``seeds[i]``,
+        whatever batch (or training process) it is in."""
+        if not self.active or len(feats) == 0:
+            return feats
+        shape = (1, *feats.shape[1:])
+        mask = np.concatenate([self.mask(shape, np.random.default_rng(s))
+                               for s in np.asarray(seeds, np.uint64).tolist()])
+        return feats.masked_fill(torch.from_numpy(mask).to(feats.device), 0.0)
+
     def __call__(self, feats: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """``feats`` ``[shape=(batch, n_mels, frames)]`` with the masked cells set to 0."""
         if not self.active:

@@ -6,6 +6,18 @@ file and knows no format: checkpoints, ``metrics.json``, curves, logs, early sto
 final test report are :class:`~audiogate.training.callbacks.Callback` objects that listen to
 its events. Stops: ``max_epochs``, a callback's :meth:`Trainer.request_stop` (e.g. early
 stopping), or SIGINT/SIGTERM (the epoch in progress is dropped at the next batch).
+
+Data-parallel (:mod:`.distributed`): every process draws the same global batch order and
+trains on its own slice of each global batch of ``batch_size`` clips, through
+DistributedDataParallel; each clip's loss is weighted so that the gradient averaged over the
+processes is the one-process gradient of the whole batch, and the metrics are computed on the
+predictions of every process. Every random choice made for a clip (augmentation, dropout)
+(crop, augmentation, SpecAugment masks, dropout) comes from a seed of ``(seed, epoch, clip)``
+(:func:`clip_seed_array`), so the per-epoch results do not depend on the number of processes.
+Exceptions: mixup pairs clips within each process's share of a batch, and a network's own
+batch-norm statistics (on the CPU) and ``Dropout2d`` are per process. The processes agree at
+every batch boundary whether to stop, and at every epoch end on the stop reason; only rank 0
+should be given callbacks that write.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,14 +40,44 @@ from ..data.split import class_weights
 from ..features.augment import AugmentedFrontEnd
 from ..features.frontend import LogMel
 from ..models import ModelSpec
+from ..models.dropout import clip_seeds
 from ..reporting.metrics import macro_f1
 from .callbacks import Callback, CallbackList
+from .device import Precision, resolve_device, to_cpu, to_device
+from .distributed import Dist
 from .prefetch import prefetch, split_threads
 from .regularize import Mix, SpecAugment, lr_factor, mixed_loss, mixup
 from .signals import StopFlag, graceful_stop
 
 EVAL_BATCH = 256
 """Clips per forward pass when evaluating."""
+AUGMENT_STREAM, DROPOUT_STREAM, CROP_STREAM, SPECAUG_STREAM, MIXUP_STREAM = range(5)
+"""Independent random streams (:func:`clip_seed_array`)."""
+
+
+def clip_seed_array(*, seed: int, epoch: int, rows: np.ndarray, stream: int) -> np.ndarray:
+    """One 64-bit seed per training clip ``rows`` ``[shape=(k,)]`` for ``(seed, epoch, row,
+    stream)``: what a clip's augmentation or dropout draws from in that epoch, whichever batch
+    or process it is in."""
+    return np.asarray([np.random.SeedSequence([seed, epoch, int(r), stream]).generate_state(
+        1, np.uint64)[0] for r in rows], dtype=np.uint64)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """This process's part of one global training batch.
+
+    ``rows`` (training-set rows) and ``feats`` ``[shape=(len(rows), n_mels, fixed_length)]``
+    (on the device) are this process's clips, ``mix`` their mixup draw (None without);
+    ``size`` and ``weight`` are those of the global batch (clips, and the sum of the clips'
+    class weights: the loss denominator).
+    """
+
+    rows: np.ndarray
+    feats: torch.Tensor
+    mix: Mix | None
+    size: int
+    weight: float
 
 
 @dataclass
@@ -74,23 +116,31 @@ class Trainer:
     """
 
     def __init__(self, config: Config, data: PreparedData, *,
-                 callbacks: Sequence[Callback] = (), progress: bool = True) -> None:
+                 callbacks: Sequence[Callback] = (), progress: bool = True,
+                 dist: Dist | None = None) -> None:
         self.config, self.data, self.progress = config, data, progress
+        self.dist = dist or Dist()
+        self.device = resolve_device(config.device, local_rank=self.dist.local_rank,
+                                     local_world_size=self.dist.local_world_size)
+        self.precision = Precision(config.precision, self.device)
         self.classes = data.classes
-        self.frontend = LogMel(config.features())
+        self.frontend = LogMel(config.features()).to(self.device)
         self.augment = AugmentedFrontEnd(self.frontend, config.augmentation())
         torch.manual_seed(config.seed)
         self.spec = ModelSpec.of(config, n_classes=len(data.classes))
-        self.net = self.spec.build()
+        self.net = self.spec.build().to(self.device)
+        """The network itself (what checkpoints store); :attr:`model` trains it."""
+        self.model = self.dist.wrap(self.net, self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr,
                                           weight_decay=config.weight_decay)
-        weights = None
+        self.class_weight = np.ones(len(data.classes), np.float32)
         if config.balance == "weighted":
-            weights = torch.from_numpy(class_weights(data.train.labels,
-                                                     n_classes=len(data.classes)))
-        self.criterion = nn.CrossEntropyLoss(weight=weights,
+            self.class_weight = class_weights(data.train.labels, n_classes=len(data.classes))
+        weights = torch.from_numpy(self.class_weight).to(self.device)
+        self.criterion = nn.CrossEntropyLoss(weight=weights, reduction="none",
                                              label_smoothing=config.label_smoothing)
-        self.eval_criterion = nn.CrossEntropyLoss(weight=weights)
+        """Per-clip training losses, times the clip's class weight."""
+        self.eval_criterion = nn.CrossEntropyLoss(weight=weights, reduction="none")
         self.specaug = SpecAugment(freq_masks=config.specaug_freq_masks,
                                    freq_width=config.specaug_freq_width,
                                    time_masks=config.specaug_time_masks,
@@ -107,7 +157,8 @@ class Trainer:
 
     def _scheduler(self, *, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR | None:
         """Per-step learning-rate schedule (:func:`~.regularize.lr_factor`); None when the
-        rate is constant (no schedule, no warm-up)."""
+        rate is constant (no schedule, no warm-up). Steps are global batches: the same in
+        every process."""
         c = self.config
         warmup = round(c.warmup_epochs * steps_per_epoch)
         if c.lr_schedule == "none" and warmup == 0:
@@ -126,8 +177,9 @@ class Trainer:
     # ----- state for resume -----
     def train_state(self) -> dict[str, Any]:
         """Optimizer, RNG and progress, as plain data for ``last.pt``."""
-        return {"optimizer": self.optimizer.state_dict(),
+        return {"optimizer": to_cpu(self.optimizer.state_dict()),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "grad_scaler": self.precision.state_dict(),
                 "numpy_rng": self.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "history": self.state.history, "best_epoch": self.state.best_epoch,
@@ -139,6 +191,7 @@ class Trainer:
         self.optimizer.load_state_dict(train_state["optimizer"])
         if self.scheduler is not None and train_state.get("scheduler"):
             self.scheduler.load_state_dict(train_state["scheduler"])
+        self.precision.load_state_dict(train_state.get("grad_scaler", {}))
         self.rng.bit_generator.state = train_state["numpy_rng"]
         torch.set_rng_state(train_state["torch_rng"])
         self.state = TrainState(history=list(train_state["history"]),
@@ -147,96 +200,131 @@ class Trainer:
                                 bad_epochs=train_state["bad_epochs"])
 
     # ----- one epoch -----
-    def crops(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _seeds(self, epoch: int, rows: np.ndarray, stream: int) -> np.ndarray:
+        return clip_seed_array(seed=self.config.seed, epoch=epoch, rows=rows, stream=stream)
+
+    def crops(self, rows: np.ndarray, *, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Training windows of clips ``rows``: float32 ``[shape=(len(rows), window_samples)]``
         and their real lengths. With ``random_crop``, each clip longer than the model window
         starts at a random sample (uniform over the positions that keep the window inside the
-        stored clip), else at 0."""
+        stored clip; drawn from the clip's own seed), else at 0."""
         train, span = self.data.train, window_samples(self.config)
         waves, lengths = train.waves(rows), train.lengths[rows]
         n_samples = self.frontend.cfg.n_samples
         room = np.clip(np.minimum(lengths, waves.shape[1]) - n_samples, 0, None)
-        starts = ((self.rng.random(len(rows)) * (room + 1)).astype(np.int64)
-                  if self.config.random_crop else np.zeros(len(rows), np.int64))
+        draws = np.asarray([np.random.default_rng(s).random() for s in
+                            self._seeds(epoch, rows, CROP_STREAM).tolist()], np.float64)
+        starts = ((draws * (room + 1)).astype(np.int64) if self.config.random_crop
+                  else np.zeros(len(rows), np.int64))
         out = np.zeros((len(rows), span), np.float32)
         for i, s in enumerate(starts.tolist()):
             piece = waves[i, s:s + span]
             out[i, :piece.size] = piece
         return out, np.clip(lengths - starts, 0, span)
 
-    def batches(self, order: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor, Mix | None]]:
-        """``(rows, features, mix)`` per training batch, in ``order``: features from (cropped)
-        cached waveforms, augmented when ``augment`` is on, or the cached clean features of
-        each clip's first window when neither crops nor augmentation are on; then SpecAugment
-        and mixup when configured."""
+    def batches(self, order: np.ndarray, *, epoch: int) -> Generator[Batch, None, None]:
+        """This process's :class:`Batch` of each global batch of ``order``: features from
+        (cropped) cached waveforms, augmented when ``augment`` is on, or the cached clean
+        features of each clip's first window when neither crops nor augmentation are on; then
+        SpecAugment and mixup when configured. Each clip draws from its own seeds."""
         train, bs = self.data.train, self.config.batch_size
         for start in range(0, len(order), bs):
-            rows = np.sort(order[start:start + bs])
+            batch = np.sort(order[start:start + bs])
+            rows = self.dist.shard(batch)
             if self.config.augment:
-                waves, lengths = self.crops(rows)
-                feats = self.augment(torch.from_numpy(waves), lengths=torch.from_numpy(lengths),
-                                     rng=self.rng)
+                waves, lengths = self.crops(rows, epoch=epoch)
+                feats = self.augment(to_device(waves, self.device),
+                                     lengths=torch.from_numpy(lengths),
+                                     seeds=self._seeds(epoch, rows, AUGMENT_STREAM))
             elif self.config.random_crop:
-                feats = self.frontend(torch.from_numpy(self.crops(rows)[0]))
+                feats = self.frontend(to_device(self.crops(rows, epoch=epoch)[0], self.device))
             else:
-                feats = torch.from_numpy(train.features(rows))
-            feats, mix = mixup(self.specaug(feats, self.rng), alpha=self.config.mixup_alpha,
-                               rng=self.rng)
-            yield rows, feats, mix
+                feats = to_device(train.features(rows), self.device)
+            feats = self.specaug.per_clip(feats, seeds=self._seeds(epoch, rows, SPECAUG_STREAM))
+            # mixup pairs clips of this process's share; lam and pairs from the batch's seed
+            mix_rng = np.random.default_rng([self.config.seed, epoch, start, MIXUP_STREAM,
+                                             self.dist.rank])
+            feats, mix = mixup(feats, alpha=self.config.mixup_alpha, rng=mix_rng)
+            yield Batch(rows=rows, feats=feats, mix=mix, size=len(batch),
+                        weight=float(self.class_weight[train.labels[batch]].sum()))
 
     def train_epoch(self, epoch: int, stop: StopFlag) -> tuple[float, float] | None:
         """Mean loss and macro-F1 on the (augmented) training data; None if interrupted.
 
-        The next batch is read and featurised in a background thread while this one trains.
+        With ``prefetch``, the next batch is read and featurised in a background thread while
+        this one trains.
         """
         train, bs = self.data.train, self.config.batch_size
         order = self.rng.permutation(len(train.labels))
-        self.net.train()
-        total, preds, targets = 0.0, [], []
-        with split_threads(), contextlib.closing(prefetch(self.batches(order))) as batches:
-            bar = tqdm(batches, total=math.ceil(len(order) / bs), desc=f"epoch {epoch}",
+        self.model.train()
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        preds: list[torch.Tensor] = []
+        targets: list[np.ndarray] = []
+        batches = self.batches(order, epoch=epoch)
+        ahead = prefetch(batches) if self.config.prefetch else batches
+        with (split_threads() if self.config.prefetch else contextlib.nullcontext()), \
+                contextlib.closing(ahead):
+            bar = tqdm(ahead, total=math.ceil(len(order) / bs), desc=f"epoch {epoch}",
                        unit="batch", disable=not self.progress, leave=False)
-            for rows, feats, mix in bar:
-                if stop.reason:
+            for b in bar:
+                if self.dist.any(stop.reason is not None):  # every process stops here
+                    stop.reason = stop.reason or "interrupted (another process was stopped)"
                     bar.close()
                     return None
-                target = torch.from_numpy(train.labels[rows])
-                logits = self.net(feats)
-                loss = mixed_loss(self.criterion, logits, target, mix)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                target = to_device(train.labels[b.rows], self.device)
+                seeds = self._seeds(epoch, b.rows, DROPOUT_STREAM)
+                with self.precision.autocast(), clip_seeds(seeds):
+                    logits = self.model(b.feats)
+                # this process's share of the global batch's mean loss; DDP averages the
+                # gradients over the processes, hence the world size
+                share = mixed_loss(self.criterion, logits.float(), target, b.mix).sum() / b.weight
+                self.precision.step(share * self.dist.world_size, self.optimizer)
                 if self.scheduler is not None:
                     self.scheduler.step()
-                total += loss.item() * len(rows)
-                preds.append(logits.argmax(1).detach().numpy())
-                targets.append(train.labels[rows])
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                total += share.detach() * b.size
+                preds.append(logits.detach().argmax(1))
+                targets.append(train.labels[b.rows])
+                if self.progress:
+                    bar.set_postfix(loss=f"{share.item() * self.dist.world_size:.4f}")
             bar.close()
-        f1 = macro_f1(np.concatenate(targets), np.concatenate(preds),
-                      n_classes=len(self.classes))
-        return total / len(order), f1
+        parts = self.dist.gather((float(total), torch.cat(preds).cpu().numpy(),
+                                  np.concatenate(targets)))
+        f1 = macro_f1(np.concatenate([t for _, _, t in parts]),
+                      np.concatenate([p for _, p, _ in parts]), n_classes=len(self.classes))
+        return sum(loss for loss, _, _ in parts) / len(order), f1
 
-    def evaluate(self, feats: torch.Tensor, labels: np.ndarray) -> tuple[float, np.ndarray]:
-        """Mean loss and predicted labels of the network on precomputed features
-        ``[shape=(n, n_mels, fixed_length)]``."""
+    def evaluate(self, feats: torch.Tensor, labels: np.ndarray, *,
+                 shard: bool = False) -> tuple[float, np.ndarray]:
+        """Mean loss (class-weighted, as in training) and predicted labels of the network on
+        precomputed features ``[shape=(n, n_mels, fixed_length)]`` (on the CPU).
+
+        ``shard``: every process evaluates its contiguous slice and the results are gathered
+        (call it on every process then); otherwise this process evaluates everything.
+        """
+        rows = self.dist.shard(np.arange(len(labels))) if shard else np.arange(len(labels))
         self.net.eval()
-        losses, preds = [], []
+        loss, preds = 0.0, [np.zeros(0, np.int64)]
         with torch.no_grad():
-            for i in range(0, len(labels), EVAL_BATCH):
-                logits = self.net(feats[i:i + EVAL_BATCH])
-                target = torch.from_numpy(labels[i:i + EVAL_BATCH])
-                losses.append(float(self.eval_criterion(logits, target)) * len(target))
-                preds.append(logits.argmax(1).numpy())
-        return sum(losses) / max(len(labels), 1), np.concatenate(preds)
+            for i in range(0, len(rows), EVAL_BATCH):
+                part = rows[i:i + EVAL_BATCH]
+                with self.precision.autocast():
+                    logits = self.net(feats[part[0]:part[-1] + 1].to(self.device))
+                target = to_device(labels[part], self.device)
+                loss += float(self.eval_criterion(logits.float(), target).sum())
+                preds.append(logits.argmax(1).cpu().numpy())
+        parts = self.dist.gather((loss, np.concatenate(preds))) if shard else [
+            (loss, np.concatenate(preds))]
+        weight = float(self.class_weight[labels].sum())
+        return sum(p[0] for p in parts) / max(weight, 1e-12), np.concatenate(
+            [p[1] for p in parts])
 
     def record_epoch(self, epoch: int, train_loss: float, train_f1: float,
                      seconds: float) -> dict[str, Any]:
         """Evaluate validation and test (monitor only), append the epoch's record and update
         the best epoch, chosen on validation macro-F1 alone."""
         n_classes = len(self.classes)
-        val_loss, val_pred = self.evaluate(self.val_feats, self.data.val.labels)
-        test_loss, test_pred = self.evaluate(self.test_feats, self.data.test.labels)
+        val_loss, val_pred = self.evaluate(self.val_feats, self.data.val.labels, shard=True)
+        test_loss, test_pred = self.evaluate(self.test_feats, self.data.test.labels, shard=True)
         row = {"epoch": epoch, "train_loss": train_loss, "train_f1": train_f1,
                "val_loss": val_loss, "val_f1": macro_f1(self.data.val.labels, val_pred,
                                                         n_classes=n_classes),
@@ -264,7 +352,7 @@ class Trainer:
         self._stop_request = None
         with graceful_stop() as stop:
             self.callbacks.on_train_begin(self)
-            reason = self._limit_reason()
+            reason = self.dist.first(self._limit_reason())
             while reason is None:
                 epoch = self.state.epoch + 1
                 self.callbacks.on_epoch_begin(self, epoch)
@@ -274,7 +362,7 @@ class Trainer:
                     break
                 row = self.record_epoch(epoch, *done, seconds=time.perf_counter() - began)
                 self.callbacks.on_epoch_end(self, row)
-                reason = stop.reason or self._limit_reason()
+                reason = self.dist.first(stop.reason or self._limit_reason())
             reason = reason or stop.reason or "stopped"
             self.callbacks.on_stop(self, reason)
             result = FitResult(best_epoch=self.state.best_epoch,
