@@ -94,7 +94,7 @@ HISS_CUTOFF_HZ = 4000.0
 
 def build_band_gate(path: Path, *, fixed_length: int = 200) -> Path:
     """Write a checkpoint whose network compares low-band and high-band loudness."""
-    cfg = Config(fixed_length=fixed_length)
+    cfg = Config(fixed_length=fixed_length, model="simple")
     feats = cfg.features()
     spec = ModelSpec.of(cfg, n_classes=len(CLASSES))
     net = spec.build()

@@ -25,7 +25,7 @@ from audiogate.files import atomic_write, to_json
 from audiogate.models import ModelSpec, SimpleConvNet
 from audiogate.training.checkpoint import ensure_compatible, load_checkpoint, save_checkpoint
 
-CONFIG = Config(fixed_length=32, n_fft=512)
+CONFIG = Config(fixed_length=32, n_fft=512, model="simple")
 CLASSES = ("not_allowed", "allowed")
 
 

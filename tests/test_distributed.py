@@ -35,7 +35,8 @@ from .conftest import TINY_FLAGS, make_toy_dataset, running_server
 
 pytestmark = pytest.mark.slow
 
-FLAGS = [*TINY_FLAGS, "--batch-size", "32", "--balance", "weighted", "--seed", "3"]
+FLAGS = [*TINY_FLAGS, "--batch-size", "32", "--balance", "weighted", "--seed", "3",
+         "--model", "simple"]  # no batch norm: per-process statistics on the CPU
 """32 / 27 clips per class, weighted loss: 41 training clips, batches of 32 and 9 (shards
 16 + 16, then 5 + 4)."""
 EPOCHS = 2

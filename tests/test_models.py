@@ -16,7 +16,8 @@ from audiogate.models.registry import _REGISTRY
 
 def test_simple_is_registered_and_sized_by_the_config() -> None:
     assert "simple" in model_names()
-    spec = ModelSpec.of(Config(n_mels=32, fixed_length=48, dropout=0.1), n_classes=3)
+    spec = ModelSpec.of(Config(model="simple", n_mels=32, fixed_length=48, dropout=0.1),
+                        n_classes=3)
     assert spec.as_dict() == {"name": "simple", "args": {"n_mels": 32, "n_frames": 48,
                                                          "n_classes": 3, "dropout": 0.1}}
     net = spec.build()

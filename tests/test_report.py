@@ -337,7 +337,7 @@ def test_runs_table(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
             metrics["best_val_f1"], test["macro_f1"], test["gate"]["threshold"],
             len(metrics["epochs"]))
         assert r["train_time_s"] == pytest.approx(sum(e["seconds"] for e in metrics["epochs"]))
-        assert r["model"] == "simple" and r["data"].endswith("dataset")
+        assert r["model"] == "tcresnet" and r["data"].endswith("dataset")
     assert rows["good"]["stop_reason"] == "reached max_epochs=2"
 
     assert main(["runs", str(folder)]) == 0                       # best validation F1 first
@@ -382,7 +382,7 @@ def test_tensorboard_event_files(runs: Path) -> None:
     assert acc.Scalars("hparam/test_f1")[0].value == pytest.approx(test["macro_f1"])
     start = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
-    assert hparams["model"].string_value == "simple" and hparams["n_fft"].number_value == 512
+    assert hparams["model"].string_value == "tcresnet" and hparams["n_fft"].number_value == 512
 
 
 def test_tensorboard_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

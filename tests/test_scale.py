@@ -142,7 +142,7 @@ def test_clip_dropout_without_seeds_or_in_eval_is_plain_dropout() -> None:
 
 
 def test_simple_network_uses_clip_dropout_and_keeps_its_weights() -> None:
-    net = ModelSpec.of(Config(), n_classes=2).build()
+    net = ModelSpec.of(Config(model="simple"), n_classes=2).build()
     assert isinstance(net.dropout, ClipDropout) and net.dropout.p == 0.3
     assert sorted(net.state_dict()) == ["conv1.bias", "conv1.weight", "conv2.bias",
                                         "conv2.weight", "fc.bias", "fc.weight"]

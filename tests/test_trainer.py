@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def test_prepare_data_discovers_balances_splits_and_restores(tmp_path: Path) -> 
                   sr=16000)
     (data / "not_allowed" / "broken.wav").write_bytes(b"RIFF....")
     config = tiny_config(data, tmp_path)
-    prepared = prepare_data(config, progress=False)
+    prepared = prepare_data(replace(config, balance="downsample"), progress=False)
     assert prepared.classes == ("not_allowed", "allowed")
     assert prepared.usable == {"not_allowed": 20, "allowed": 24}
     assert [s.path.endswith("broken.wav") for s in prepared.skipped] == [True]

@@ -107,7 +107,8 @@ def mixed_loss(criterion: torch.nn.Module, logits: torch.Tensor, target: torch.T
 
 
 def lr_factor(step: int, *, schedule: str, total: int, warmup: int) -> float:
-    """Multiplier of the peak learning rate at optimizer ``step`` (0-based) of ``total``.
+    """Multiplier of the peak learning rate at optimizer ``step`` (0-based) of ``total``
+    (0: unknown, the run goes on until stopped).
 
     Linear warm-up over ``warmup`` steps (from ``ONECYCLE_START`` for one-cycle), then
     ``none``: 1; ``cosine``: half a cosine down to ``ONECYCLE_START``; ``onecycle``: warm-up
@@ -115,6 +116,8 @@ def lr_factor(step: int, *, schedule: str, total: int, warmup: int) -> float:
     """
     if schedule not in SCHEDULES:
         raise ConfigError(f"lr_schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if total <= 0:  # no known length (run until Ctrl+C): warm up, then stay at the peak
+        return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     if schedule == "onecycle":
         peak = warmup if warmup > 0 else max(1, round(0.3 * total))
         if step < peak:
