@@ -42,7 +42,7 @@ import numpy as np
 import audiogate
 from audiogate.config import Config
 from audiogate.data import Clip
-from audiogate.data.split import Split, read_split
+from audiogate.data.split import Split, balance, read_split
 from audiogate.errors import ConfigError
 from audiogate.files import write_json, write_text
 from audiogate.reporting.metrics import choose_threshold, equal_error_rate, error_rates, macro_f1
@@ -139,7 +139,11 @@ def run_reference(*, split: Split, classes: list[str], config: Config,
                   workers: int) -> Result:
     """Train the reference pipeline on ``split``'s clips; its gate scores."""
     allowed = classes.index(ALLOWED)
-    pairs = {k: [(c.path, c.label) for c in getattr(split, k)] for k in ("train", "val", "test")}
+    # the notebook balances by down-sampling: its training clips are the balanced subset of
+    # the same training split (validation and test are the same clips as audiogate's)
+    train = balance(split.train, strategy="downsample", rng=np.random.default_rng(config.seed))
+    pairs = {k: [(c.path, c.label) for c in getattr(split, k)] for k in ("val", "test")}
+    pairs["train"] = [(c.path, c.label) for c in train]
     reference.warm_up(config, pairs["train"][0][0])
     wall, cpu, fitted = _timed(lambda: reference.fit(
         pairs["train"], pairs["val"], config=config, n_classes=len(classes),
