@@ -101,6 +101,8 @@ def test_predict_matches_the_python_api(server: Server, clips: dict[str, np.ndar
     out = post(server, path.read_bytes()).json()
     for name, p in expected.probabilities.items():
         assert out["probabilities"][name] == pytest.approx(p, abs=1e-5)
+    assert out["score"] == pytest.approx(expected.score, abs=1e-5)
+    assert (out["threshold"], out["n_windows"]) == (expected.threshold, expected.n_windows)
 
 
 def test_long_upload_gets_segments(server: Server) -> None:
