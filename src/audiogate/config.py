@@ -48,7 +48,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lr_schedule": "onecycle", "label_smoothing": 0.1, "specaug_freq_masks": 2,
         "specaug_freq_width": 8, "specaug_time_masks": 2, "specaug_time_width": 20,
     },
-    "voice": {"model": "ge2e", "balance": "none", "voice_head": "logistic",
+    "voice": {"model": "ge2e", "balance": "none", "voice_head": "none",
               "operating_point": "far=0.02"},
 }
 """Named bundles of field values. Precedence: field defaults < recipe < TOML file < flags."""

@@ -8,9 +8,9 @@ added to validation (``impostors`` in the config):
   (:mod:`audiogate.data.speech`, espeak-ng), generated once and kept under the cache folder
   (``<cache>/voice-impostors-v1-...``). They are synthetic voices: they tell how the gate
   treats voices that are not enrolled, not how it treats a real person who tries to pass;
-  recordings of other people (a folder) are the better calibration. A generated voice that
-  sounds like an enrolled one (its median score reaches the 25th percentile of the allowed
-  validation clips' scores) is left out, and named in the log and the checkpoint;
+  recordings of other people (a folder) are the better calibration, and the only sound one
+  when the allowed voices are themselves espeak-ng voices (the built-in set holds all 16 of
+  :data:`~audiogate.data.speech.SPEAKERS`);
 * a folder: every audio file under it (recursively), one impostor voice per first
   sub-folder;
 * ``auto``: ``builtin`` when the data has no ``not_allowed`` clip, else none;
@@ -43,26 +43,22 @@ BUILTIN_SEED = 7919
 """Seed of the built-in impostor words (not the benchmark's, so its takes differ)."""
 BUILTIN_TAKES = 2
 BUILTIN_WORDS: tuple[str, ...] = WORDS
-LOOKALIKE_QUANTILE = 0.25
-"""A built-in voice whose median score reaches this quantile of the allowed validation
-scores sounds like an enrolled voice and is left out."""
 COMPLETE = "complete.json"
 
 
 @dataclass
 class Impostors:
     """Impostor clips (label 0) with their embeddings; ``source``: none, builtin or the
-    folder; ``left_out``: built-in voices dropped as lookalikes of an enrolled voice."""
+    folder; ``skipped``: impostor files that could not be used."""
 
     source: str
     clips: EmbeddedClips
     skipped: list[Skipped] = field(default_factory=list)
-    left_out: list[str] = field(default_factory=list)
 
     def describe(self) -> dict[str, object]:
         return {"source": self.source, "clips": len(self.clips.clips),
                 "voices": sorted({c.group for c in self.clips.clips}),
-                "left_out": self.left_out}
+                "skipped": len(self.skipped)}
 
 
 def resolve_source(setting: str, *, has_negatives: bool) -> str:
@@ -125,26 +121,3 @@ def load_impostors(source: str, *, root: Path, cache: EmbeddingCache, workers: i
 def _empty() -> EmbeddedClips:
     return EmbeddedClips(clips=[], labels=np.zeros(0, np.int64),
                          vectors=np.zeros((0, EMBED_DIM), np.float32), speech_s=np.zeros(0))
-
-
-def drop_lookalikes(impostors: Impostors, *, scores: np.ndarray,
-                    allowed_scores: np.ndarray) -> Impostors:
-    """Built-in impostors without the voices that sound like an enrolled one (see the module
-    docstring); ``scores`` are the impostors' gate scores, ``allowed_scores`` those of the
-    allowed validation clips. Other sources are returned unchanged."""
-    if impostors.source != BUILTIN or not len(allowed_scores):
-        return impostors
-    bar = float(np.quantile(allowed_scores, LOOKALIKE_QUANTILE))
-    groups = np.asarray([c.group for c in impostors.clips.clips])
-    out = sorted(g for g in set(groups.tolist())
-                 if float(np.median(scores[groups == g])) >= bar)
-    if not out:
-        return impostors
-    log.warning("built-in impostor voice(s) %s sound like an enrolled voice (median score "
-                ">= %.3f); left out of the threshold's impostors", ", ".join(out), bar)
-    keep = ~np.isin(groups, out)
-    c = impostors.clips
-    kept = EmbeddedClips(clips=[x for x, k in zip(c.clips, keep, strict=True) if k],
-                         labels=c.labels[keep], vectors=c.vectors[keep],
-                         speech_s=c.speech_s[keep])
-    return Impostors(impostors.source, kept, impostors.skipped, out)

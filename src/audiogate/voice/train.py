@@ -43,7 +43,7 @@ from .checkpoint import VoiceCheckpoint, save_voice_checkpoint
 from .dataset import VoiceData, prepare_voice_data, voice_name
 from .embeddings import EmbeddedClips
 from .gate import VoiceProfile
-from .impostors import Impostors, drop_lookalikes, load_impostors, resolve_source
+from .impostors import Impostors, load_impostors, resolve_source
 from .scoring import VoiceScorer, fit_head, leave_group_out_features
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ STOP_REASON = "voice gate: voices enrolled, threshold chosen (no training epochs
 @dataclass
 class BuiltGate:
     """What :func:`build_gate` made: the scorer, the gate's decision record, the run's one
-    metrics record, and the impostors used (lookalikes removed)."""
+    metrics record, and the impostors used."""
 
     scorer: VoiceScorer
     gate: dict[str, Any]
@@ -120,8 +120,6 @@ def build_gate(data: VoiceData, impostors: Impostors, config: Config) -> BuiltGa
         if len(set(train.labels[rows].tolist())) == 2:
             scorer = replace(scorer, head=fit_head(feats, train.labels[rows], seed=config.seed))
     val_scores = gate_scores(scorer, val, vad=vad)
-    impostors = drop_lookalikes(impostors, scores=gate_scores(scorer, impostors.clips, vad=vad),
-                                allowed_scores=val_scores[val.labels == 1])
     y = np.concatenate([(val.labels == 1).astype(np.int64),
                         np.zeros(len(impostors.clips.clips), np.int64)])
     s = np.concatenate([val_scores, gate_scores(scorer, impostors.clips, vad=vad)])
