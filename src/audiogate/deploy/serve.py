@@ -32,7 +32,7 @@ from typing import IO, Annotated, Any
 
 import numpy as np
 import torch
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -40,10 +40,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import FeatureConfig
 from ..data.audio_io import AUDIO_EXTENSIONS, load_audio, probe
-from ..errors import AudioError, ConfigError, DataError
+from ..errors import AudioError, ConfigError
 from ..features.frontend import LogMel, power_to_db
 from ..files import to_json
 from ..reporting.html import CSP as REPORT_CSP
+from .enrol_routes import add_enrol_routes
 from .guard import BearerAuth, IdleTimeoutH11, check_token
 from .inference import BaseClassifier
 from .scan import DEFAULT_HOP_S, scan_wave
@@ -242,65 +243,6 @@ class Judge:
                 "segments": [s.as_dict() for s in scan.segments], "hop_s": scan.hop_s,
                 "spectrogram": spectrogram, "elapsed_ms": round(elapsed_ms, 1)}
 
-    def enroll(self, name: str, uploads: list[tuple[IO[bytes], str | None]]) -> dict[str, Any]:
-        """Enrol voice ``name`` from uploaded clips and write the gate to ``enroll_out``;
-        HTTP 409 for a model that is no voice gate or a name already enrolled, 403 when
-        enrolment is off, 422 when no clip holds speech."""
-        gate = self._voice_gate()
-        waves = [self.decode(f, n) for f, n in uploads]
-        with self.lock:
-            before = gate.checkpoint
-            try:
-                done = gate.enroll(name, waves, sr=self.gate.features.sr)
-                gate.save(str(self.settings.enroll_out))
-            except ConfigError as exc:
-                gate.checkpoint = before
-                raise HTTPException(409, str(exc)) from None
-            except DataError as exc:
-                gate.checkpoint = before
-                raise HTTPException(422, str(exc)) from None
-            except BaseException:
-                gate.checkpoint = before
-                raise
-        log.info("enrolled voice %r from %d clip(s) -> %s", name, done.n_clips,
-                 self.settings.enroll_out)
-        return {"name": name, "clips": done.n_clips,
-                "left_out": [s.reason for s in done.skipped], "voices": gate.voices,
-                "saved": self.settings.enroll_out}
-
-    def remove(self, name: str) -> dict[str, Any]:
-        """Remove voice ``name`` and write the gate to ``enroll_out`` (404: no such voice)."""
-        gate = self._voice_gate()
-        with self.lock:
-            before = gate.checkpoint
-            try:
-                gate.remove(name)
-                gate.save(str(self.settings.enroll_out))
-            except ConfigError as exc:
-                gate.checkpoint = before
-                raise HTTPException(404, str(exc)) from None
-            except DataError as exc:
-                gate.checkpoint = before
-                raise HTTPException(409, str(exc)) from None
-            except BaseException:
-                gate.checkpoint = before
-                raise
-        log.info("removed voice %r -> %s", name, self.settings.enroll_out)
-        return {"name": name, "removed": True, "voices": gate.voices,
-                "saved": self.settings.enroll_out}
-
-    def _voice_gate(self) -> Any:
-        from ..voice.classifier import VoiceClassifier  # local: the voice extra is optional
-
-        if not isinstance(self.gate, VoiceClassifier):
-            raise HTTPException(409, "this model is not a voice gate checkpoint: only voice "
-                                     "gates (--recipe voice, served from their .pt) enrol "
-                                     "voices")
-        if self.settings.enroll_out is None:
-            raise HTTPException(403, "enrolment over HTTP is off: start the server with "
-                                     "--enroll-out PATH (where the gate is saved)")
-        return self.gate
-
     def decode(self, upload: IO[bytes], filename: str | None) -> np.ndarray:
         """Upload -> mono float32 at ``features.sr``; HTTP 413/415/422 for unusable files."""
         suffix = Path(filename or "").suffix.lower()
@@ -376,33 +318,7 @@ def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None,
                                      f"field '{FIELD}'")
         return await run_in_threadpool(judge, file.file, file.filename)
 
-    @app.post("/enroll", summary="Enrol an allowed voice (voice gate, --enroll-out)",
-              responses={403: {"description": "enrolment is off (no --enroll-out)"},
-                         409: {"description": "not a voice gate, or the name is enrolled"},
-                         413: {"description": "upload or recording over the limit"},
-                         415: {"description": "not multipart/form-data, or not audio"},
-                         422: {"description": "no file, or no clip holds speech"}})
-    async def enroll(request: Request, name: Annotated[str, Form(
-            description="the voice's name")], files: Annotated[list[UploadFile] | None, File(
-            description="recordings of the voice (WAV, FLAC, OGG, MP3, ...)")] = None,
-                     ) -> dict[str, Any]:
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != "multipart/form-data":
-            raise HTTPException(415, "send the name and the recordings as multipart/form-data "
-                                     "fields 'name' and 'files'")
-        if not files:
-            raise HTTPException(422, "no file: send the recordings as the multipart/form-data "
-                                     "field 'files'")
-        return await run_in_threadpool(judge.enroll, name,
-                                       [(f.file, f.filename) for f in files])
-
-    @app.delete("/enroll/{name}", summary="Remove an enrolled voice (voice gate, "
-                                          "--enroll-out)",
-                responses={403: {"description": "enrolment is off (no --enroll-out)"},
-                           404: {"description": "no voice of that name"},
-                           409: {"description": "not a voice gate, or the last voice"}})
-    async def unenroll(name: str) -> dict[str, Any]:
-        return await run_in_threadpool(judge.remove, name)
+    add_enrol_routes(app, judge)
 
     return app
 
