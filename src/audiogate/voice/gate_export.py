@@ -39,6 +39,7 @@ from .classifier import VoiceClassifier, VoiceGateBase
 from .embeddings import Embedder, EmbedSpec
 from .encoder import (
     NORM_EPS,
+    RUN_THREADS,
     WINDOW_SAMPLES,
     SpeakerEncoder,
     load_encoder,
@@ -115,6 +116,7 @@ def _session(model: bytes | str) -> Any:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = RUN_THREADS  # the LSTM gains nothing from more
     return ort.InferenceSession(model, sess_options=options,
                                 providers=["CPUExecutionProvider"])
 
