@@ -54,6 +54,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
     "spec": {"recipe": "spec"},
     "strong": {"recipe": "strong"},
+    "voice": {"recipe": "voice"},
 }
 """audiogate's recipes, each a dict of :class:`~audiogate.config.Config` overrides. A recipe
 naming a field Config does not have (yet) is skipped with a note."""

@@ -30,6 +30,8 @@ from audiogate.data.audio_io import write_wav
 from audiogate.models import ModelSpec, SimpleConvNet
 from audiogate.training.checkpoint import save_checkpoint
 
+from .voice_data import voice_run, voice_words  # noqa: F401  (voice gate fixtures)
+
 SR = 16000
 TINY_FLAGS = ["--fixed-length", "32", "--batch-size", "8", "--workers", "1",
               "--n-fft", "512", "--patience", "0"]

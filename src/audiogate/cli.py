@@ -201,12 +201,24 @@ def _load_gate(args: argparse.Namespace) -> Any:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .deploy.onnx import export_onnx
+    from .voice.checkpoint import is_voice_checkpoint
 
+    if is_voice_checkpoint(args.checkpoint):
+        from .voice.gate_export import export_voice_onnx
+
+        voice = export_voice_onnx(checkpoint=args.checkpoint, out=args.onnx,
+                                  tolerance=args.tolerance)
+        print(f"wrote {voice.path} ({voice.bytes / 1e6:.1f} MB): speech windows -> voice gate "
+              "score, speaker encoder and enrolled voices included")
+        print(f"onnxruntime vs PyTorch on {voice.n_probe_clips} probe clips: max |score diff| "
+              f"{voice.max_abs_diff:.2e}")
+        return 0
     report = export_onnx(checkpoint=args.checkpoint, out=args.onnx, tolerance=args.tolerance)
     print(f"wrote {report.path} ({report.bytes / 1e6:.1f} MB): waveform -> logits, log-mel "
           f"front end included")
     print(f"onnxruntime vs PyTorch on {report.n_probe_clips} probe clips: max |logit diff| "
-          f"{report.max_abs_diff:.2e}, max |probability diff| {report.max_prob_diff:.2e}")
+          f"{report.max_abs_diff:.2e} ({report.max_scaled_diff:.2e} relative to the logits' "
+          f"size), max |probability diff| {report.max_prob_diff:.2e}")
     return 0
 
 
@@ -220,7 +232,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     results, failed = [], [f"{s.path}: {s.reason}" for s in missing]
     for path in files:
         try:
-            results.append(scan_file(gate, path=path, hop_s=args.hop, smooth_s=args.smooth))
+            results.append(scan_file(gate, path=path, hop_s=args.hop, smooth_s=args.smooth,
+                                     vad=args.vad))
         except AudioError as exc:
             failed.append(str(exc))
     sys.stdout.write(format_scan(results, fmt=args.format, windows=args.windows))
@@ -241,7 +254,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = check_token(args.token if args.token is not None else os.environ.get(TOKEN_ENV))
     check_listen(host=args.host, port=args.port, token=token, insecure=args.insecure)
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
-                             hop_s=args.hop, token=token, idle_timeout_s=args.idle_timeout)
+                             hop_s=args.hop, token=token, idle_timeout_s=args.idle_timeout,
+                             enroll_out=args.enroll_out)
     run_server(_load_gate(args), host=args.host, port=args.port, settings=settings,
                report=report_of(args.checkpoint))
     return 0
@@ -273,7 +287,8 @@ def _add_deploy_parsers(sub: Any) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--onnx", required=True, metavar="PATH", help="output file, e.g. model.onnx")
     p.add_argument("--tolerance", type=float, default=1e-4,
-                   help="largest |logit| difference onnxruntime vs PyTorch accepted")
+                   help="largest logit difference onnxruntime vs PyTorch accepted, relative to "
+                        "the logit where it exceeds 1 (default: 1e-4)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("scan", help="segments of long recordings judged window by window")
@@ -287,6 +302,9 @@ def _add_deploy_parsers(sub: Any) -> None:
     fmt.add_argument("--csv", dest="format", action="store_const", const="csv")
     p.set_defaults(format="table")
     p.add_argument("--windows", action="store_true", help="also list every window (JSON)")
+    p.add_argument("--vad", action=argparse.BooleanOptionalAction, default=None,
+                   help="judge each speech segment (Silero VAD) and skip silence, instead of "
+                        "every window (default: on for a voice gate, off otherwise)")
     _add_backend_flags(p)
     p.set_defaults(func=cmd_scan)
 
@@ -307,8 +325,33 @@ def _add_deploy_parsers(sub: Any) -> None:
     p.add_argument("--max-seconds", type=float, default=600.0,
                    help="longest recording accepted (s)")
     p.add_argument("--hop", type=float, default=0.5, help="hop of the segment scan (s)")
+    p.add_argument("--enroll-out", metavar="PATH",
+                   help="voice gate: accept POST /enroll and DELETE /enroll/NAME, writing the "
+                        "gate with its voices to PATH after each change (default: off)")
     _add_backend_flags(p)
     p.set_defaults(func=cmd_serve)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .voice.commands import enroll_command
+
+    return enroll_command(args)
+
+
+def _add_enroll_parser(sub: Any) -> None:
+    p = sub.add_parser("enroll", help="add or remove an allowed voice of a voice gate "
+                                      "checkpoint (no training)")
+    p.add_argument("--checkpoint", required=True, help="a voice gate checkpoint (.pt)")
+    p.add_argument("--out", required=True, metavar="NEW_CKPT",
+                   help="where the new checkpoint is written (may be --checkpoint itself)")
+    p.add_argument("--allowed", nargs="+", metavar="PATH",
+                   help="recordings of the voice to enrol: audio files and/or folders")
+    p.add_argument("--name", help="the voice's name (default: the --allowed folder's name)")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the clips of a voice of that name already enrolled")
+    p.add_argument("--remove", metavar="NAME", help="remove this voice instead")
+    p.add_argument("--workers", type=int, default=1, help="decoding processes; 0 = all cores")
+    p.set_defaults(func=cmd_enroll)
 
 
 def _report_skipped(skipped: Sequence[Any]) -> None:
@@ -398,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     _add_deploy_parsers(sub)
+    _add_enroll_parser(sub)
 
     p = sub.add_parser("demo", help="generate a demo data set and run eda, train, evaluate, "
                                     "predict on it")

@@ -23,6 +23,10 @@ BALANCE_CHOICES = ("downsample", "weighted", "none")
 PRECISION_CHOICES = ("32", "bf16-mixed", "16-mixed")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 TENSORBOARD_CHOICES = ("auto", "on", "off")
+VOICE_MODELS = ("ge2e",)
+"""Models that are no trained network but a pretrained speaker encoder and enrolled voices
+(:mod:`audiogate.voice`): ``train`` enrols instead of running epochs."""
+VOICE_HEADS = ("none", "logistic")
 AUTO_WINDOW = 0
 """``fixed_length = "auto"`` is held as this value until ``train`` resolves it."""
 
@@ -42,6 +46,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
     "spec": SPEC_RECIPE,
     "strong": {"lr": 2e-3, "stretch_p": 0.0, "max_epochs": 40, "patience": 12},
+    "voice": {"model": "ge2e", "balance": "none", "voice_head": "none",
+              "operating_point": "far=0.02"},
 }
 """Named bundles of field values. Precedence: field defaults < recipe < TOML file < flags."""
 MAX_SEED = 2**63 - 1
@@ -107,7 +113,8 @@ class Config:
     val_size: float = _f(0.15, "fraction of clips used for validation / model selection")
     recipe: str = _f("default", "starting point for the other fields: default | spec (the "
                                 "specification's notebook exactly) | strong (the benchmark's "
-                                "best); explicit fields win")
+                                "best) | voice (a speaker gate: pretrained speaker embeddings "
+                                "and enrolled voices); explicit fields win")
     # --- front end ---
     n_fft: int = _f(1024, "FFT size (samples)")
     win_length: int = _f(400, "STFT window (samples); 400 = 25 ms at 16 kHz")
@@ -137,7 +144,8 @@ class Config:
     # --- model and training ---
     model: str = _f("tcresnet", "network, by registered name: simple (the specification's "
                               "SimpleConvNet) | tcresnet (TC-ResNet, Choi et al. 2019) | "
-                              "bcresnet (BC-ResNet, Kim et al. 2021)")
+                              "bcresnet (BC-ResNet, Kim et al. 2021) | ge2e (the voice gate: "
+                              "a pretrained speaker encoder and enrolled voices, no training)")
     width: int = _f(2, "channel width multiplier of tcresnet and bcresnet")
     depth: int = _f(1, "residual blocks per stage of tcresnet (1: TC-ResNet8, 2: TC-ResNet14)")
     dropout: float = _f(0.3, "dropout before the classifier")
@@ -182,6 +190,18 @@ class Config:
                                  "predictions pool windows over them")
     random_crop: bool = _f(True, "train on a random window of each clip longer than the "
                                  "window, a new one every epoch (off: always its start)")
+    # --- the voice gate (model = "ge2e") ---
+    voice_top_k: int = _f(5, "voice gate: a clip's similarity to the allowed voices is the mean "
+                             "of its top-k cosine similarities to the enrolled clips")
+    voice_head: str = _f("none", "voice gate: none (the score is the top-k similarity) | "
+                                 "logistic (logistic regression on it and on the similarity to "
+                                 "the training not_allowed clips, fitted on training clips)")
+    voice_vad: bool = _f(True, "voice gate: cut every clip to its speech (Silero VAD) before "
+                               "embedding it; a clip with no speech is rejected")
+    impostors: str = _f("auto", "voice gate: impostor voices added to validation to set the "
+                                "threshold: auto (the built-in generated voices when there are "
+                                "no not_allowed clips, else none) | builtin | none | a folder "
+                                "of recordings of other people")
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -369,8 +389,14 @@ def _check_group_by(c: Config) -> None:
 def _check_model(c: Config) -> None:
     from .models import model_names  # local: keeps config import light
 
-    _require(c.model in model_names(), "model",
-             f"must be one of {', '.join(model_names())}, got {c.model!r}")
+    names = (*model_names(), *VOICE_MODELS)
+    _require(c.model in names, "model", f"must be one of {', '.join(names)}, got {c.model!r}")
+    _require(1 <= c.voice_top_k <= 1000, "voice_top_k",
+             f"must be in [1, 1000], got {c.voice_top_k}")
+    _require(c.voice_head in VOICE_HEADS, "voice_head",
+             f"must be one of {', '.join(VOICE_HEADS)}, got {c.voice_head!r}")
+    _require(bool(c.impostors.strip()), "impostors",
+             "must be auto, builtin, none or a folder, got an empty value")
 
 
 def _check_mel_bands(c: Config) -> None:

@@ -57,8 +57,11 @@ class Discovery:
         return {name: by_label.get(i, 0) for i, name in enumerate(self.classes)}
 
 
-def class_names(root: Path) -> tuple[str, ...]:
-    """Class folder names in label order (the spec's mapping when it applies)."""
+def class_names(root: Path, *, allowed_only: bool = False) -> tuple[str, ...]:
+    """Class folder names in label order (the spec's mapping when it applies).
+
+    ``allowed_only``: a root holding only ``allowed/`` has the spec's two classes (a voice
+    gate needs no ``not_allowed`` examples); otherwise that is an error."""
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "not found"
         raise DataError(f"data folder {what}: {root}")
@@ -69,8 +72,11 @@ def class_names(root: Path) -> tuple[str, ...]:
         raise DataError(f"cannot list data folder {root}: {exc.strerror or exc}") from None
     if set(names) == set(SPEC_CLASSES):
         return SPEC_CLASSES
+    if names == ["allowed"] and allowed_only:
+        return SPEC_CLASSES
     if "allowed" in names and "not_allowed" not in names and len(names) == 1:
-        raise DataError(f"{root}: found 'allowed/' but no 'not_allowed/' folder")
+        raise DataError(f"{root}: found 'allowed/' but no 'not_allowed/' folder (a voice gate, "
+                        "--recipe voice, can be built from allowed clips only)")
     if len(names) < 2:
         raise DataError(f"{root}: need one sub-folder per class (at least two), found "
                         f"{names or 'none'}; expected e.g. {root}/allowed and {root}/not_allowed")
@@ -157,16 +163,18 @@ def group_of(path: Path, *, class_dir: Path, group_by: str) -> str:
     return ""
 
 
-def discover(root: str | os.PathLike[str], *, group_by: str = "none") -> Discovery:
+def discover(root: str | os.PathLike[str], *, group_by: str = "none",
+             allowed_only: bool = False) -> Discovery:
     """List every audio file under ``root/<class>/`` (recursively), labelled by class folder
-    and grouped by ``group_by`` (:func:`group_of`).
+    and grouped by ``group_by`` (:func:`group_of`). ``allowed_only``: a root with only
+    ``allowed/`` is accepted, and ``not_allowed`` may be empty (see :func:`class_names`).
 
     Hidden files and folders, other extensions, broken links and unlistable folders are
     returned in ``skipped``; decoding problems are found later, when the files are read.
     """
     check_group_by(group_by)
     root_path = Path(root)
-    classes = class_names(root_path)
+    classes = class_names(root_path, allowed_only=allowed_only)
     clips: list[Clip] = []
     skipped: list[Skipped] = []
     for label, name in enumerate(classes):
@@ -177,7 +185,10 @@ def discover(root: str | os.PathLike[str], *, group_by: str = "none") -> Discove
                 group = group_of(path, class_dir=root_path / name, group_by=group_by)
                 clips.append(Clip(str(path), label, group))
     found = Discovery(str(root_path), classes, clips, skipped)
-    require_all_classes(found.counts(), where=str(root_path), skipped=skipped)
+    counts = found.counts()
+    if allowed_only:
+        counts.pop("not_allowed", None)
+    require_all_classes(counts, where=str(root_path), skipped=skipped)
     return found
 
 

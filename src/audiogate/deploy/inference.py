@@ -80,6 +80,9 @@ class BaseClassifier:
     """
 
     backend = "none"
+    scan_by_speech = False
+    """Whether ``scan`` judges this model's recordings per speech segment by default (a voice
+    gate) rather than window by window."""
 
     def __init__(self, *, classes: Sequence[str], features: FeatureConfig, epoch: int,
                  metrics: dict[str, Any], decision: Decision | None = None,
@@ -258,15 +261,24 @@ def _load(path: Path, *, backend: str | None, onnx: str | os.PathLike[str] | Non
     backend = backend or ("onnx" if is_onnx else "torch")
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    from ..voice.checkpoint import is_voice_checkpoint  # local: voice gates load on demand
+
     if backend == "torch":
         if is_onnx:
             raise ConfigError(f"{path} is an ONNX export; load it with backend='onnx'")
+        if is_voice_checkpoint(path):
+            from ..voice.classifier import VoiceClassifier
+
+            return VoiceClassifier.load(path, workers=workers)
         return Classifier(load_checkpoint(path), workers=workers)
+    from ..voice.gate_export import is_voice_onnx, load_voice_onnx
     from .onnx import load_onnx  # local: onnxruntime is an optional dependency
 
-    if is_onnx:
-        return load_onnx(path, workers=workers)
-    return load_onnx(onnx or path.with_suffix(".onnx"), workers=workers, checkpoint=path)
+    model = path if is_onnx else Path(onnx or path.with_suffix(".onnx"))
+    source = None if is_onnx else path
+    if is_voice_onnx(model):
+        return load_voice_onnx(model, workers=workers, checkpoint=source)
+    return load_onnx(model, workers=workers, checkpoint=source)
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Skipped]]:

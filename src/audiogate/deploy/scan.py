@@ -89,22 +89,33 @@ class ScanResult:
     probs: np.ndarray = field(repr=False)
     labels: np.ndarray = field(repr=False)
     sr: int = field(repr=False)
+    ends: np.ndarray | None = field(default=None, repr=False)
+    """Ends (samples) of the judged stretches when they differ in length: the speech
+    segments of a scan by voice activity (:mod:`~audiogate.deploy.speech_scan`)."""
+
+    @property
+    def vad(self) -> bool:
+        """Whether the recording was judged per speech segment (silence skipped)."""
+        return self.ends is not None
 
     @property
     def windows(self) -> list[Window]:
-        """Every judged window, in order, with its raw (unsmoothed) probabilities."""
+        """Every judged window (or speech segment), in order, with its raw (unsmoothed)
+        probabilities."""
         window, n = round(self.window_s * self.sr), round(self.duration * self.sr)
-        return [Window(start=float(s) / self.sr, end=min(float(s + window), n) / self.sr,
+        ends = self.ends if self.ends is not None else np.minimum(self.starts + window, n)
+        return [Window(start=float(s) / self.sr, end=float(e) / self.sr,
                        label=self.classes[int(k)],
                        probabilities={c: float(p) for c, p in zip(self.classes, row,
                                                                   strict=True)})
-                for s, row, k in zip(self.starts, self.probs, self.labels, strict=True)]
+                for s, e, row, k in zip(self.starts, ends, self.probs, self.labels,
+                                        strict=True)]
 
     def as_dict(self, *, windows: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "source": self.source, "duration": round(self.duration, 4),
-            "window_s": self.window_s, "hop_s": self.hop_s, "classes": list(self.classes),
-            "segments": [s.as_dict() for s in self.segments]}
+            "window_s": self.window_s, "hop_s": self.hop_s, "vad": self.vad,
+            "classes": list(self.classes), "segments": [s.as_dict() for s in self.segments]}
         if windows:
             out["windows"] = [w.as_dict() for w in self.windows]
         return out
@@ -223,30 +234,50 @@ class WindowScanner:
                           sr=sr)
 
 
+def _scanner(gate: BaseClassifier, *, hop_s: float, smooth_s: float, vad: bool | None,
+             source: str) -> Any:
+    """A :class:`WindowScanner`, or with ``vad`` (None: the gate's default,
+    ``gate.scan_by_speech``) a :class:`~audiogate.deploy.speech_scan.SpeechScanner`."""
+    if not (vad if vad is not None else gate.scan_by_speech):
+        return WindowScanner(gate, hop_s=hop_s, smooth_s=smooth_s, source=source)
+    if smooth_s:
+        raise ConfigError("smoothing applies to the window scan; a scan by voice activity "
+                          "judges each speech segment whole (drop --smooth, or use --no-vad)")
+    from .speech_scan import SpeechScanner  # local: needs the voice extra's VAD model
+
+    return SpeechScanner(gate, source=source)
+
+
 def scan_wave(gate: BaseClassifier, *, wave: np.ndarray, sr: int, hop_s: float = DEFAULT_HOP_S,
-              smooth_s: float = 0.0, source: str = "<array>") -> ScanResult:
+              smooth_s: float = 0.0, source: str = "<array>",
+              vad: bool | None = None) -> ScanResult:
     """Scan samples ``[shape=(n,)]`` or ``[shape=(n, channels)]`` at ``sr`` Hz.
 
     ``hop_s``: seconds between window starts (>= ``MIN_HOP_S``). ``smooth_s``: if > 0, the
     segments are built from window probabilities averaged over about ``smooth_s`` seconds of
     neighbouring windows (removes one-window flickers; ``windows`` keep the raw values).
+    ``vad``: judge each speech segment instead, skipping silence
+    (:mod:`~audiogate.deploy.speech_scan`); None: on for a voice gate, off otherwise.
     Raises :class:`ConfigError` for a bad hop and :class:`~audiogate.errors.AudioError` for
     unusable samples.
     """
-    scanner = WindowScanner(gate, hop_s=hop_s, smooth_s=smooth_s, source=source)
+    scanner = _scanner(gate, hop_s=hop_s, smooth_s=smooth_s, vad=vad, source=source)
     scanner.feed(to_mono_resampled(wave, native_sr=sr, sr=gate.features.sr, source=source))
-    return scanner.finish()
+    result: ScanResult = scanner.finish()
+    return result
 
 
 def scan_file(gate: BaseClassifier, *, path: str | os.PathLike[str],
-              hop_s: float = DEFAULT_HOP_S, smooth_s: float = 0.0) -> ScanResult:
+              hop_s: float = DEFAULT_HOP_S, smooth_s: float = 0.0,
+              vad: bool | None = None) -> ScanResult:
     """Scan the file ``path`` of any length, decoded and resampled block by block as the
     windows are judged: memory does not grow with the recording's length. Gives what
     :func:`scan_wave` gives for the whole decoded file."""
-    scanner = WindowScanner(gate, hop_s=hop_s, smooth_s=smooth_s, source=str(path))
+    scanner = _scanner(gate, hop_s=hop_s, smooth_s=smooth_s, vad=vad, source=str(path))
     for block in stream_audio(path, sr=gate.features.sr):
         scanner.feed(block)
-    return scanner.finish()
+    result: ScanResult = scanner.finish()
+    return result
 
 
 def format_scan(results: Sequence[ScanResult], *, fmt: str, windows: bool = False) -> str:

@@ -44,6 +44,7 @@ from ..errors import AudioError, ConfigError
 from ..features.frontend import LogMel, power_to_db
 from ..files import to_json
 from ..reporting.html import CSP as REPORT_CSP
+from .enrol_routes import add_enrol_routes
 from .guard import BearerAuth, IdleTimeoutH11, check_token
 from .inference import BaseClassifier
 from .scan import DEFAULT_HOP_S, scan_wave
@@ -90,13 +91,16 @@ class ServeSettings:
     (coarsened for long uploads so at most ``SCAN_MAX_WINDOWS`` windows are judged);
     ``token``: access token every request but ``/health`` and the page must carry (None: no
     token); ``idle_timeout_s``: seconds a client may stay silent while the server waits for
-    its request head or body."""
+    its request head or body; ``enroll_out``: see the field."""
 
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     max_seconds: float = DEFAULT_MAX_SECONDS
     hop_s: float = DEFAULT_HOP_S
     token: str | None = field(default=None, repr=False)
     idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S
+    enroll_out: str | None = None
+    """Voice gate: where ``POST /enroll`` and ``DELETE /enroll/{name}`` write the gate after
+    each change (None: enrolment over HTTP is off)."""
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_seconds", "hop_s", "idle_timeout_s"):
@@ -315,6 +319,8 @@ def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None,
             raise HTTPException(422, f"no file: send the audio as the multipart/form-data "
                                      f"field '{FIELD}'")
         return await run_in_threadpool(judge, file.file, file.filename)
+
+    add_enrol_routes(app, judge)
 
     return app
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..data.discover import Skipped, discover, write_skipped
 from ..data.split import read_split
 from ..deploy.inference import BaseClassifier, Classifier
-from ..errors import DataError
+from ..errors import CheckpointError, DataError
 from ..files import write_json
 from ..training.checkpoint import ensure_compatible, load_checkpoint
 from ..training.runs import RunPaths
@@ -87,14 +87,18 @@ def evaluate(checkpoint: str | os.PathLike[str], *, data: str | None = None,
     errors; default: the checkpoint's ``report_errors``) into ``out``.
     """
     ckpt_path = Path(checkpoint)
-    gate = Classifier(load_checkpoint(ckpt_path), workers=workers)
+    gate = _load_gate(ckpt_path, workers=workers)
     if threshold is not None:
         gate.with_threshold(threshold)
     run = _run_of(ckpt_path)
     skipped: list[Skipped] = []
     if data is not None:
         found = discover(data)
-        ensure_compatible(gate.checkpoint, classes=found.classes, what=data)
+        if isinstance(gate, Classifier):
+            ensure_compatible(gate.checkpoint, classes=found.classes, what=data)
+        elif tuple(found.classes) != gate.classes:
+            raise CheckpointError(f"checkpoint classes {list(gate.classes)} do not match the "
+                                  f"classes of {data} {list(found.classes)}")
         clips, skipped, source = found.clips, list(found.skipped), data
     elif run is not None:
         clips, source = getattr(read_split(run.split), subset), f"{run.split} [{subset}]"
@@ -119,6 +123,17 @@ def evaluate(checkpoint: str | os.PathLike[str], *, data: str | None = None,
                   roc=out_dir / "roc.png", det=out_dir / "det.png", title=Path(source).name)
     return EvalResult(report, skipped, out_dir / "report.json", out_dir / "confusion.png",
                       page_path=_write_page(out_dir, errors=report_errors))
+
+
+def _load_gate(path: Path, *, workers: int) -> BaseClassifier:
+    """A checkpoint's classifier: a trained network, or a voice gate."""
+    from ..voice.checkpoint import is_voice_checkpoint  # local: voice gates load on demand
+
+    if is_voice_checkpoint(path):
+        from ..voice.classifier import VoiceClassifier
+
+        return VoiceClassifier.load(path, workers=workers)
+    return Classifier(load_checkpoint(path), workers=workers)
 
 
 def _write_page(out_dir: Path, *, errors: int | None) -> Path | None:

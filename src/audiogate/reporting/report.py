@@ -156,11 +156,30 @@ def _png(path: Path) -> bytes | None:
 
 
 def _checkpoint(path: Path) -> Checkpoint | None:
+    from ..voice.checkpoint import is_voice_checkpoint  # local: voice gates load on demand
+
+    if is_voice_checkpoint(path):  # no network to show; its gate: _validation_gate
+        return None
     try:
         return load_checkpoint(path)
     except (AudiogateError, OSError) as exc:
         log.warning("report: cannot read %s (%s)", path, exc)
         return None
+
+
+def _validation_gate(path: Path, best: Checkpoint | None) -> dict[str, Any] | None:
+    """The figures on validation of the operating point stored in a checkpoint (a trained
+    network's or a voice gate's)."""
+    from ..voice.checkpoint import is_voice_checkpoint, load_voice_checkpoint
+
+    if best is not None:
+        return (best.gate or {}).get("validation")
+    if path.is_file() and is_voice_checkpoint(path):
+        try:
+            return (load_voice_checkpoint(path).gate or {}).get("validation")
+        except AudiogateError as exc:
+            log.warning("report: cannot read %s (%s)", path, exc)
+    return None
 
 
 def _run_config(run: RunPaths, best: Checkpoint | None) -> Config | None:
@@ -205,7 +224,7 @@ def load_run(run_dir: str | os.PathLike[str], *,
         durations=clip_durations(clips),
         figures={"curves": _png(run.curves), "roc": _png(run.outputs / "roc_test.png"),
                  "det": _png(run.outputs / "det_test.png")},
-        validation_gate=(best.gate or {}).get("validation") if best else None)
+        validation_gate=_validation_gate(run.best, best))
     data.verdicts = _run_verdicts(run, best, split)
     return data
 
@@ -248,7 +267,7 @@ def load_evaluation(out_dir: str | os.PathLike[str]) -> ReportData:
         counts={"clips": counts}, skipped=read_skipped(folder / "skipped.csv"),
         durations=clip_durations([(v.path, v.true) for v in verdicts]),
         figures={"roc": _png(folder / "roc.png"), "det": _png(folder / "det.png")},
-        validation_gate=(ckpt.gate or {}).get("validation") if ckpt else None,
+        validation_gate=_validation_gate(ckpt_path, ckpt),
         verdicts=verdicts)
 
 

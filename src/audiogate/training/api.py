@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import RESUME_FIELDS, Config
+from ..config import RESUME_FIELDS, VOICE_MODELS, Config
 from ..data.discover import write_skipped
 from ..data.prepare import PreparedData, prepare_data, resolve_window
 from ..data.split import Split, read_split, write_split
@@ -141,8 +141,16 @@ def train(config: Config, *, progress: bool = True,
     (on rank 0 only, in a distributed run).
 
     The run folder is made once the data is ready, so a data set that cannot be used leaves
-    nothing behind.
+    nothing behind. A voice gate (``model = "ge2e"``) enrols instead of training
+    (:func:`audiogate.voice.train.train_voice`; one process).
     """
+    if config.model in VOICE_MODELS:
+        from ..voice.train import train_voice  # local: the voice extra is optional
+
+        if callbacks:
+            raise ConfigError("a voice gate run has no training loop to listen to; train it "
+                              "without callbacks")
+        return train_voice(config, progress=progress)
     config = replace(config, data=str(Path(config.data).resolve()))
     check_run_name(config)
     tensorboard_enabled(config)  # "on" without the package: refused before any work
@@ -176,6 +184,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, callbacks: tuple[Callb
     :func:`resume_config`). Refuses a ``last.pt`` that another run wrote.
     """
     run = RunPaths(Path(run_dir))
+    _refuse_voice_run(run)
     last = load_checkpoint(run.last)
     if last.train_state is None:
         raise CheckpointError(f"{run.last} holds no training state; cannot resume")
@@ -192,6 +201,18 @@ def resume(run_dir: str | Path, *, progress: bool = True, callbacks: tuple[Callb
             log.info("resuming %s after epoch %d (best so far: epoch %d, val-F1 %.4f)",
                      run.root, last.epoch, trainer.state.best_epoch, trainer.state.best_val_f1)
         return _fit(trainer, run, status)
+
+
+def _refuse_voice_run(run: RunPaths) -> None:
+    """A voice gate run has no epochs to continue: say so, rather than "no last.pt"."""
+    try:
+        model = Config.from_toml(run.config).model if run.config.is_file() else None
+    except ConfigError:
+        return
+    if model in VOICE_MODELS:
+        raise ConfigError(f"{run.root} is a voice gate run: it trains no epochs, so there is "
+                          "nothing to resume; enrol or remove voices with `audiogate enroll`, "
+                          "or start a new run")
 
 
 def _own_status(run: RunPaths, last: Checkpoint) -> RunStatus:

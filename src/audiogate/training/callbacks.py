@@ -138,6 +138,15 @@ class RunStatus(Callback):
         self._write(state=state, stop_reason=result.stop_reason, ended=_now(),
                     epochs_done=result.epochs_done)
 
+    def begin(self) -> None:
+        """A run without a training loop (a voice gate) started: ``running``."""
+        self._write(state="running")
+
+    def finished(self, *, stop_reason: str, epochs_done: int) -> None:
+        """A run without a training loop ended: ``finished``."""
+        self._write(state="finished", stop_reason=stop_reason, ended=_now(),
+                    epochs_done=epochs_done)
+
     def failed(self, error: BaseException) -> None:
         """The run ended by an exception: ``interrupted`` for Ctrl+C, else ``failed``."""
         if isinstance(error, KeyboardInterrupt):

@@ -106,8 +106,9 @@ def require_finite(weights: dict[str, Any], *, where: str) -> None:
                 "(training diverged; retrain, e.g. with a lower --lr)")
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Load safely (``weights_only=True``); raise :class:`CheckpointError` on any problem."""
+def safe_load(path: str | os.PathLike[str]) -> Any:
+    """What ``torch.load(weights_only=True)`` reads from ``path``, whatever it is; raise
+    :class:`CheckpointError` for a missing, corrupt or unsafe file (quietly: no torch warning)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -126,6 +127,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             "plain data are allowed (loading it could run code)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt or not a checkpoint ({exc})") from None
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Load safely (``weights_only=True``); raise :class:`CheckpointError` on any problem."""
+    path = Path(path)
+    payload = safe_load(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an audiogate checkpoint (a bare state_dict or "
                               "another tool's file)")

@@ -15,8 +15,6 @@ embeddings were made with, so a clip is always embedded the same way before it i
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError, DataError
 from ..files import atomic_write
+from ..training.checkpoint import safe_load
 from .embeddings import EmbedSpec
 from .encoder import EMBED_DIM
 
@@ -165,14 +164,7 @@ class VoiceProfile:
         """Read a profile with ``weights_only=True``; :class:`CheckpointError` on any
         problem."""
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"voice profile not found: {path}")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile,
-                ValueError) as exc:
-            raise CheckpointError(f"{path}: corrupt, unsafe or not a voice profile "
-                                  f"({str(exc).splitlines()[0][:200]})") from None
+        payload = safe_load(path)
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not an audiogate voice profile")
         if payload.get("version") != VERSION:

@@ -185,6 +185,11 @@ class Segmenter:
         self._start: int | None = None  # first chunk of the open segment
         self._silence: int | None = None  # first silent chunk inside it
 
+    @property
+    def open_since(self) -> float | None:
+        """Where the segment still open begins (seconds, before padding), None if none is."""
+        return None if self._start is None else self._start * CHUNK / SAMPLE_RATE
+
     def _segment(self, start: int, end_s: float) -> Segment:
         pad = self.settings.pad_s
         return max(0.0, start * CHUNK / SAMPLE_RATE - pad), end_s + pad

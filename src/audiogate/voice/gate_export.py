@@ -1,0 +1,299 @@
+"""ONNX export of a voice gate, and a classifier that runs the export with onnxruntime.
+
+The graph is the whole gate after the clip is cut into the encoder's windows: inputs
+``windows`` ``[shape=(n_windows, WINDOW_SAMPLES)]`` (16 kHz waveform windows of one or more
+clips) and ``pool`` ``[shape=(n_clips, n_windows)]`` (row ``i`` averages clip ``i``'s windows:
+``1 / count`` at its windows, 0 elsewhere); output ``score`` ``[shape=(n_clips,)]``. Inside:
+the speaker encoder (:class:`~audiogate.voice.encoder.SpeakerEncoder` with its DFT front end),
+the mean and L2 norm of each clip's windows, the cosine similarities to the enrolled
+embeddings and the mean of the top-k (ONNX ``MatMul`` and ``TopK``), and the head when there is
+one (cosine and top-k against the impostor cohort, then a sigmoid). What stays in Python, as
+for the encoder's own export: volume normalisation, voice activity detection (Silero, its own
+ONNX model, stateful) and cutting clips into windows, whose number varies per clip.
+
+:func:`export_voice_onnx` checks onnxruntime's scores against the PyTorch gate's on probe
+clips and refuses to write a model that differs by more than ``TOLERANCE``. The file carries
+the gate's config, classes, threshold, voices and the SHA-256 of its checkpoint as ONNX
+metadata; an ONNX gate is fixed (enrol in the checkpoint, then export again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import Config
+from ..deploy.decision import Decision
+from ..errors import AudiogateError, CheckpointError, ConfigError
+from ..files import sha256_file, to_json, write_bytes
+from .classifier import VoiceClassifier, VoiceGateBase
+from .embeddings import Embedder, EmbedSpec
+from .encoder import (
+    NORM_EPS,
+    RUN_THREADS,
+    WINDOW_SAMPLES,
+    SpeakerEncoder,
+    load_encoder,
+    normalize_volume,
+    partial_windows,
+)
+from .scoring import LogisticHead, VoiceScorer
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAMES = ("windows", "pool")
+OUTPUT_NAME = "score"
+TOLERANCE = 1e-4
+"""Largest absolute score difference, onnxruntime vs PyTorch, an export may have."""
+META_PREFIX = "audiogate."
+META_FORMAT = "audiogate.voice-gate-onnx"
+META_VERSION = "1"
+
+
+class GateGraph(nn.Module):
+    """Windows and their pooling matrix -> gate scores (see the module docstring)."""
+
+    enrolled: torch.Tensor
+    cohort: torch.Tensor
+    coef: torch.Tensor
+    intercept: torch.Tensor
+
+    def __init__(self, *, encoder: SpeakerEncoder, scorer: VoiceScorer) -> None:
+        super().__init__()
+        self.encoder = encoder
+        enrolled = np.concatenate(list(scorer.profile.voices.values()))
+        self.register_buffer("enrolled", torch.from_numpy(enrolled.astype(np.float32)))
+        self.register_buffer("cohort", torch.from_numpy(scorer.cohort.astype(np.float32)))
+        self.k_enrolled = min(scorer.top_k, len(enrolled))
+        self.k_cohort = min(scorer.top_k, len(scorer.cohort))
+        self.has_head = scorer.head is not None
+        head = scorer.head or LogisticHead(coef=(1.0, 0.0), intercept=0.0)
+        self.register_buffer("coef", torch.tensor(head.coef, dtype=torch.float32))
+        self.register_buffer("intercept", torch.tensor(head.intercept, dtype=torch.float32))
+
+    def forward(self, windows: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+        mean = torch.matmul(pool, self.encoder(windows))
+        unit = mean / torch.linalg.vector_norm(mean, dim=1, keepdim=True).clamp_min(NORM_EPS)
+        similarity = torch.topk(torch.matmul(unit, self.enrolled.T), self.k_enrolled,
+                                dim=1).values.mean(dim=1)
+        if not self.has_head:
+            return similarity.clamp(0.0, 1.0)
+        impostor = torch.topk(torch.matmul(unit, self.cohort.T), self.k_cohort,
+                              dim=1).values.mean(dim=1)
+        z = self.coef[0] * similarity + self.coef[1] * impostor + self.intercept
+        return torch.sigmoid(z)
+
+
+def graph_inputs(used: Sequence[np.ndarray], *, spec: EmbedSpec) -> tuple[np.ndarray,
+                                                                          np.ndarray]:
+    """``windows`` and ``pool`` of the encoder inputs ``used`` (1-D, 16 kHz), as
+    :func:`~audiogate.voice.encoder.embed_utterances` cuts them."""
+    settings = spec.settings.encoder
+    parts = [partial_windows(normalize_volume(u, target_dbfs=settings.target_dbfs),
+                             settings=settings) for u in used]
+    counts = [len(p) for p in parts]
+    pool = np.zeros((len(parts), sum(counts)), np.float32)
+    start = 0
+    for i, n in enumerate(counts):
+        pool[i, start:start + n] = 1.0 / n
+        start += n
+    windows = np.concatenate(parts) if parts else np.zeros((0, WINDOW_SAMPLES), np.float32)
+    return np.ascontiguousarray(windows, np.float32), pool
+
+
+def _session(model: bytes | str) -> Any:
+    import onnxruntime as ort  # local: optional dependency
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = RUN_THREADS  # the LSTM gains nothing from more
+    return ort.InferenceSession(model, sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _run(session: Any, used: Sequence[np.ndarray], *, spec: EmbedSpec) -> np.ndarray:
+    windows, pool = graph_inputs(used, spec=spec)
+    out: np.ndarray = session.run([OUTPUT_NAME], dict(zip(INPUT_NAMES, (windows, pool),
+                                                          strict=True)))[0]
+    return out.astype(np.float64)
+
+
+def _to_onnx_bytes(graph: GateGraph) -> bytes:
+    import tempfile
+    import warnings
+
+    example = (torch.zeros(3, WINDOW_SAMPLES), torch.full((2, 3), 0.5))
+    with tempfile.TemporaryDirectory(prefix="audiogate-export-") as tmp, \
+            warnings.catch_warnings():  # exporter deprecation and LSTM batch-size chatter
+        for category in (DeprecationWarning, FutureWarning, UserWarning,
+                         torch.jit.TracerWarning):
+            warnings.simplefilter("ignore", category=category)
+        path = Path(tmp) / "gate.onnx"
+        torch.onnx.export(graph, example, path, dynamo=False, opset_version=OPSET,
+                          input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+                          dynamic_axes={"windows": {0: "windows"},
+                                        "pool": {0: "clips", 1: "windows"},
+                                        OUTPUT_NAME: {0: "clips"}},
+                          do_constant_folding=True)
+        return path.read_bytes()
+
+
+@dataclass(frozen=True)
+class VoiceExportReport:
+    """What :func:`export_voice_onnx` wrote and how closely it reproduces PyTorch."""
+
+    path: str
+    max_abs_diff: float
+    n_probe_clips: int
+    bytes: int
+
+
+def _metadata(gate: VoiceClassifier, *, sha256: str) -> dict[str, str]:
+    ckpt = gate.checkpoint
+    return {"format": META_FORMAT, "version": META_VERSION,
+            "classes": to_json(list(ckpt.classes), indent=None),
+            "config": to_json(ckpt.config.to_dict(), indent=None),
+            "spec": to_json(ckpt.profile.spec.as_dict(), indent=None),
+            "voices": to_json(gate.voices, indent=None),
+            "gate": to_json(ckpt.gate, indent=None), "metrics": to_json(ckpt.metrics, indent=None),
+            "head": to_json(ckpt.scorer.head.as_dict() if ckpt.scorer.head else None,
+                            indent=None),
+            "top_k": str(ckpt.scorer.top_k), "checkpoint_sha256": sha256}
+
+
+def export_voice_onnx(*, checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
+                      tolerance: float = TOLERANCE) -> VoiceExportReport:
+    """Export a voice checkpoint's gate to ``out`` (written atomically) after checking that
+    onnxruntime's scores of the probe clips equal PyTorch's within ``tolerance``."""
+    import onnx  # local: optional dependency
+
+    from .export import probe_clips
+
+    gate = VoiceClassifier.load(checkpoint)
+    graph = GateGraph(encoder=load_encoder(exportable=True), scorer=gate.checkpoint.scorer)
+    proto = onnx.load_from_string(_to_onnx_bytes(graph.eval()))
+    onnx.checker.check_model(proto)
+    for key, value in _metadata(gate, sha256=sha256_file(checkpoint)).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + key, value
+    proto.producer_name = "audiogate"
+    data = proto.SerializeToString()
+    clips = probe_clips()
+    expected = gate._score_used(clips)
+    got = _run(_session(data), clips, spec=gate.checkpoint.profile.spec)
+    diff = float(np.abs(got - expected).max())
+    if diff > tolerance:
+        raise AudiogateError(f"the ONNX voice gate differs from PyTorch by {diff:.3g} in its "
+                             f"scores (tolerance {tolerance:g}); not written")
+    write_bytes(out, data)
+    log.info("exported %s -> %s (max |score diff| %.2e over %d probe clips)", checkpoint, out,
+             diff, len(clips))
+    return VoiceExportReport(path=str(out), max_abs_diff=diff, n_probe_clips=len(clips),
+                             bytes=len(data))
+
+
+def _no_torch_encoder(windows: np.ndarray) -> np.ndarray:
+    raise AudiogateError("an ONNX voice gate embeds clips inside its graph")
+
+
+class OnnxVoiceClassifier(VoiceGateBase):
+    """An exported voice gate run by onnxruntime (Silero VAD in its own session); same API
+    as :class:`~audiogate.voice.classifier.VoiceClassifier` except enrolment."""
+
+    backend = "onnx"
+
+    def __init__(self, path: str | os.PathLike[str], *, workers: int = 1) -> None:
+        meta = read_metadata(path)
+        config: Config = meta["config"]
+        gate = meta["gate"]
+        classes = meta["classes"]
+        super().__init__(settings=meta["spec"].settings, classes=classes,
+                         decision=Decision(classes, pooling=config.clip_pooling,
+                                           threshold=gate["threshold"] if gate else None),
+                         epoch=int(meta["metrics"].get("epoch", 1)), metrics=meta["metrics"],
+                         max_clip_s=config.max_clip_s, workers=workers)
+        spec: EmbedSpec = meta["spec"]
+        if spec.vad_sha256 is not None and EmbedSpec.of(spec.settings).vad_sha256 != \
+                spec.vad_sha256:
+            raise CheckpointError(f"{path}: made with another VAD model than the installed one")
+        self.path, self.spec, self.meta = str(path), spec, meta
+        self.checkpoint_sha256: str = meta["checkpoint_sha256"]
+        self.session = _session(self.path)
+
+    def _make_embedder(self) -> Embedder:
+        return Embedder(self.settings, run=_no_torch_encoder)
+
+    @property
+    def voices(self) -> dict[str, int]:
+        return dict(self.meta["voices"])
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "model": "ge2e", "voices": self.voices,
+                "top_k": self.meta["top_k"], "head": self.meta["head"], "vad": self.vad}
+
+    def _score_used(self, used: Sequence[np.ndarray]) -> np.ndarray:
+        return _run(self.session, used, spec=self.spec)
+
+    def enroll(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("an ONNX voice gate is fixed: enrol the voice in its checkpoint "
+                          "(audiogate enroll) and export it again")
+
+    remove = enroll
+    save = enroll
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The audiogate metadata of an exported voice gate; :class:`CheckpointError` if it is
+    not one."""
+    import onnx  # local: optional dependency
+
+    if not Path(path).is_file():
+        raise CheckpointError(f"ONNX model not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises assorted protobuf/decode errors
+        raise CheckpointError(f"{path}: not a readable ONNX file ({exc})") from None
+    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
+            if p.key.startswith(META_PREFIX)}
+    if meta.get("format") != META_FORMAT or meta.get("version") != META_VERSION:
+        raise CheckpointError(f"{path}: not an audiogate voice gate export")
+    try:
+        return {"classes": tuple(json.loads(meta["classes"])),
+                "config": Config.from_dict(json.loads(meta["config"]), source=str(path)),
+                "spec": EmbedSpec.from_dict(json.loads(meta["spec"])),
+                "voices": json.loads(meta["voices"]), "gate": json.loads(meta["gate"]),
+                "metrics": json.loads(meta["metrics"]), "head": json.loads(meta["head"]),
+                "top_k": int(meta["top_k"]), "checkpoint_sha256": meta["checkpoint_sha256"]}
+    except (KeyError, TypeError, ValueError, AudiogateError) as exc:
+        raise CheckpointError(f"{path}: incomplete voice gate metadata ({exc})") from None
+
+
+def is_voice_onnx(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an exported voice gate (False for anything else, unreadable files
+    included: the caller's own loader reports those)."""
+    try:
+        read_metadata(path)
+    except (CheckpointError, ImportError):
+        return False
+    return True
+
+
+def load_voice_onnx(path: str | os.PathLike[str], *, workers: int = 1,
+                    checkpoint: str | os.PathLike[str] | None = None) -> OnnxVoiceClassifier:
+    """Load an exported voice gate; with ``checkpoint``, refuse an export of another one."""
+    gate = OnnxVoiceClassifier(path, workers=workers)
+    if checkpoint is not None and (not Path(checkpoint).is_file()
+                                   or sha256_file(checkpoint) != gate.checkpoint_sha256):
+        raise CheckpointError(f"{path} was not exported from {checkpoint} (or the checkpoint "
+                              "changed since); export it again with `audiogate export`")
+    return gate

@@ -1,0 +1,219 @@
+"""``train`` for a voice gate (``model = "ge2e"``): enrolment, a head, a threshold; no epochs.
+
+The run folder is the one every run has (``config.toml``, ``status.json``, ``split.csv``,
+``skipped.csv``, ``metrics.json``, ``test_metrics.json``, ``test_predictions.csv``,
+``report.html``, ``models/best.pt``, ``outputs/``), made once the data is ready:
+
+1. the clips are discovered, embedded (cached) and split as for any run
+   (:func:`~audiogate.voice.dataset.prepare_voice_data`);
+2. the training ``allowed`` clips with speech are enrolled, one voice per first sub-folder of
+   ``allowed/``; the training ``not_allowed`` clips are the impostor cohort;
+3. with ``voice_head = "logistic"`` and a cohort, the head is fitted on the training clips,
+   each scored leaving its own group out (:mod:`~audiogate.voice.scoring`);
+4. the threshold is chosen on the validation clips plus any impostor voices
+   (:mod:`~audiogate.voice.impostors`) by ``operating_point``;
+5. ``best.pt`` is written, then the test split is judged by it exactly as ``predict`` judges
+   clips (``test_metrics.json`` by :func:`~audiogate.reporting.evaluate.build_report`).
+
+``metrics.json`` holds one record (``epoch`` 1) so that ``audiogate runs`` and the report
+read a voice run like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Config
+from ..data.discover import write_skipped
+from ..data.split import write_split
+from ..errors import ConfigError, DataError
+from ..files import write_json
+from ..reporting.metrics import choose_threshold, gate_report, macro_f1
+from ..training.api import TrainResult
+from ..training.callbacks import RunStatus
+from ..training.runs import RunPaths, check_run_name, new_run, new_run_id
+from .checkpoint import VoiceCheckpoint, save_voice_checkpoint
+from .dataset import VoiceData, prepare_voice_data, voice_name
+from .embeddings import EmbeddedClips
+from .gate import VoiceProfile
+from .impostors import Impostors, load_impostors, resolve_source
+from .scoring import VoiceScorer, fit_head, leave_group_out_features
+
+log = logging.getLogger(__name__)
+
+STOP_REASON = "voice gate: voices enrolled, threshold chosen (no training epochs)"
+
+
+@dataclass
+class BuiltGate:
+    """What :func:`build_gate` made: the scorer, the gate's decision record, the run's one
+    metrics record, and the impostors used."""
+
+    scorer: VoiceScorer
+    gate: dict[str, Any]
+    record: dict[str, Any]
+    impostors: Impostors
+
+
+def _has_speech(clips: EmbeddedClips, *, vad: bool) -> np.ndarray:
+    return clips.speech_s > 0 if vad else np.ones(len(clips.clips), bool)
+
+
+def gate_scores(scorer: VoiceScorer, clips: EmbeddedClips, *, vad: bool) -> np.ndarray:
+    """Scores of embedded clips as ``predict`` gives them (0 for a clip without speech)."""
+    scores = scorer.score(clips.vectors)
+    return np.where(_has_speech(clips, vad=vad), scores, 0.0)
+
+
+def enrol_training(data: VoiceData, config: Config) -> VoiceProfile:
+    """The profile of the training ``allowed`` clips that hold speech, one voice per first
+    sub-folder of ``allowed/``."""
+    train = data.part("train")
+    keep = (train.labels == 1) & _has_speech(train, vad=config.voice_vad)
+    if not keep.any():
+        raise DataError(f"{config.data}: no training clip of allowed/ holds speech to enrol "
+                        "(the VAD found none; check the recordings or set voice_vad = false)")
+    names = np.asarray([voice_name(c, root=config.data) if c.label == 1 else ""
+                        for c in train.clips])
+    profile = VoiceProfile(spec=data.cache.spec, top_k=config.voice_top_k)
+    for name in dict.fromkeys(names[keep].tolist()):
+        profile = profile.enrol(name, train.vectors[keep & (names == name)])
+    left = int(((train.labels == 1) & ~keep).sum())
+    if left:
+        log.warning("%d training clip(s) of allowed/ hold no speech and are not enrolled", left)
+    return profile
+
+
+def _training_scores(train: EmbeddedClips, scorer: VoiceScorer, *, vad: bool) -> np.ndarray:
+    """Scores of the training clips, each leaving its own group out."""
+    speech = _has_speech(train, vad=vad)
+    feats = leave_group_out_features(vectors=train.vectors, groups=[c.group for c in train.clips],
+                                     enrolled=(train.labels == 1) & speech,
+                                     cohort=(train.labels == 0) & speech, top_k=scorer.top_k)
+    scores = scorer.head.apply(feats) if scorer.head else np.clip(feats[:, 0], 0.0, 1.0)
+    return np.where(speech, scores, 0.0)
+
+
+def build_gate(data: VoiceData, impostors: Impostors, config: Config) -> BuiltGate:
+    """Enrol, fit the head, choose the threshold on validation (+ impostors)."""
+    train, val = data.part("train"), data.part("val")
+    vad = config.voice_vad
+    profile = enrol_training(data, config)
+    cohort_rows = (train.labels == 0) & _has_speech(train, vad=vad)
+    scorer = VoiceScorer(profile=profile, cohort=train.vectors[cohort_rows])
+    if config.voice_head == "logistic" and not cohort_rows.any():
+        log.warning("voice_head = logistic needs not_allowed training clips; there are none, "
+                    "so the gate scores by similarity alone")
+    elif config.voice_head == "logistic":
+        rows = _has_speech(train, vad=vad)
+        feats = leave_group_out_features(
+            vectors=train.vectors[rows], groups=[c.group for c, r in zip(train.clips, rows,
+                                                                          strict=True) if r],
+            enrolled=train.labels[rows] == 1, cohort=train.labels[rows] == 0, top_k=scorer.top_k)
+        if len(set(train.labels[rows].tolist())) == 2:
+            scorer = replace(scorer, head=fit_head(feats, train.labels[rows], seed=config.seed))
+    val_scores = gate_scores(scorer, val, vad=vad)
+    y = np.concatenate([(val.labels == 1).astype(np.int64),
+                        np.zeros(len(impostors.clips.clips), np.int64)])
+    s = np.concatenate([val_scores, gate_scores(scorer, impostors.clips, vad=vad)])
+    if not ((y == 0).any() and (y == 1).any()):
+        raise DataError("no impostor clip to set the voice gate's threshold on: the validation "
+                        "split has no not_allowed clip and impostors is none; add not_allowed/ "
+                        "recordings, or set impostors = builtin or a folder of other voices")
+    threshold = choose_threshold(y, s, rule=config.operating_point)
+    validation = gate_report(y, s, threshold=threshold)
+    gate = {"positive": "allowed", "threshold": threshold,
+            "operating_point": config.operating_point, "validation": validation,
+            "impostors": impostors.describe()}
+    train_scores = _training_scores(train, scorer, vad=vad)
+    record = {"epoch": 1, "train_loss": None, "val_loss": None,
+              "train_f1": macro_f1(train.labels, (train_scores >= threshold).astype(int),
+                                   n_classes=2),
+              "val_f1": macro_f1(y, (s >= threshold).astype(int), n_classes=2),
+              "test_f1": None, "voices": len(profile.voices),
+              "enrolled_clips": sum(len(v) for v in profile.voices.values()),
+              "cohort_clips": len(scorer.cohort), "impostor_clips": len(impostors.clips.clips),
+              "head": scorer.head.as_dict() if scorer.head else None}
+    log.info("voice gate: %d voice(s) from %d clips, cohort %d, head %s; threshold %.4f "
+             "(%s on %d validation + %d impostor clips: FAR %.4f, FRR %.4f)",
+             record["voices"], record["enrolled_clips"], record["cohort_clips"],
+             "logistic" if scorer.head else "none", threshold, config.operating_point,
+             len(val.clips), len(impostors.clips.clips), validation["far"], validation["frr"])
+    return BuiltGate(scorer, gate, record, impostors)
+
+
+def _test_report(run: RunPaths, config: Config) -> dict[str, Any]:
+    """Judge the test split with ``best.pt`` as ``predict`` does; write its files."""
+    from ..data.split import read_split
+    from ..reporting.evaluate import build_report, write_figures
+    from ..reporting.predictions import score_clips, write_predictions
+    from .classifier import VoiceClassifier
+
+    model = VoiceClassifier.load(run.best, workers=config.workers)
+    scored = score_clips(model, read_split(run.split).test)
+    report = build_report(scored, model)
+    report["epoch"] = 1
+    write_json(run.test_report, report)
+    write_predictions(scored, model.classes, run.test_predictions)
+    write_figures(scored, model, report, confusion=run.confusion,
+                  roc=run.outputs / "roc_test.png", det=run.outputs / "det_test.png",
+                  title="Test set, voice gate")
+    return report
+
+
+def _html(run: RunPaths, config: Config, live: dict[str, Any]) -> None:
+    from ..reporting.report import write_report
+
+    try:
+        log.info("report: %s", write_report(run.root, errors=config.report_errors, live=live))
+    except Exception:  # the run is saved; only its page is missing
+        log.exception("could not write %s; the run itself is complete (write the page later "
+                      "with: audiogate report %s)", run.report, run.root)
+
+
+def train_voice(config: Config, *, progress: bool = True) -> TrainResult:
+    """Build a voice gate run from ``config`` (see the module docstring)."""
+    began = time.perf_counter()
+    config = replace(config, data=str(Path(config.data).resolve()))
+    check_run_name(config)
+    if config.name and RunPaths(Path(config.runs_dir) / config.name).best.exists():
+        raise ConfigError(f"run folder {Path(config.runs_dir) / config.name} already holds a "
+                          "model; choose another --name")
+    data = prepare_voice_data(config, progress=progress)
+    source = resolve_source(config.impostors, has_negatives=data.usable["not_allowed"] > 0)
+    with tempfile.TemporaryDirectory(prefix="audiogate-impostors-") as tmp:
+        impostors = load_impostors(source, root=config.cache_path() if config.cache
+                                   else Path(tmp), cache=data.cache, workers=config.workers,
+                                   progress=progress)
+    built = build_gate(data, impostors, config)
+    run = new_run(config)
+    status = RunStatus(run, run_id=new_run_id())
+    try:
+        log.info("run folder: %s", run.root)
+        status.begin()
+        write_skipped(data.skipped, run.skipped)
+        write_split(data.split, run.split, classes=data.classes)
+        record = {**built.record, "seconds": time.perf_counter() - began}
+        ckpt = VoiceCheckpoint(config=config, classes=data.classes, scorer=built.scorer,
+                               gate=built.gate, metrics=record,
+                               run_id=str(status.status["run_id"]))
+        save_voice_checkpoint(run.best, ckpt)
+        report = _test_report(run, config)
+        record = {**record, "test_f1": report["macro_f1"],
+                  "seconds": time.perf_counter() - began}
+        write_json(run.metrics, {"best_epoch": 1, "best_val_f1": record["val_f1"],
+                                 "classes": list(data.classes), "epochs": [record]})
+        _html(run, config, {"state": "finished", "stop_reason": STOP_REASON, "epochs_done": 1})
+        status.finished(stop_reason=STOP_REASON, epochs_done=1)
+    except BaseException as exc:
+        status.failed(exc)
+        raise
+    return TrainResult(run=run, best_epoch=1, best_val_f1=float(record["val_f1"]),
+                       epochs_done=1, stop_reason=STOP_REASON, test_report=report)
