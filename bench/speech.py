@@ -20,6 +20,12 @@ validation macro-F1. Reported per task and pipeline, on the test split:
 * best epoch / epochs run, and training wall seconds (audiogate: all of ``train``, decoding
   and per-epoch test evaluation included, cold cache; reference: its epochs and
   validation passes).
+
+With a few dozen test clips per task, one split says little (the F1 of one pipeline moves by
+0.2 from one split to the next), so each pipeline runs on ``--splits`` splits (3 for the full
+size: run seeds ``--seed``, ``--seed + 1``, ...; the words and task folders stay) and the
+table gives the means, each split's test F1 beside them, and whether issue 9's targets are
+met on those means (:func:`targets`).
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ GROUP_SPLIT = {"group_by": "folder"}
 """Added to every audiogate run when Config has these fields: voices never straddle subsets."""
 REFERENCE = "reference"
 SIZES = {
-    "full": Size(speakers=16, words=10, takes=10, unbalanced_allowed=5),
+    "full": Size(speakers=16, words=10, takes=10, unbalanced_allowed=5, splits=3),
     "tiny": Size(speakers=8, words=4, takes=3, unbalanced_allowed=1,
                  config={"fixed_length": 48, "n_fft": 512, "batch_size": 8,
                          "max_epochs": 2, "patience": 0}, ref_workers=0),
@@ -193,15 +199,16 @@ def recipe_problem(overrides: dict[str, Any]) -> str | None:
     return None
 
 
-def run_task(task: str, *, data: Path, work: Path, pipelines: list[str],
+def run_task(task: str, *, data: Path, runs: Path, pipelines: list[str],
              base: dict[str, Any], ref_workers: int) -> Result:
-    """Every pipeline on one task: audiogate's recipes first (the first one's ``split.csv``
-    is the split), then the reference on that split."""
-    runs, out = work / "runs" / task, {}
+    """Every pipeline on one task and one split (``base["seed"]``): audiogate's recipes first
+    (the first one's ``split.csv`` is the split), then the reference on that split; run
+    folders under ``runs``."""
+    out: dict[str, Result] = {}
     split: Split | None = None
     classes: list[str] = []
     for name in [p for p in pipelines if p != REFERENCE]:
-        _say(f"{task}: audiogate {name} ...")
+        _say(f"{task} (seed {base['seed']}): audiogate {name} ...")
         out[name] = run_audiogate(data=data, runs=runs, name=name,
                                   overrides={**RECIPES[name], **base})
         run = Path(out[name]["run"])
@@ -209,14 +216,49 @@ def run_task(task: str, *, data: Path, work: Path, pipelines: list[str],
         if split is None:
             split, classes = this, json.loads((run / "metrics.json").read_text())["classes"]
         out[name]["same_split"] = this == split
-        _say(_line(task, name, out[name]))
+        _say(_line(f"{task} (seed {base['seed']})", name, out[name]))
     if REFERENCE in pipelines and split is not None:
-        _say(f"{task}: {REFERENCE} ...")
+        _say(f"{task} (seed {base['seed']}): {REFERENCE} ...")
         out[REFERENCE] = run_reference(split=split, classes=classes, config=Config(**base),
                                         workers=ref_workers)
-        _say(_line(task, REFERENCE, out[REFERENCE]))
+        _say(_line(f"{task} (seed {base['seed']})", REFERENCE, out[REFERENCE]))
     return {"split": describe_split(split, root=data, classes=classes) if split else None,
             "runs": out}
+
+
+AVERAGED = ("f1", "f1_argmax", "f1_val_threshold", "eer", "far", "frr", "best_epoch", "epochs",
+            "seconds", "cpu_seconds")
+"""The figures of a pipeline that :func:`summarise` averages over splits."""
+
+
+def summarise(splits: list[Result]) -> Result:
+    """One task over several splits (each :func:`run_task`'s result with its ``seed``): per
+    pipeline the mean of :data:`AVERAGED`, each split's test F1 (``f1_per_split``) and the
+    first split's run folder; ``split`` describes the first split."""
+    runs: dict[str, Result] = {}
+    for name in splits[0]["runs"]:
+        done = [s["runs"][name] for s in splits]
+        runs[name] = {k: float(np.mean([r[k] for r in done])) for k in AVERAGED}
+        runs[name]["f1_per_split"] = [r["f1"] for r in done]
+        if "run" in done[0]:
+            runs[name]["run"] = done[0]["run"]
+    return {"split": splits[0]["split"], "runs": runs, "splits": splits}
+
+
+TARGETS = ("default F1 >= reference's", "default best epoch <= reference's",
+           "strong error <= half the reference's", "strong time <= a third of the reference's")
+"""Issue 9's targets, checked on each task's means over splits."""
+
+
+def targets(runs: Result) -> list[bool | None]:
+    """Whether each of :data:`TARGETS` is met (None: a pipeline it needs did not run)."""
+    ref, default, strong = (runs.get(k) for k in (REFERENCE, "default", "strong"))
+    return [
+        None if not (ref and default) else default["f1"] >= ref["f1"],
+        None if not (ref and default) else default["best_epoch"] <= ref["best_epoch"],
+        None if not (ref and strong) else 1 - strong["f1"] <= (1 - ref["f1"]) / 2,
+        None if not (ref and strong) else strong["seconds"] <= ref["seconds"] / 3,
+    ]
 
 
 def _line(task: str, name: str, r: Result) -> str:
@@ -245,8 +287,11 @@ def _num(x: Any, fmt: str = ".3f") -> str:
 def report(results: Result) -> str:
     """The results as Markdown: one table per task, with its split above it."""
     load = results.get("load_average")
+    n_splits = len(results.get("seeds", [0]))
     lines = [f"Spoken words by {results['size']['speakers']} espeak-ng voices; "
-             f"{results['cores']} cores"
+             + (f"mean over {n_splits} splits (seeds {', '.join(map(str, results['seeds']))})"
+                "; " if n_splits > 1 else "")
+             + f"{results['cores']} cores"
              + (f" (1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the "
                 "end)" if load else "")
              + f"; benchmark took {results['seconds']:.0f} s."]
@@ -261,15 +306,24 @@ def report(results: Result) -> str:
             lines += [f"clips allowed/not_allowed: {sizes}; voices apart in train/val/test: "
                       f"{'yes' if split['groups_disjoint'] else 'NO'}; test clips whose voice "
                       f"was heard in training: {heard}", ""]
-        lines += ["| pipeline | test F1 | F1 argmax | F1 val-thr | EER | FAR | FRR "
-                  "| best / epochs | train s | CPU s |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| pipeline | test F1 | F1 per split | F1 argmax | F1 val-thr | EER | FAR "
+                  "| FRR | best / epochs | train s | CPU s |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, r in done["runs"].items():
-            lines.append(f"| {name} | {_num(r['f1'])} | {_num(r['f1_argmax'])} "
+            per_split = " ".join(_num(f, ".2f") for f in r.get("f1_per_split", [r["f1"]]))
+            lines.append(f"| {name} | {_num(r['f1'])} | {per_split} | {_num(r['f1_argmax'])} "
                          f"| {_num(r['f1_val_threshold'])} | {_num(r['eer'])} "
                          f"| {_num(r['far'])} | {_num(r['frr'])} "
-                         f"| {r['best_epoch']} / {r['epochs']} | {r['seconds']:.0f} "
+                         f"| {r['best_epoch']:.3g} / {r['epochs']:.3g} | {r['seconds']:.0f} "
                          f"| {r['cpu_seconds']:.0f} |")
+    verdicts = {task: targets(done["runs"]) for task, done in results["tasks"].items()}
+    if any(v is not None for row in verdicts.values() for v in row):
+        lines += ["", "**Targets** (issue 9, on the means above)", "",
+                  "| task | " + " | ".join(TARGETS) + " |",
+                  "|---|" + "---|" * len(TARGETS)]
+        lines += [f"| {task} | " + " | ".join("-" if v is None else "met" if v else "NOT met"
+                                              for v in row) + " |"
+                  for task, row in verdicts.items()]
     if results["notes"]:
         lines += ["", *(f"- {n}" for n in results["notes"])]
     return "\n".join(lines) + "\n"
@@ -300,6 +354,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", default=",".join(TASKS),
                         help=f"tasks to run, comma-separated, from {', '.join(TASKS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the runs")
+    parser.add_argument("--splits", type=int, default=0,
+                        help="train/val/test splits (run seeds --seed, --seed + 1, ...) each "
+                             "pipeline runs on, figures averaged (0: the size's default)")
     parser.add_argument("--report", action="store_true",
                         help="only print (and rewrite results.md from) the work folder's "
                              "results.json")
@@ -307,9 +364,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     args.pipelines = [p for p in args.recipes.split(",") if p]
     args.task_list = [t for t in args.tasks.split(",") if t]
     unknown = (set(args.pipelines) - {REFERENCE, *RECIPES}) | (set(args.task_list) - set(TASKS))
-    if unknown or args.epochs < 0:
+    if unknown or args.epochs < 0 or args.splits < 0:
         parser.error(f"unknown pipeline or task {sorted(unknown)}" if unknown
-                     else "--epochs must be >= 0")
+                     else "--epochs and --splits must be >= 0")
     return args
 
 
@@ -334,9 +391,13 @@ def main(argv: list[str] | None = None) -> Result:
     clips = pool(work=args.work, size=size, seed=args.seed)
     folders = build_tasks(clips, root=args.work / "tasks", size=size, seed=args.seed)
     pipelines = runnable(args.pipelines, notes)
-    tasks = {t: run_task(t, data=folders[t], work=args.work, pipelines=pipelines, base=base,
-                         ref_workers=size.ref_workers) for t in args.task_list}
-    results = {"size": dataclasses.asdict(size), "base": base, "tasks": tasks,
+    seeds = [args.seed + i for i in range(args.splits or size.splits)]
+    tasks = {t: summarise([
+        {"seed": seed, **run_task(t, data=folders[t], runs=args.work / "runs" / f"seed-{seed}" / t,
+                                  pipelines=pipelines, base={**base, "seed": seed},
+                                  ref_workers=size.ref_workers)}
+        for seed in seeds]) for t in args.task_list}
+    results = {"size": dataclasses.asdict(size), "base": base, "seeds": seeds, "tasks": tasks,
                "notes": notes, "cores": len(os.sched_getaffinity(0)),
                "load_average": [load_before, os.getloadavg()[0]],
                "seconds": time.perf_counter() - began}

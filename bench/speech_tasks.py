@@ -46,8 +46,8 @@ class Size:
     """How big the benchmark is: the first ``speakers`` voices and ``words`` words of
     :mod:`audiogate.data.speech`, ``takes`` clips of each word by each voice,
     ``unbalanced_allowed`` keyword takes per voice in ``keyword_1to9``, and the
-    :class:`~audiogate.config.Config` overrides every pipeline shares, and the reference's
-    DataLoader workers."""
+    :class:`~audiogate.config.Config` overrides every pipeline shares, the reference's
+    DataLoader workers, and how many train/val/test splits each pipeline runs on."""
 
     speakers: int
     words: int
@@ -55,6 +55,7 @@ class Size:
     unbalanced_allowed: int
     config: dict[str, Any] = field(default_factory=dict)
     ref_workers: int = 2
+    splits: int = 1
 
 
 def pool(*, work: Path, size: Size, seed: int) -> list[SpokenClip]:

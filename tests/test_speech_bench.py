@@ -106,14 +106,32 @@ def test_a_recipe_naming_an_unknown_field_is_skipped_with_the_reason() -> None:
     assert notes == []
 
 
+def test_targets_compare_default_and_strong_with_the_reference() -> None:
+    ref = {"f1": 0.8, "best_epoch": 8, "seconds": 90.0}
+    default = {"f1": 0.85, "best_epoch": 5, "seconds": 40.0}
+    assert bench.targets({"reference": ref, "default": default}) == [True, True, None, None]
+    # error 0.15 > half of 0.2; 31 s > 90 / 3
+    strong = {"f1": 0.85, "best_epoch": 3, "seconds": 31.0}
+    assert bench.targets({"reference": ref, "strong": strong}) == [None, None, False, False]
+    strong = {"f1": 0.9, "best_epoch": 3, "seconds": 30.0}
+    assert bench.targets({"reference": ref, "strong": strong})[2:] == [True, True]
+    assert bench.targets({"reference": ref, "default": {**default, "f1": 0.79,
+                                                        "best_epoch": 9}})[:2] == [False, False]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("espeak-ng") is None,
                     reason="espeak-ng not installed (apt-get install -y espeak-ng)")
 def test_tiny_benchmark_runs_every_task_on_one_split(tmp_path: Path) -> None:
-    results = bench.main(["--tiny", "--work", str(tmp_path), "--recipes", "reference,default"])
+    results = bench.main(["--tiny", "--work", str(tmp_path), "--recipes", "reference,default",
+                          "--splits", "2"])
     assert set(results["tasks"]) == {"keyword", "speaker", "keyword_1to9"}
     for task, done in results["tasks"].items():
         assert set(done["runs"]) == {"default", "reference"}
+        assert [s["seed"] for s in done["splits"]] == [0, 1]
+        for name, r in done["runs"].items():
+            per_split = [s["runs"][name]["f1"] for s in done["splits"]]
+            assert r["f1_per_split"] == per_split and r["f1"] == pytest.approx(np.mean(per_split))
         ours, ref = done["runs"]["default"], done["runs"]["reference"]
         for r in (ours, ref):
             assert 0.0 <= r["f1"] <= 1.0 and 0.0 <= r["eer"] <= 1.0
@@ -127,6 +145,7 @@ def test_tiny_benchmark_runs_every_task_on_one_split(tmp_path: Path) -> None:
     assert stored["tasks"].keys() == results["tasks"].keys()
     table = (tmp_path / "results.md").read_text()
     assert table.count("| reference |") == 3 and table.count("| default |") == 3
+    assert "mean over 2 splits" in table and "**Targets**" in table
     (tmp_path / "results.md").unlink()
     assert bench.main(["--work", str(tmp_path), "--report"]) == stored
     assert (tmp_path / "results.md").read_text() == table
