@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiogate.config import Config
+from audiogate.config import SPEC_RECIPE, Config
 from audiogate.data import discover, prepare_data
 from audiogate.data.split import make_split
 from audiogate.deploy.inference import load
@@ -62,8 +62,10 @@ Result = dict[str, Any]
 
 
 def bench_config(work: Path) -> Config:
-    """The specification's settings; audiogate's cache and runs under ``work``."""
-    return Config(data=str(work / "data"), runs_dir=str(work / "runs"),
+    """The specification's settings (``--recipe spec``: its SimpleConvNet, down-sampling and
+    three augmentations, whatever the defaults are); audiogate's cache and runs under
+    ``work``."""
+    return Config(**SPEC_RECIPE, data=str(work / "data"), runs_dir=str(work / "runs"),
                   cache_dir=str(work / "cache"), workers=0, max_epochs=1, patience=0,
                   keep_epoch_checkpoints=False)
 
