@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import librosa
 import numpy as np
 import pytest
@@ -22,12 +24,16 @@ def librosa_reference(y: np.ndarray) -> np.ndarray:
                                        hop_length=FEAT.hop_length, win_length=FEAT.win_length,
                                        n_mels=FEAT.n_mels, fmin=FEAT.fmin, fmax=FEAT.mel_fmax)
     db = librosa.power_to_db(s, ref=np.max, top_db=FEAT.top_db)
+    silent = s.sum(axis=0) < 1e-10  # the zero padding: at the clip's lowest level (pad="floor")
+    if silent.any() and not silent.all():
+        db[:, silent] = db[:, ~silent].min()
     return (db - db.mean()) / (db.std() + 1e-5)
 
 
-@pytest.mark.parametrize("seconds", [0.3, 1.99, 5.0])
-def test_matches_librosa(rng: np.random.Generator, seconds: float) -> None:
-    y = sine(440, seconds) + 0.05 * rng.standard_normal(int(seconds * FEAT.sr)).astype("f4")
+@pytest.mark.parametrize(("seconds", "noise"), [(0.3, 0.05), (0.3, 0.5), (1.99, 0.05),
+                                               (5.0, 0.05)])
+def test_matches_librosa(rng: np.random.Generator, seconds: float, noise: float) -> None:
+    y = sine(440, seconds) + noise * rng.standard_normal(int(seconds * FEAT.sr)).astype("f4")
     ours = log_mel(y, cfg=FEAT)
     assert ours.shape == (FEAT.n_mels, FEAT.fixed_length)
     assert ours.dtype == np.float32
@@ -67,3 +73,41 @@ def test_sine_lands_in_the_right_mel_band() -> None:
     freqs = librosa.mel_frequencies(n_mels=FEAT.n_mels + 2, fmax=FEAT.mel_fmax)[1:-1]
     band = int(mel[:, :50].mean(axis=1).argmax())
     assert abs(freqs[band] - 1000) < 100
+
+
+@pytest.mark.parametrize("pad", ["floor", "silence"])
+def test_padding_of_a_short_clip(rng: np.random.Generator, pad: str) -> None:
+    """A 0.4 s noisy clip in a 2 s window: with pad="floor" the padded frames sit at the clip's
+    own lowest level, so they carry nothing; with pad="silence" they sit at -top_db, below
+    anything in the clip."""
+    cfg = Config(pad=pad).features()
+    y = sine(440, 0.4) + 0.3 * rng.standard_normal(int(0.4 * cfg.sr)).astype("f4")
+    frontend = LogMel(cfg)
+    wave = torch.from_numpy(fit_length(y, n_samples=cfg.n_samples))[None]
+    mel = torch.matmul(frontend.mel, frontend.power(wave))
+    db = power_to_db(mel, top_db=cfg.top_db)[0]
+    padded = mel[0].sum(dim=0) < 1e-10
+    assert 100 < int(padded.sum()) < cfg.fixed_length
+    clip_floor = float(db[:, ~padded].amin())
+    assert clip_floor > -cfg.top_db + 10  # the noise keeps the clip above -top_db
+    z = frontend(wave)[0]
+    # the z-score is affine per clip: undo it on the clip's own frames to read the padding
+    scale = db[:, ~padded].std() / z[:, ~padded].std()
+    level = float(((z[:, padded] - z[:, ~padded].mean()) * scale + db[:, ~padded].mean()).mean())
+    expected = clip_floor if pad == "floor" else -cfg.top_db
+    assert level == pytest.approx(expected, abs=0.05)
+
+
+def test_an_old_checkpoint_keeps_silence_padding(tmp_path: Path) -> None:
+    """Checkpoints written before ``pad`` existed were trained on silence-padded features."""
+    from audiogate.training.checkpoint import load_checkpoint
+
+    from .conftest import build_band_gate
+
+    path = build_band_gate(tmp_path / "band.pt")
+    payload = torch.load(path, weights_only=True)
+    assert payload["config"]["pad"] == "floor"
+    del payload["config"]["pad"]
+    torch.save(payload, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").features.pad == "silence"
+    assert load_checkpoint(path).features.pad == "floor"

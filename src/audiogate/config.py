@@ -27,6 +27,8 @@ VOICE_MODELS = ("ge2e",)
 """Models that are no trained network but a pretrained speaker encoder and enrolled voices
 (:mod:`audiogate.voice`): ``train`` enrols instead of running epochs."""
 VOICE_HEADS = ("none", "logistic")
+PAD_MODES = ("floor", "silence")
+"""How the front end fills the window past a short clip's end (``Config.pad``)."""
 AUTO_WINDOW = 0
 """``fixed_length = "auto"`` is held as this value until ``train`` resolves it."""
 
@@ -71,6 +73,7 @@ class FeatureConfig:
     fmin: float = 0.0
     fmax: float = 0.0
     top_db: float = 80.0
+    pad: str = "floor"
 
     @property
     def n_samples(self) -> int:
@@ -122,6 +125,9 @@ class Config:
     fmin: float = _f(0.0, "lowest mel frequency (Hz)")
     fmax: float = _f(0.0, "highest mel frequency (Hz); 0 = sr / 2")
     top_db: float = _f(80.0, "dynamic range kept below each clip's maximum (dB)")
+    pad: str = _f("floor", "frames of the window past a short clip's end: floor (the clip's "
+                           "lowest level, as padding its spectrogram with its minimum) | "
+                           "silence (zero samples: -top_db, which then dominates the z-score)")
     # --- data ---
     balance: str = _f("weighted", "class balance of the training split: weighted (every clip, "
                                   "loss weighted by inverse class frequency) | downsample (the "
@@ -225,7 +231,7 @@ class Config:
         return FeatureConfig(
             sr=self.sr, n_mels=self.n_mels, fixed_length=self.fixed_length, n_fft=self.n_fft,
             win_length=self.win_length, hop_length=self.hop_length, fmin=self.fmin,
-            fmax=self.fmax, top_db=self.top_db,
+            fmax=self.fmax, top_db=self.top_db, pad=self.pad,
         )
 
     def augmentation(self) -> AugmentConfig:
@@ -318,6 +324,7 @@ def _validate(c: Config) -> None:
     _require(c.win_length <= c.n_fft, "win_length", f"must be <= n_fft ({c.n_fft})")
     _require(c.hop_length <= c.win_length, "hop_length",
              f"must be <= win_length ({c.win_length}), or samples fall between frames")
+    _require(c.pad in PAD_MODES, "pad", f"must be one of {', '.join(PAD_MODES)}, got {c.pad!r}")
     for name in ("lr", "top_db"):
         _require(getattr(c, name) > 0 and math.isfinite(getattr(c, name)), name, "must be > 0")
     _require(c.weight_decay >= 0, "weight_decay", "must be >= 0")

@@ -6,7 +6,9 @@ The specification's preprocessing, done once for training, evaluation, predictio
    exactly ``fixed_length`` centred STFT frames;
 2. power spectrogram -> mel filterbank;
 3. normalisation #1: ``librosa.power_to_db(S, ref=np.max, top_db=top_db)``;
-4. normalisation #2: per-sample z-score, finite even for an all-silent clip.
+4. with ``pad = "floor"``, the silent frames (the padding) take the clip's lowest level
+   (:func:`fill_silence`), as padding the spectrogram with its minimum does;
+5. normalisation #2: per-sample z-score, finite even for an all-silent clip.
 
 The torch implementation works on batches and matches librosa within 5e-4 (z-scored units;
 float32 against librosa's float64)
@@ -53,6 +55,21 @@ def power_to_db(power: torch.Tensor, *, top_db: float) -> torch.Tensor:
     dims = tuple(range(1, db.ndim))
     db = db - db.amax(dim=dims, keepdim=True)
     return db.clamp_min(-top_db)
+
+
+def fill_silence(db: torch.Tensor, *, power: torch.Tensor) -> torch.Tensor:
+    """Give each clip's silent frames its lowest level over the other frames.
+
+    ``db``: ``[shape=(batch, n_mels, frames)]`` from :func:`power_to_db`; ``power``: the mel
+    power it came from. A frame is silent when its total power is below ``AMIN`` (the zero
+    samples that pad a short clip to the window, or digital silence inside it). Zero padding
+    puts such frames at ``-top_db``, far below a recorded clip's noise floor, and their share
+    of the window then dominates the z-score (short clips are mostly padding); at the floor
+    they carry nothing. A clip that is silent throughout is returned as it is.
+    """
+    silent = power.sum(dim=1, keepdim=True) < AMIN
+    floor = db.masked_fill(silent, float("inf")).amin(dim=(1, 2), keepdim=True)
+    return torch.where(silent & torch.isfinite(floor), floor, db)
 
 
 def zscore(x: torch.Tensor) -> torch.Tensor:
@@ -109,8 +126,12 @@ class LogMel(nn.Module):
         return self.from_mel(torch.matmul(self.mel, power))
 
     def from_mel(self, mel: torch.Tensor) -> torch.Tensor:
-        """Mel power ``[shape=(batch, n_mels, frames)]`` -> dB with ``ref=max`` -> z-score."""
-        return zscore(power_to_db(mel, top_db=self.cfg.top_db))
+        """Mel power ``[shape=(batch, n_mels, frames)]`` -> dB with ``ref=max`` -> silent
+        frames at the clip's floor (``pad = "floor"``) -> z-score."""
+        db = power_to_db(mel, top_db=self.cfg.top_db)
+        if self.cfg.pad == "floor":
+            db = fill_silence(db, power=mel)
+        return zscore(db)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.from_power(self.power(wave))

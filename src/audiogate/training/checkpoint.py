@@ -142,7 +142,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(f"{path}: checkpoint version {version} is not supported (this "
                               f"audiogate reads versions {READABLE_VERSIONS})")
     try:
-        config = Config.from_dict(payload["config"], source=f"{path} config")
+        stored = payload["config"]
+        if "pad" not in stored:  # written before the field existed: its front end padded
+            stored = {**stored, "pad": "silence"}  # short clips with silence
+        config = Config.from_dict(stored, source=f"{path} config")
         classes = tuple(payload["classes"])
         if version == 1:
             spec = ModelSpec.of(config, n_classes=len(classes))
