@@ -48,6 +48,7 @@ PR_SET_PDEATHSIG = 1
 """Linux ``prctl`` option: a signal the kernel sends this process when its parent dies."""
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass
@@ -285,19 +286,28 @@ def cache_clips(clips: Sequence[Clip], *, cache: FeatureCache, workers: int = 0,
     return _clip_set(clips, sources, cache)
 
 
-def _clip_set(clips: Sequence[Clip], sources: Sequence[Source | None],
-              cache: FeatureCache) -> tuple[ClipSet, list[Skipped]]:
+def sort_out(clips: Sequence[Clip], sources: Sequence[Source | None],
+             lookup: Callable[[str], T | None], *,
+             missing: str) -> tuple[list[Clip], list[T], list[Skipped]]:
+    """Split ``clips`` by their worker's ``sources``: those whose digest ``lookup`` finds
+    (kept, with what it found) and the rest (skipped: the worker's reason, else ``missing``)."""
     kept: list[Clip] = []
-    refs: list[tuple[int, int]] = []
+    found: list[T] = []
     skipped: list[Skipped] = []
     for clip, source in zip(clips, sources, strict=True):
-        where = cache.locate(source.digest) if source and source.digest else None
-        if source is None or source.reason is not None or where is None:
-            reason = source.reason if source and source.reason else "could not be cached"
-            skipped.append(Skipped(clip.path, reason))
+        hit = lookup(source.digest) if source and source.digest else None
+        if source is None or source.reason is not None or hit is None:
+            skipped.append(Skipped(clip.path, source.reason if source and source.reason
+                                   else missing))
         else:
             kept.append(clip)
-            refs.append(where)
+            found.append(hit)
+    return kept, found, skipped
+
+
+def _clip_set(clips: Sequence[Clip], sources: Sequence[Source | None],
+              cache: FeatureCache) -> tuple[ClipSet, list[Skipped]]:
+    kept, refs, skipped = sort_out(clips, sources, cache.locate, missing="could not be cached")
     ref_array = np.asarray(refs, dtype=np.int64).reshape(-1, 2)
     return ClipSet(clips=kept, labels=np.asarray([c.label for c in kept], dtype=np.int64),
                    lengths=cache.lengths(ref_array), refs=ref_array, cache=cache), skipped

@@ -49,7 +49,8 @@ OPSET = 17
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "logits"
 TOLERANCE = 1e-4
-"""Largest absolute logit difference (onnxruntime vs PyTorch) an export may have."""
+"""Largest logit difference (onnxruntime vs PyTorch) an export may have, relative to the
+logits' size where it exceeds 1 (:class:`Parity`)."""
 META_PREFIX = "audiogate."
 META_FORMAT = "audiogate.onnx"
 META_VERSION = "1"

@@ -130,6 +130,19 @@ def safe_load(path: str | os.PathLike[str]) -> Any:
     return payload
 
 
+def load_payload(path: str | os.PathLike[str], *, fmt: str, version: int,
+                 what: str) -> dict[str, Any]:
+    """:func:`safe_load`, then require a dict of format ``fmt`` and version ``version``;
+    :class:`CheckpointError` naming ``what`` (e.g. "voice profile") otherwise."""
+    payload = safe_load(path)
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise CheckpointError(f"{path}: not an audiogate {what}")
+    if payload.get("version") != version:
+        raise CheckpointError(f"{path}: {what} version {payload.get('version')} is not "
+                              f"supported (this audiogate reads {version})")
+    return payload
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Load safely (``weights_only=True``); raise :class:`CheckpointError` on any problem."""
     path = Path(path)

@@ -30,7 +30,7 @@ import torch
 from ..config import VOICE_MODELS, Config
 from ..errors import AudiogateError, CheckpointError
 from ..files import atomic_write
-from ..training.checkpoint import safe_load
+from ..training.checkpoint import load_payload, safe_load
 from .embeddings import EmbedSpec
 from .gate import VoiceProfile
 from .scoring import LogisticHead, VoiceScorer
@@ -93,12 +93,7 @@ def is_voice_checkpoint(path: str | os.PathLike[str]) -> bool:
 def load_voice_checkpoint(path: str | os.PathLike[str]) -> VoiceCheckpoint:
     """Read a voice checkpoint safely; :class:`CheckpointError` on any problem."""
     path = Path(path)
-    payload = safe_load(path)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an audiogate voice checkpoint")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: voice checkpoint version {payload.get('version')} is "
-                              f"not supported (this audiogate reads {VERSION})")
+    payload = load_payload(path, fmt=FORMAT, version=VERSION, what="voice checkpoint")
     try:
         config = Config.from_dict(payload["config"], source=f"{path} config")
         if config.model not in VOICE_MODELS:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from ..data.audio_io import load_audio
 from ..data.cache import FastKey, Source, fast_key
-from ..data.decode import _ordered_map
+from ..data.decode import _ordered_map, sort_out
 from ..data.discover import Clip, Skipped
 from ..errors import AudioError, ConfigError, DataError
 from ..files import atomic_write, sha256_file, to_json, write_bytes
@@ -346,17 +346,7 @@ def embed_clips(clips: Sequence[Clip], *, cache: EmbeddingCache, workers: int = 
     finally:
         cache.flush()
         bar.close()
-    kept: list[Clip] = []
-    rows: list[tuple[np.ndarray, float]] = []
-    skipped: list[Skipped] = []
-    for clip, src in zip(clips, sources, strict=True):
-        found = cache.get(src.digest) if src and src.digest else None
-        if src is None or src.reason is not None or found is None:
-            reason = src.reason if src and src.reason else "could not be embedded"
-            skipped.append(Skipped(clip.path, reason))
-        else:
-            kept.append(clip)
-            rows.append(found)
+    kept, rows, skipped = sort_out(clips, sources, cache.get, missing="could not be embedded")
     vectors = (np.stack([v for v, _ in rows]) if rows
                else np.zeros((0, EMBED_DIM), np.float32))
     return EmbeddedClips(clips=kept, labels=np.asarray([c.label for c in kept], np.int64),

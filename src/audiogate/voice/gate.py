@@ -25,7 +25,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError, DataError
 from ..files import atomic_write
-from ..training.checkpoint import safe_load
+from ..training.checkpoint import load_payload
 from .embeddings import EmbedSpec
 from .encoder import EMBED_DIM
 
@@ -164,12 +164,7 @@ class VoiceProfile:
         """Read a profile with ``weights_only=True``; :class:`CheckpointError` on any
         problem."""
         path = Path(path)
-        payload = safe_load(path)
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: not an audiogate voice profile")
-        if payload.get("version") != VERSION:
-            raise CheckpointError(f"{path}: voice profile version {payload.get('version')} "
-                                  f"is not supported (this audiogate reads {VERSION})")
+        payload = load_payload(path, fmt=FORMAT, version=VERSION, what="voice profile")
         try:
             return cls(spec=EmbedSpec.from_dict(payload["spec"]), top_k=int(payload["top_k"]),
                        voices={str(k): v.numpy() for k, v in payload["voices"].items()})
