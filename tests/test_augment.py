@@ -19,6 +19,7 @@ from audiogate.features.augment import (
     PitchShift,
     TimeStretch,
     stretch_frames,
+    stretched_frames,
     warp_filterbank,
 )
 from audiogate.features.frontend import LogMel
@@ -261,3 +262,24 @@ def test_half_probability_fires_about_half_the_time() -> None:
 def test_bad_parameters_are_rejected(make: object) -> None:
     with pytest.raises(ConfigError):
         make()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("rate", [0.8, 1.0, 1.25])
+def test_a_stretched_short_clips_padding_sits_at_its_floor(rate: float) -> None:
+    """A 0.6 s tone over a quiet noise floor, stretched: the frames past the stretched clip's
+    own sit at the lowest level of those frames, not at the level of the frame that straddles
+    the clip's end (most of whose bins are at -top_db)."""
+    rng = np.random.default_rng(5)
+    clip = sine(440.0, 0.6) + 1e-4 * rng.standard_normal(int(0.6 * SR)).astype(np.float32)
+    n = math.ceil(CFG.n_samples * 1.25) + CFG.hop_length
+    wave = torch.zeros(1, n)
+    wave[0, :clip.size] = torch.from_numpy(clip)
+    params = {**_identity(1), "rate": torch.tensor([rate])}
+    out = AugmentedFrontEnd(LogMel(CFG), AugmentConfig()).apply(
+        wave, lengths=torch.tensor([clip.size]), params=params)[0]
+    own = int(stretched_frames(torch.tensor([1 + clip.size // CFG.hop_length]),
+                               rate=torch.tensor([rate]), n_frames=CFG.fixed_length)[0])
+    assert abs(own - (1 + (clip.size // CFG.hop_length) / rate)) <= 1
+    floor = out[:, :own].amin()
+    torch.testing.assert_close(out[:, own:], floor.expand(CFG.n_mels, CFG.fixed_length - own))
+

@@ -26,7 +26,7 @@ import torch
 
 from ..config import AugmentConfig
 from ..errors import ConfigError
-from .frontend import LogMel, limit_peak
+from .frontend import LogMel, clip_frames, limit_peak
 
 NOISE_SEEDS = 2**63 - 1
 """Noise generators are seeded with integers below this."""
@@ -158,6 +158,17 @@ def stretch_frames(x: torch.Tensor, *, rate: torch.Tensor, n_frames: int) -> tor
     return torch.lerp(below, above, frac)
 
 
+def stretched_frames(frames: torch.Tensor, *, rate: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """A clip's own frames after :func:`stretch_frames`: output frame ``t`` reads input frame
+    ``t * rate``, which is the clip's own while ``t * rate <= frames - 1``.
+
+    ``frames`` (int64) and ``rate`` ``[shape=(batch,)]`` -> int64 ``[shape=(batch,)]``, at most
+    ``n_frames``.
+    """
+    last = (frames - 1).to(torch.float64) / rate.to(device=frames.device, dtype=torch.float64)
+    return (torch.floor(last + 1e-9).long() + 1).clamp(max=n_frames)
+
+
 class Augmenter:
     """Draws the three transforms' parameters, clip by clip, each clip from its own seed."""
 
@@ -232,4 +243,6 @@ class AugmentedFrontEnd:
         banks = warp_filterbank(self.frontend.mel, semitones=params["semitones"])
         mel = stretch_frames(torch.bmm(banks, power), rate=params["rate"],
                              n_frames=cfg.fixed_length)
-        return self.frontend.from_mel(mel)
+        return self.frontend.from_mel(mel, frames=stretched_frames(
+            clip_frames(wave, hop_length=cfg.hop_length), rate=params["rate"],
+            n_frames=cfg.fixed_length))

@@ -6,8 +6,9 @@ The specification's preprocessing, done once for training, evaluation, predictio
    exactly ``fixed_length`` centred STFT frames;
 2. power spectrogram -> mel filterbank;
 3. normalisation #1: ``librosa.power_to_db(S, ref=np.max, top_db=top_db)``;
-4. with ``pad = "floor"``, the silent frames (the padding) take the clip's lowest level
-   (:func:`fill_silence`), as padding the spectrogram with its minimum does;
+4. with ``pad = "floor"``, the frames past the clip's end (:func:`clip_frames`) and silent
+   frames take the clip's lowest level over its own frames (:func:`fill_silence`), as padding
+   the clip's own spectrogram with its minimum does;
 5. normalisation #2: per-sample z-score, finite even for an all-silent clip.
 
 The torch implementation works on batches and matches librosa within 5e-4 (z-scored units;
@@ -57,17 +58,42 @@ def power_to_db(power: torch.Tensor, *, top_db: float) -> torch.Tensor:
     return db.clamp_min(-top_db)
 
 
-def fill_silence(db: torch.Tensor, *, power: torch.Tensor) -> torch.Tensor:
-    """Give each clip's silent frames its lowest level over the other frames.
+def clip_frames(wave: torch.Tensor, *, hop_length: int) -> torch.Tensor:
+    """Frames of each clip's own samples: ``1 + L // hop_length`` for a clip whose last
+    non-zero sample is ``L - 1``, the frames librosa computes for the clip before any padding
+    (centred STFT: frame ``t`` is centred on sample ``t * hop_length <= L``).
 
-    ``db``: ``[shape=(batch, n_mels, frames)]`` from :func:`power_to_db`; ``power``: the mel
-    power it came from. A frame is silent when its total power is below ``AMIN`` (the zero
-    samples that pad a short clip to the window, or digital silence inside it). Zero padding
-    puts such frames at ``-top_db``, far below a recorded clip's noise floor, and their share
-    of the window then dominates the z-score (short clips are mostly padding); at the floor
-    they carry nothing. A clip that is silent throughout is returned as it is.
+    ``wave`` ``[shape=(batch, n)]`` -> int64 ``[shape=(batch,)]`` (1 for an all-zero or empty
+    clip). The zeros that pad a clip to the window are past ``L``; the frame straddling the
+    clip's end (centred past ``L``, its window still reaching into the clip) is not one of the
+    clip's.
     """
-    silent = power.sum(dim=1, keepdim=True) < AMIN
+    n = wave.shape[-1]
+    if n == 0:
+        return torch.ones(wave.shape[:-1], dtype=torch.long, device=wave.device)
+    position = torch.arange(1, n + 1, device=wave.device, dtype=torch.float32)  # exact < 2**24
+    length = torch.where(wave != 0, position, torch.zeros_like(position)).amax(dim=-1)
+    return 1 + torch.div(length, hop_length, rounding_mode="floor").long()
+
+
+def fill_silence(db: torch.Tensor, *, power: torch.Tensor,
+                 frames: torch.Tensor | None = None) -> torch.Tensor:
+    """Give each clip's padding and silent frames its lowest level over its other frames.
+
+    ``db``: ``[shape=(batch, n_mels, n_frames)]`` from :func:`power_to_db`; ``power``: the mel
+    power it came from; ``frames``: the clip's own frames ``[shape=(batch,)]`` (from
+    :func:`clip_frames`; None: all of them). Frames from ``frames`` on are padding; a frame is
+    silent when its total power is below ``AMIN`` (digital silence). Zero padding puts such
+    frames at ``-top_db``, far below a recorded clip's noise floor, and their share of the
+    window then dominates the z-score (short clips are mostly padding); at the floor they carry
+    nothing. The frame that straddles the clip's end counts as padding: its few samples leave
+    most bins at ``-top_db``, and taking its level as the floor would undo the filling. A clip
+    with no other frame is returned as it is.
+    """
+    silent = power.sum(dim=1, keepdim=True) < AMIN                   # (batch, 1, n_frames)
+    if frames is not None:
+        index = torch.arange(db.shape[-1], device=db.device)
+        silent = silent | (index[None, None, :] >= frames.to(db.device)[:, None, None])
     floor = db.masked_fill(silent, float("inf")).amin(dim=(1, 2), keepdim=True)
     return torch.where(silent & torch.isfinite(floor), floor, db)
 
@@ -112,7 +138,7 @@ class LogMel(nn.Module):
         """Power spectrogram ``[shape=(batch, n_fft // 2 + 1, frames)]`` (librosa centring).
 
         Clips that peak above 1 are scaled to peak 1 first, so huge (finite) samples cannot
-        overflow float32; :meth:`from_power` is scale-invariant, so the features are the same.
+        overflow float32; :meth:`from_mel` is scale-invariant, so the features are the same.
         """
         spec = torch.stft(
             limit_peak(wave), n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
@@ -121,20 +147,18 @@ class LogMel(nn.Module):
         )
         return spec.real.square() + spec.imag.square()
 
-    def from_power(self, power: torch.Tensor) -> torch.Tensor:
-        """Mel projection, dB with ``ref=max``, then per-sample z-score."""
-        return self.from_mel(torch.matmul(self.mel, power))
-
-    def from_mel(self, mel: torch.Tensor) -> torch.Tensor:
-        """Mel power ``[shape=(batch, n_mels, frames)]`` -> dB with ``ref=max`` -> silent
-        frames at the clip's floor (``pad = "floor"``) -> z-score."""
+    def from_mel(self, mel: torch.Tensor, *, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Mel power ``[shape=(batch, n_mels, n_frames)]`` -> dB with ``ref=max`` -> padding
+        (frames from ``frames`` on, see :func:`fill_silence`) and silent frames at the clip's
+        floor (``pad = "floor"``) -> z-score."""
         db = power_to_db(mel, top_db=self.cfg.top_db)
         if self.cfg.pad == "floor":
-            db = fill_silence(db, power=mel)
+            db = fill_silence(db, power=mel, frames=frames)
         return zscore(db)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.from_power(self.power(wave))
+        frames = clip_frames(wave, hop_length=self.cfg.hop_length)
+        return self.from_mel(torch.matmul(self.mel, self.power(wave)), frames=frames)
 
     def decibels(self, wave: torch.Tensor) -> torch.Tensor:
         """Log-mel in dB re each clip's maximum, in ``[-top_db, 0]``, before the z-score (for
