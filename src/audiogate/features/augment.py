@@ -26,7 +26,7 @@ import torch
 
 from ..config import AugmentConfig
 from ..errors import ConfigError
-from .frontend import LogMel, clip_frames, limit_peak
+from .frontend import LogMel, clip_frames
 
 NOISE_SEEDS = 2**63 - 1
 """Noise generators are seeded with integers below this."""
@@ -60,22 +60,27 @@ class AddNoise:
         """Add noise within each clip's real samples, at ``snr_db`` below the clip's RMS.
 
         ``wave`` ``[shape=(batch, n)]``; ``snr_db``, ``lengths`` (samples) and ``noise_seed``
-        ``[shape=(batch,)]``: clip ``i``'s noise comes from a generator seeded with
-        ``noise_seed[i]`` on ``wave``'s device (none is drawn where ``snr_db`` is infinite).
+        ``[shape=(batch,)]``: clip ``i``'s noise is the first ``lengths[i]`` values of a
+        generator seeded with ``noise_seed[i]`` on ``wave``'s device. Only the clips it fires
+        on (finite ``snr_db``) are touched, and only their real samples.
         """
-        inside = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
-        count = lengths.clamp_min(1).to(wave.dtype)
-        real = wave * inside
-        peak = real.abs().amax(dim=1).clamp_min(torch.finfo(wave.dtype).tiny)
-        rms = peak * torch.sqrt((real / peak[:, None]).square().sum(dim=1) / count)  # no overflow
-        scale = rms * torch.pow(10.0, -snr_db.to(wave.dtype) / 20.0)
-        noise = torch.zeros_like(wave)
-        seeds = noise_seed.tolist()
-        for i in torch.isfinite(snr_db).nonzero().flatten().tolist():
+        out = wave.clone()
+        fired = torch.isfinite(snr_db).nonzero().flatten().tolist()
+        if not fired:
+            return out
+        sizes, seeds = lengths.clamp(0, wave.shape[1]).tolist(), noise_seed.tolist()
+        gains = torch.pow(10.0, -snr_db.to(torch.float64) / 20.0).tolist()
+        for i in fired:
+            real = out[i, :sizes[i]]
+            if real.numel() == 0:
+                continue
+            peak = real.abs().amax().clamp_min(torch.finfo(wave.dtype).tiny)
+            rms = peak * torch.sqrt((real / peak).square().mean())  # no overflow
             gen = torch.Generator(device=wave.device).manual_seed(int(seeds[i]))
-            noise[i] = torch.randn(wave.shape[1], generator=gen, device=wave.device,
-                                   dtype=wave.dtype)
-        return wave + noise * (scale[:, None] * inside)
+            noise = torch.randn(real.numel(), generator=gen, device=wave.device,
+                                dtype=wave.dtype)
+            real.add_(noise.mul_(rms * gains[i]))
+        return out
 
 
 @dataclass(frozen=True)
@@ -235,8 +240,7 @@ class AugmentedFrontEnd:
         params = {k: v.to(device) for k, v in params.items()}
         span = torch.round(cfg.n_samples * params["rate"].double()).long()
         inside = torch.arange(wave.shape[1], device=device)[None, :] < span[:, None]
-        wave = limit_peak(wave * inside)
-        wave = AddNoise.apply(wave, snr_db=params["snr_db"],
+        wave = AddNoise.apply(wave.masked_fill(~inside, 0.0), snr_db=params["snr_db"],
                               lengths=torch.minimum(lengths.to(device), span),
                               noise_seed=params["noise_seed"])
         power = self.frontend.power(wave)

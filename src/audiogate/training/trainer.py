@@ -223,30 +223,37 @@ class Trainer:
         return out, np.clip(lengths - starts, 0, span)
 
     def batches(self, order: np.ndarray, *, epoch: int) -> Generator[Batch, None, None]:
-        """This process's :class:`Batch` of each global batch of ``order``: features from
-        (cropped) cached waveforms, augmented when ``augment`` is on, or the cached clean
-        features of each clip's first window when neither crops nor augmentation are on; then
-        SpecAugment and mixup when configured. Each clip draws from its own seeds."""
-        train, bs = self.data.train, self.config.batch_size
-        for start in range(0, len(order), bs):
-            batch = np.sort(order[start:start + bs])
-            rows = self.dist.shard(batch)
-            if self.config.augment:
-                waves, lengths = self.crops(rows, epoch=epoch)
-                feats = self.augment(to_device(waves, self.device),
-                                     lengths=torch.from_numpy(lengths),
-                                     seeds=self._seeds(epoch, rows, AUGMENT_STREAM))
-            elif self.config.random_crop:
-                feats = self.frontend(to_device(self.crops(rows, epoch=epoch)[0], self.device))
-            else:
-                feats = to_device(train.features(rows), self.device)
-            feats = self.specaug.per_clip(feats, seeds=self._seeds(epoch, rows, SPECAUG_STREAM))
-            # mixup pairs clips of this process's share; lam and pairs from the batch's seed
-            mix_rng = np.random.default_rng([self.config.seed, epoch, start, MIXUP_STREAM,
-                                             self.dist.rank])
-            feats, mix = mixup(feats, alpha=self.config.mixup_alpha, rng=mix_rng)
-            yield Batch(rows=rows, feats=feats, mix=mix, size=len(batch),
-                        weight=float(self.class_weight[train.labels[batch]].sum()))
+        """This process's :class:`Batch` of each global batch of ``order``, in order
+        (:meth:`make_batch`)."""
+        for start in range(0, len(order), self.config.batch_size):
+            yield self.make_batch(order[start:start + self.config.batch_size], start=start,
+                                  epoch=epoch)
+
+    def make_batch(self, batch: np.ndarray, *, start: int, epoch: int) -> Batch:
+        """This process's :class:`Batch` of the global batch ``batch`` (training-set rows; it
+        starts at position ``start`` of the epoch's order): features from (cropped) cached
+        waveforms, augmented when ``augment`` is on, or the cached clean features of each
+        clip's first window when neither crops nor augmentation are on; then SpecAugment and
+        mixup when configured. Each clip draws from its own seeds."""
+        train = self.data.train
+        batch = np.sort(batch)
+        rows = self.dist.shard(batch)
+        if self.config.augment:
+            waves, lengths = self.crops(rows, epoch=epoch)
+            feats = self.augment(to_device(waves, self.device),
+                                 lengths=torch.from_numpy(lengths),
+                                 seeds=self._seeds(epoch, rows, AUGMENT_STREAM))
+        elif self.config.random_crop:
+            feats = self.frontend(to_device(self.crops(rows, epoch=epoch)[0], self.device))
+        else:
+            feats = to_device(train.features(rows), self.device)
+        feats = self.specaug.per_clip(feats, seeds=self._seeds(epoch, rows, SPECAUG_STREAM))
+        # mixup pairs clips of this process's share; lam and pairs from the batch's seed
+        mix_rng = np.random.default_rng([self.config.seed, epoch, start, MIXUP_STREAM,
+                                         self.dist.rank])
+        feats, mix = mixup(feats, alpha=self.config.mixup_alpha, rng=mix_rng)
+        return Batch(rows=rows, feats=feats, mix=mix, size=len(batch),
+                     weight=float(self.class_weight[train.labels[batch]].sum()))
 
     def train_epoch(self, epoch: int, stop: StopFlag) -> tuple[float, float] | None:
         """Mean loss and macro-F1 on the (augmented) training data; None if interrupted.
