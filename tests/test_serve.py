@@ -174,7 +174,7 @@ def test_upload_size_limit(server: Server) -> None:
     assert r.status_code == 413
     # a request that only announces a huge body is refused before it is sent
     with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as s:
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n"
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 999999999999\r\n"
                   b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
         assert s.recv(4096).startswith(b"HTTP/1.1 413")
 

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from audiogate.cli import main
-from audiogate.deploy.guard import check_listen, check_token, is_loopback
+from audiogate.deploy.guard import check_listen, check_token, is_loopback, request_host
 from audiogate.errors import ConfigError
 
 from .conftest import SR, Server, build_band_gate, running_server, sine
@@ -148,6 +148,37 @@ def test_bad_port_is_one_line_not_a_traceback(tmp_path: Path) -> None:
                           timeout=120)
     assert proc.returncode == 2
     assert proc.stderr == "audiogate: error: --port must be in 1-65535, got 99999\n"
+
+
+# ------------------------------------------------------------------ DNS rebinding
+@pytest.mark.parametrize(("header", "host"), [
+    (b"localhost:8000", "localhost"), (b"[::1]:8000", "::1"), (b"[::1]", "::1"),
+    (b"127.0.0.1", "127.0.0.1"), (b"attacker.example:80", "attacker.example"), (b"", "")])
+def test_request_host(header: bytes, host: str) -> None:
+    assert request_host({"headers": [(b"host", header)]}) == host
+    assert request_host({"headers": []}) == ""
+
+
+@pytest.mark.slow
+def test_a_service_without_token_answers_only_requests_to_loopback_names(
+        tmp_path: Path, server: Server) -> None:
+    """A page elsewhere that rebinds its own name to 127.0.0.1 sends that name as Host: a
+    token-less service refuses it (a token, or --insecure behind a proxy, lifts the check)."""
+    checkpoint = build_band_gate(tmp_path / "band.pt")
+    attacker = {"Host": f"attacker.example:{_port(server)}"}
+    files = {"file": ("a.wav", _wav(), "audio/wav")}
+    with running_server(checkpoint, tmpdir=tmp_path / "tmp") as open_srv:
+        port = _port(open_srv)
+        for host in ("localhost", f"localhost:{port}", f"127.0.0.1:{port}", "[::1]:1"):
+            assert httpx.get(f"{open_srv.url}/model", headers={"Host": host}).status_code == 200
+        for method, path in (("GET", "/model"), ("POST", "/predict"), ("GET", "/")):
+            r = httpx.request(method, open_srv.url + path, headers=attacker,
+                              files=files if method == "POST" else None)
+            assert r.status_code == 403, (path, r.text)
+            assert "attacker.example" in r.json()["detail"] and "token" in r.json()["detail"]
+    with running_server(checkpoint, tmpdir=tmp_path / "tmp2", extra=("--insecure",)) as proxied:
+        assert httpx.get(f"{proxied.url}/model", headers=attacker).status_code == 200
+    assert httpx.get(f"{server.url}/model", headers={**attacker, **AUTH}).status_code == 200
 
 
 # ------------------------------------------------------------------ idle connections

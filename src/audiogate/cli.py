@@ -255,7 +255,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_listen(host=args.host, port=args.port, token=token, insecure=args.insecure)
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
                              hop_s=args.hop, token=token, idle_timeout_s=args.idle_timeout,
-                             enroll_out=args.enroll_out)
+                             enroll_out=args.enroll_out,
+                             local_only=False if args.insecure else None)
     run_server(_load_gate(args), host=args.host, port=args.port, settings=settings,
                report=report_of(args.checkpoint))
     return 0
@@ -317,7 +318,9 @@ def _add_deploy_parsers(sub: Any) -> None:
                                    "must send as 'Authorization: Bearer TOKEN' (default: env "
                                    "AUDIOGATE_TOKEN, which keeps it out of the process list)")
     p.add_argument("--insecure", action="store_true",
-                   help="allow a non-loopback --host without a token")
+                   help="allow a non-loopback --host without a token; without a token "
+                        "on loopback, answer requests addressed to any host name (behind a "
+                        "proxy), not only to localhost")
     p.add_argument("--idle-timeout", type=int, default=15, metavar="SECONDS",
                    help="close connections that send no complete request head, or stall "
                         "a request body, for this long (default: 15)")

@@ -6,6 +6,9 @@
   wrong one gets 401 with ``WWW-Authenticate: Bearer``.
 * :func:`check_listen`: a valid port, and no address beyond loopback without a token unless
   the caller says so (``--insecure``).
+* :class:`LoopbackHostOnly` (ASGI middleware): a service without a token on loopback answers
+  only requests addressed to a loopback name (``Host`` header), so a web page from elsewhere
+  cannot reach it through DNS rebinding (its requests carry the page's own host name).
 * :class:`IdleTimeoutH11`: uvicorn's h11 protocol, plus: a connection must deliver a whole
   request head within the keep-alive timeout of opening (or of its previous response), or it
   is closed. uvicorn alone keeps a connection that sends nothing, or half a request line,
@@ -72,6 +75,44 @@ def check_listen(*, host: str, port: int, token: str | None, insecure: bool) -> 
             f"refusing to serve on {host} without an access token: anyone who can reach it "
             f"could use the model. Set {TOKEN_ENV} (or pass --token), or pass --insecure if "
             "something in front of the service authenticates")
+
+
+def request_host(scope: Scope) -> str:
+    """The host name of the request's ``Host`` header, without the port ("" when absent);
+    ``[::1]:8000`` -> ``::1``."""
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value.decode("latin-1").strip()
+            if host.startswith("["):  # IPv6 literal
+                return host[1:host.find("]")] if "]" in host else ""
+            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return ""
+
+
+class LoopbackHostOnly:
+    """ASGI middleware: 403 for any request whose ``Host`` is not a loopback name.
+
+    For a service without an access token, listening on loopback: only programs on this
+    machine can connect, but a web page open in this machine's browser can too, through DNS
+    rebinding (a name of the attacker's, resolved to 127.0.0.1). Such requests carry the
+    attacker's name in ``Host``; requests addressed to ``localhost``, ``127.0.0.1`` or
+    ``[::1]`` do not.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        host = request_host(scope)
+        if scope["type"] != "http" or is_loopback(host):
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse({"detail": (
+            f"this service has no access token, so it only answers requests addressed to "
+            f"localhost, 127.0.0.1 or [::1] (got host '{host}'); to serve other names, set an "
+            f"access token ({TOKEN_ENV} or --token)")}, status_code=403,
+            headers={"Connection": "close"})
+        await response(scope, receive, send)
 
 
 def _bearer(scope: Scope) -> bytes | None:

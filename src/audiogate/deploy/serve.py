@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -45,7 +45,7 @@ from ..features.frontend import LogMel, power_to_db
 from ..files import to_json
 from ..reporting.html import CSP as REPORT_CSP
 from .enrol_routes import add_enrol_routes
-from .guard import BearerAuth, IdleTimeoutH11, check_token
+from .guard import BearerAuth, IdleTimeoutH11, LoopbackHostOnly, check_token, is_loopback
 from .inference import BaseClassifier
 from .scan import DEFAULT_HOP_S, scan_wave
 
@@ -101,6 +101,9 @@ class ServeSettings:
     enroll_out: str | None = None
     """Voice gate: where ``POST /enroll`` and ``DELETE /enroll/{name}`` write the gate after
     each change (None: enrolment over HTTP is off)."""
+    local_only: bool | None = None
+    """Answer only requests addressed to a loopback name (:class:`~.guard.LoopbackHostOnly`);
+    None: :func:`run_server` turns it on when there is no token and it listens on loopback."""
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_seconds", "hop_s", "idle_timeout_s"):
@@ -280,6 +283,8 @@ def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None,
                        idle_s=settings.idle_timeout_s)
     if settings.token is not None:  # added last: runs first, before any body is read
         app.add_middleware(BearerAuth, token=settings.token)
+    if settings.local_only:
+        app.add_middleware(LoopbackHostOnly)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -338,6 +343,8 @@ def run_server(gate: BaseClassifier, *, host: str = "127.0.0.1", port: int = 800
     import uvicorn  # local: optional dependency
 
     settings = settings or ServeSettings()
+    if settings.local_only is None:
+        settings = replace(settings, local_only=settings.token is None and is_loopback(host))
     log.info("serving %s model on http://%s:%d/ (classes %s; %s)", gate.backend, host, port,
              list(gate.classes), "access token required" if settings.token else "no token")
     uvicorn.run(create_app(gate, settings=settings, report=report), host=host, port=port,
