@@ -69,7 +69,7 @@ class AddNoise:
         if not fired:
             return out
         sizes, seeds = lengths.clamp(0, wave.shape[1]).tolist(), noise_seed.tolist()
-        gains = torch.pow(10.0, -snr_db.to(torch.float64) / 20.0).tolist()
+        gains = torch.pow(10.0, -snr_db.cpu().to(torch.float64) / 20.0).tolist()  # MPS: no f64
         for i in fired:
             real = out[i, :sizes[i]]
             if real.numel() == 0:
@@ -170,8 +170,9 @@ def stretched_frames(frames: torch.Tensor, *, rate: torch.Tensor, n_frames: int)
     ``frames`` (int64) and ``rate`` ``[shape=(batch,)]`` -> int64 ``[shape=(batch,)]``, at most
     ``n_frames``.
     """
-    last = (frames - 1).to(torch.float64) / rate.to(device=frames.device, dtype=torch.float64)
-    return (torch.floor(last + 1e-9).long() + 1).clamp(max=n_frames)
+    # float64 on the CPU (MPS has no float64): a handful of numbers per batch
+    last = (frames.cpu() - 1).to(torch.float64) / rate.cpu().to(torch.float64)
+    return (torch.floor(last + 1e-9).long() + 1).clamp(max=n_frames).to(frames.device)
 
 
 class Augmenter:
@@ -238,7 +239,7 @@ class AugmentedFrontEnd:
         if wave.shape[0] == 0:  # e.g. a process's share of a batch smaller than the job
             return wave.new_zeros(0, cfg.n_mels, cfg.fixed_length)
         params = {k: v.to(device) for k, v in params.items()}
-        span = torch.round(cfg.n_samples * params["rate"].double()).long()
+        span = torch.round(cfg.n_samples * params["rate"].cpu().double()).long().to(device)
         inside = torch.arange(wave.shape[1], device=device)[None, :] < span[:, None]
         wave = AddNoise.apply(wave.masked_fill(~inside, 0.0), snr_db=params["snr_db"],
                               lengths=torch.minimum(lengths.to(device), span),
