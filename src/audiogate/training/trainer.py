@@ -264,7 +264,8 @@ class Trainer:
         train, bs = self.data.train, self.config.batch_size
         order = self.rng.permutation(len(train.labels))
         self.model.train()
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        total = torch.zeros((), device=self.device,  # MPS has no float64
+                            dtype=torch.float32 if self.device.type == "mps" else torch.float64)
         preds: list[torch.Tensor] = []
         targets: list[np.ndarray] = []
         batches = self.batches(order, epoch=epoch)
