@@ -4,9 +4,11 @@
     python -m bench.pipeline --clips 600 --work /tmp/agbench
 
 Both pipelines train the same :class:`~audiogate.models.SimpleConvNet` with the same batch size
-on the same training split, in the same run. Every phase runs in a fresh process, so its peak
-memory (and that of its worker processes) is its own; phases alternate between the two
-pipelines so that a change in machine load hits both. Reported:
+on the same training split, in the same run (audiogate with ``--recipe spec``); one more row
+gives the augmented epoch of audiogate's default recipe (its own model and augmentations).
+Every phase runs in a fresh process, so its peak memory (and that of its worker processes) is
+its own; phases alternate between the two pipelines so that a change in machine load hits
+both. Reported:
 
 * training epoch throughput (clips/s) with augmentation: audiogate's first run (cold cache,
   decoding of *every* split included), its second epoch, and a second run (new process);
@@ -244,6 +246,20 @@ def _model_only_clips_s(trainer: Trainer) -> float:
     return bs / best
 
 
+def phase_ours_default(work: Path) -> Result:
+    """The augmented epoch of audiogate's default recipe (TC-ResNet, noise and time stretch,
+    random crops), what ``audiogate train`` runs without flags; its second epoch."""
+    spec = bench_config(work)
+    config = Config(data=spec.data, runs_dir=spec.runs_dir, cache_dir=spec.cache_dir,
+                    workers=0, max_epochs=1, patience=0, keep_epoch_checkpoints=False)
+    _, _, trainer = _prepare(config)
+    n = len(trainer.data.train)
+    _epoch(trainer, 1)
+    wall, cpu = _epoch(trainer, 2)
+    return {"model": config.model, "second_epoch_clips_s": n / wall,
+            "second_epoch_cpu_ms": 1000 * cpu / n}
+
+
 def phase_ours_predict(work: Path) -> Result:
     config = bench_config(work)
     checkpoint = work / "bench.pt"
@@ -262,7 +278,8 @@ def phase_ours_predict(work: Path) -> Result:
 
 PHASES: dict[str, Callable[[Path], Result]] = {
     "ref-train": phase_ref_train, "ours-cold": phase_ours_cold,
-    "ours-warm": phase_ours_warm, "ref-predict": phase_ref_predict,
+    "ours-warm": phase_ours_warm, "ours-default": phase_ours_default,
+    "ref-predict": phase_ref_predict,
     "ours-predict": phase_ours_predict,
 }
 
@@ -295,6 +312,8 @@ def _rows(r: dict[str, Result]) -> list[tuple[str, float, float, str]]:
          "clips/s"),
         ("train, augmented, second run (new process)", ref["aug_clips_s"],
          warm["second_run_clips_s"], "clips/s"),
+        (f"train, augmented, second epoch, default recipe ({r['ours-default']['model']})",
+         ref["aug_clips_s"], r["ours-default"]["second_epoch_clips_s"], "clips/s"),
         ("train, clean, cached features", ref["clean_clips_s"], warm["clean_clips_s"],
          "clips/s"),
         ("augmented features only, no model", ref["aug_data_only_clips_s"],
@@ -303,6 +322,8 @@ def _rows(r: dict[str, Result]) -> list[tuple[str, float, float, str]]:
         ("predict, one clip (latency)", rp["latency_ms"], op["latency_ms"], "ms"),
         ("CPU per clip, augmented epoch", ref["aug_cpu_ms"], warm["second_run_cpu_ms"],
          "ms"),
+        ("CPU per clip, augmented epoch, default recipe", ref["aug_cpu_ms"],
+         r["ours-default"]["second_epoch_cpu_ms"], "ms"),
         ("CPU per clip, clean epoch", ref["clean_cpu_ms"], warm["clean_cpu_ms"], "ms"),
         ("peak memory, training: main process", ref["peak_main_mb"],
          max(cold["peak_main_mb"], warm["peak_main_mb"]), "MB"),

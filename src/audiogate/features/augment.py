@@ -245,9 +245,12 @@ class AugmentedFrontEnd:
                               lengths=torch.minimum(lengths.to(device), span),
                               noise_seed=params["noise_seed"])
         power = self.frontend.power(wave)
-        banks = warp_filterbank(self.frontend.mel, semitones=params["semitones"])
-        mel = stretch_frames(torch.bmm(banks, power), rate=params["rate"],
-                             n_frames=cfg.fixed_length)
+        if bool((params["semitones"] != 0).any()):
+            banks = warp_filterbank(self.frontend.mel, semitones=params["semitones"])
+            mel = torch.bmm(banks, power)
+        else:  # no clip shifted (e.g. pitch_p = 0): the one filterbank, no per-clip copies
+            mel = torch.matmul(self.frontend.mel, power)
+        mel = stretch_frames(mel, rate=params["rate"], n_frames=cfg.fixed_length)
         return self.frontend.from_mel(mel, frames=stretched_frames(
             clip_frames(wave, hop_length=cfg.hop_length), rate=params["rate"],
             n_frames=cfg.fixed_length))
