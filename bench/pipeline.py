@@ -63,11 +63,12 @@ CLASSES = ("not_allowed", "allowed")
 Result = dict[str, Any]
 
 
-def bench_config(work: Path) -> Config:
+def bench_config(work: Path, *, spec: bool = True) -> Config:
     """The specification's settings (``--recipe spec``: its SimpleConvNet, down-sampling and
-    three augmentations, whatever the defaults are); audiogate's cache and runs under
-    ``work``."""
-    return Config(**SPEC_RECIPE, data=str(work / "data"), runs_dir=str(work / "runs"),
+    three augmentations, whatever the defaults are), or with ``spec=False`` audiogate's
+    defaults; one epoch; audiogate's cache and runs under ``work``."""
+    return Config(**(SPEC_RECIPE if spec else {}), data=str(work / "data"),
+                  runs_dir=str(work / "runs"),
                   cache_dir=str(work / "cache"), workers=0, max_epochs=1, patience=0,
                   keep_epoch_checkpoints=False)
 
@@ -249,9 +250,7 @@ def _model_only_clips_s(trainer: Trainer) -> float:
 def phase_ours_default(work: Path) -> Result:
     """The augmented epoch of audiogate's default recipe (TC-ResNet, noise and time stretch,
     random crops), what ``audiogate train`` runs without flags; its second epoch."""
-    spec = bench_config(work)
-    config = Config(data=spec.data, runs_dir=spec.runs_dir, cache_dir=spec.cache_dir,
-                    workers=0, max_epochs=1, patience=0, keep_epoch_checkpoints=False)
+    config = bench_config(work, spec=False)
     _, _, trainer = _prepare(config)
     n = len(trainer.data.train)
     _epoch(trainer, 1)

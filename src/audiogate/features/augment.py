@@ -64,21 +64,27 @@ class AddNoise:
         generator seeded with ``noise_seed[i]`` on ``wave``'s device. Only the clips it fires
         on (finite ``snr_db``) are touched, and only their real samples.
         """
-        out = wave.clone()
+        return AddNoise.apply_(wave.clone(), snr_db=snr_db, lengths=lengths,
+                               noise_seed=noise_seed)
+
+    @staticmethod
+    def apply_(out: torch.Tensor, *, snr_db: torch.Tensor, lengths: torch.Tensor,
+               noise_seed: torch.Tensor) -> torch.Tensor:
+        """:meth:`apply` in place on ``out`` (returned), for a caller that owns the batch."""
         fired = torch.isfinite(snr_db).nonzero().flatten().tolist()
         if not fired:
             return out
-        sizes, seeds = lengths.clamp(0, wave.shape[1]).tolist(), noise_seed.tolist()
+        sizes, seeds = lengths.clamp(0, out.shape[1]).tolist(), noise_seed.tolist()
         gains = torch.pow(10.0, -snr_db.cpu().to(torch.float64) / 20.0).tolist()  # MPS: no f64
         for i in fired:
             real = out[i, :sizes[i]]
             if real.numel() == 0:
                 continue
-            peak = real.abs().amax().clamp_min(torch.finfo(wave.dtype).tiny)
+            peak = real.abs().amax().clamp_min(torch.finfo(out.dtype).tiny)
             rms = peak * torch.sqrt((real / peak).square().mean())  # no overflow
-            gen = torch.Generator(device=wave.device).manual_seed(int(seeds[i]))
-            noise = torch.randn(real.numel(), generator=gen, device=wave.device,
-                                dtype=wave.dtype)
+            gen = torch.Generator(device=out.device).manual_seed(int(seeds[i]))
+            noise = torch.randn(real.numel(), generator=gen, device=out.device,
+                                dtype=out.dtype)
             real.add_(noise.mul_(rms * gains[i]))
         return out
 
@@ -241,9 +247,10 @@ class AugmentedFrontEnd:
         params = {k: v.to(device) for k, v in params.items()}
         span = torch.round(cfg.n_samples * params["rate"].cpu().double()).long().to(device)
         inside = torch.arange(wave.shape[1], device=device)[None, :] < span[:, None]
-        wave = AddNoise.apply(wave.masked_fill(~inside, 0.0), snr_db=params["snr_db"],
-                              lengths=torch.minimum(lengths.to(device), span),
-                              noise_seed=params["noise_seed"])
+        # masked_fill makes this batch's own copy, so the noise goes in place
+        wave = AddNoise.apply_(wave.masked_fill(~inside, 0.0), snr_db=params["snr_db"],
+                               lengths=torch.minimum(lengths.to(device), span),
+                               noise_seed=params["noise_seed"])
         power = self.frontend.power(wave)
         if bool((params["semitones"] != 0).any()):
             banks = warp_filterbank(self.frontend.mel, semitones=params["semitones"])
