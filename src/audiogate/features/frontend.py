@@ -142,11 +142,11 @@ class LogMel(nn.Module):
             win_length=self.cfg.win_length, window=self.window, center=True,
             pad_mode="constant", return_complex=True,
         )
-        # (real, imag) pairs in memory order, squared and summed in place: several times
-        # faster than .real.square() + .imag.square() on the strided complex output
-        parts = torch.view_as_real(spec.transpose(-1, -2))
-        parts = parts * parts
-        return parts[..., 0].add_(parts[..., 1]).transpose(-1, -2)
+        # the STFT is stored frame by frame: its (real, imag) pairs in memory order, squared
+        # in place and summed into a new frame-major tensor, several times faster than
+        # .real.square() + .imag.square() on the strided complex output
+        parts = torch.view_as_real(spec.transpose(-1, -2)).square_()
+        return (parts[..., 0] + parts[..., 1]).transpose(-1, -2)
 
     def from_mel(self, mel: torch.Tensor, *, frames: torch.Tensor | None = None) -> torch.Tensor:
         """Mel power ``[shape=(batch, n_mels, n_frames)]`` -> dB with ``ref=max`` -> padding
