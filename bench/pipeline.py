@@ -56,8 +56,8 @@ LATENCY_CLIPS = 20
 """Single clips timed for the latency figure (median reported)."""
 REF_WORKERS = 2
 """DataLoader workers of the reference, what a user of a 2-core machine would pick."""
-OLD_STEP_BATCHES = 4
-"""Batches timed the way the first version trained (sequential, default threads)."""
+MODEL_STEPS = 4
+"""Training steps timed per thread setting for the model-only ceiling (best kept)."""
 CLASSES = ("not_allowed", "allowed")
 
 Result = dict[str, Any]
@@ -181,25 +181,6 @@ def phase_ours_cold(work: Path) -> Result:
             "batches": -(-n // config.batch_size), "epoch_s": wall2}
 
 
-def _old_style_step_ms(trainer: Trainer) -> float:
-    """ms per batch the way the first version trained: features then model, in sequence,
-    torch's default threads, default (channels-first) layout."""
-    data, bs = trainer.data.train, trainer.config.batch_size
-    times = []
-    for k in range(OLD_STEP_BATCHES + 1):
-        rows = np.arange(k * bs, (k + 1) * bs) % len(data)
-        wave = torch.from_numpy(data.waves(rows))
-        target = torch.from_numpy(data.labels[rows])
-        began = time.perf_counter()
-        feats = trainer.augment(wave, lengths=torch.from_numpy(data.lengths[rows]), seeds=rows)
-        loss = trainer.criterion(trainer.net(feats), target).mean()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
-        times.append(time.perf_counter() - began)
-    return 1000 * statistics.median(times[1:])
-
-
 def phase_ours_warm(work: Path) -> Result:
     config = bench_config(work)
     prep_wall, prep_cpu, trainer = _prepare(config)
@@ -208,8 +189,14 @@ def phase_ours_warm(work: Path) -> Result:
     out: Result = {"lookup_s": prep_wall,
                    "second_run_clips_s": n / (prep_wall + wall),
                    "second_run_cpu_ms": 1000 * (prep_cpu + cpu) / n,
-                   "step_ms": 1000 * wall / -(-n // config.batch_size),
-                   "old_step_ms": _old_style_step_ms(trainer)}
+                   "prefetch": config.prefetch}
+    # second epochs with and without the batch thread (`prefetch`)
+    other = Trainer(replace(config, prefetch=not config.prefetch), trainer.data,
+                    progress=False)
+    _epoch(other, 1)
+    batches = -(-n // config.batch_size)
+    out["step_ms"] = 1000 * _epoch(trainer, 2)[0] / batches
+    out["other_step_ms"] = 1000 * _epoch(other, 2)[0] / batches
     clean = Trainer(replace(config, augment=False), trainer.data, progress=False)
     wall, cpu = _epoch(clean, 1)
     out.update({"clean_clips_s": n / wall, "clean_cpu_ms": 1000 * cpu / n,
@@ -236,7 +223,7 @@ def _model_only_clips_s(trainer: Trainer) -> float:
     best, default_threads = math.inf, torch.get_num_threads()
     for threads in sorted({default_threads, 1}):
         torch.set_num_threads(threads)
-        for _ in range(OLD_STEP_BATCHES + 1):
+        for _ in range(MODEL_STEPS + 1):
             began = time.perf_counter()
             loss = trainer.criterion(trainer.net(feats), target).mean()
             trainer.optimizer.zero_grad(set_to_none=True)
@@ -342,10 +329,12 @@ def report(r: dict[str, Result], *, clips: int, seconds: float) -> str:
     for label, ref, ours, unit in _rows(r):
         ratio = ours / ref if unit == "clips/s" else ref / ours
         lines.append(f"| {label} ({unit}) | {ref:.1f} | {ours:.1f} | {ratio:.1f}x |")
+    chosen = "true" if warm["prefetch"] else "false"
+    other = "false" if warm["prefetch"] else "true"
     lines += ["", f"Training batch of {bench_config(Path()).batch_size} with augmentation: "
-              f"{warm['old_step_ms']:.0f} ms the first version's way (sequential, default "
-              f"threads, channels-first), {warm['step_ms']:.0f} ms now (prefetch thread, "
-              f"channels-last). First run: {cold['prepare_s']:.1f} s to decode and cache all "
+              f"{warm['step_ms']:.0f} ms with `prefetch = {chosen}` (the default), "
+              f"{warm['other_step_ms']:.0f} ms with `prefetch = {other}`. "
+              f"First run: {cold['prepare_s']:.1f} s to decode and cache all "
               f"{cold['all_clips']} clips; second run: {warm['lookup_s']:.1f} s to find them.",
               "", f"Ceiling: the model's training step alone (ready features, best thread "
               f"count) runs at {warm['model_only_clips_s']:.0f} clips/s = "

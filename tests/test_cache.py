@@ -72,6 +72,21 @@ def test_round_trip_is_exact_for_features(tmp_path: Path, rng: np.random.Generat
     np.testing.assert_array_equal(got.labels, [c.label for c in clips])
 
 
+def test_windows_read_only_their_samples_and_equal_slices_of_the_whole(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    clips = _write_clips(tmp_path / "audio", rng)
+    got, _ = _load(clips, tmp_path / "cache")
+    rows = np.arange(len(clips))
+    whole = got.waves(rows)
+    span = SPEC.n_keep // 3
+    starts = rng.integers(0, SPEC.n_keep + span, size=len(rows))  # some past the clip's end
+    windows = got.waves(rows, starts=starts, span=span)
+    assert windows.shape == (len(rows), span)
+    padded = np.pad(whole, ((0, 0), (0, 2 * span)))
+    for i, s in enumerate(starts.tolist()):
+        np.testing.assert_array_equal(windows[i], padded[i, s:s + span])
+
+
 def test_second_run_reads_everything_from_the_cache(tmp_path: Path, rng: np.random.Generator,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     clips = _write_clips(tmp_path / "audio", rng)

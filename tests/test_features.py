@@ -115,3 +115,20 @@ def test_an_old_checkpoint_keeps_silence_padding(tmp_path: Path) -> None:
     torch.save(payload, tmp_path / "old.pt")
     assert load_checkpoint(tmp_path / "old.pt").features.pad == "silence"
     assert load_checkpoint(path).features.pad == "floor"
+
+
+def test_mel_power_in_chunks_equals_one_piece(rng: np.random.Generator) -> None:
+    """A batch bigger than one STFT chunk, with the shared and with per-clip filterbanks."""
+    from audiogate.features import frontend as frontend_mod
+    from audiogate.features.augment import warp_filterbank
+
+    front = LogMel(FEAT)
+    wave = torch.from_numpy(0.3 * rng.standard_normal((11, FEAT.n_samples)).astype("f4"))
+    frames = 1 + FEAT.n_samples // FEAT.hop_length
+    assert frontend_mod.STFT_CHUNK_BYTES // (4 * frames * (FEAT.n_fft + 2)) < 11
+    power = front.power(wave)
+    banks = warp_filterbank(front.mel, semitones=torch.linspace(-2.0, 2.0, 11))
+    torch.testing.assert_close(front.mel_power(wave), torch.matmul(front.mel, power),
+                               rtol=1e-5, atol=0)
+    torch.testing.assert_close(front.mel_power(wave, banks=banks), torch.bmm(banks, power),
+                               rtol=1e-5, atol=0)

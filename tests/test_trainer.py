@@ -125,3 +125,19 @@ def test_copies_of_a_file_stay_in_one_subset(tmp_path: Path) -> None:
     groups = {c.group for name in ("train", "val", "test")
               for c in getattr(prepared.split, name) if c.path in wanted}
     assert len(groups) == 1
+
+
+def test_the_batch_thread_does_not_change_what_is_learned(tmp_path: Path) -> None:
+    """prefetch on and off train on the same batches with the same augmentation: the same
+    per-epoch figures (features computed with fewer threads differ in float rounding only)."""
+    data = make_toy_dataset(tmp_path / "data", n_per_class=16)
+    histories = []
+    for setting in (True, False):
+        config = tiny_config(data, tmp_path, max_epochs=2, prefetch=setting)
+        trainer = Trainer(config, prepare_data(config, progress=False), progress=False)
+        trainer.fit()
+        histories.append(trainer.state.history)
+    on, off = histories
+    for a, b in zip(on, off, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert (a["train_f1"], a["val_f1"]) == (b["train_f1"], b["val_f1"])

@@ -249,19 +249,26 @@ class FeatureCache:
         self._register(self.folder / f"{name}.json")
 
     # ----- reading -----
-    def waves(self, refs: np.ndarray) -> np.ndarray:
+    def waves(self, refs: np.ndarray, *, starts: np.ndarray | None = None,
+              span: int | None = None) -> np.ndarray:
         """Decoded samples of entries ``refs`` ``[shape=(k, 2)]`` -> float32
-        ``[shape=(k, n_keep)]``, zero past each clip's end."""
-        if not self.spec.n_keep:
+        ``[shape=(k, span)]``: entry ``i``'s samples from ``starts[i]`` on (default 0), ``span``
+        of them (default ``n_keep``), zero past its stored end. Only those samples are read."""
+        n_keep = self.spec.n_keep
+        if not n_keep:
             raise DataError("this cache holds features only (n_keep = 0), not waveforms")
-        out = np.zeros((len(refs), self.spec.n_keep), dtype=np.float32)
+        span = n_keep if span is None else span
+        first_all = np.zeros(len(refs), np.int64) if starts is None else np.asarray(starts)
+        out = np.zeros((len(refs), span), dtype=np.float32)
         for shard_id in np.unique(refs[:, 0]):
             sel = np.flatnonzero(refs[:, 0] == shard_id)
             shard = self._shards[shard_id]
             rows = refs[sel, 1]
-            raw = np.zeros((len(sel), self.spec.n_keep), dtype=np.int16)
-            _read_segments(self.folder / f"{shard.name}.waves.npy", shard.offsets[rows],
-                           np.minimum(shard.lengths[rows], self.spec.n_keep), raw)
+            stored = np.minimum(shard.lengths[rows], n_keep)
+            first = np.minimum(first_all[sel], stored)
+            raw = np.zeros((len(sel), span), dtype=np.int16)
+            _read_segments(self.folder / f"{shard.name}.waves.npy", shard.offsets[rows] + first,
+                           np.minimum(stored - first, span), raw)
             out[sel] = raw * shard.scales[rows][:, None]
         return out
 

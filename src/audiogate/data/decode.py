@@ -79,9 +79,11 @@ class ClipSet:
     def __len__(self) -> int:
         return len(self.clips)
 
-    def waves(self, rows: np.ndarray) -> np.ndarray:
-        """float32 ``[shape=(len(rows), n_keep)]``, zero-padded past each clip's end."""
-        return self.cache.waves(self.refs[rows])
+    def waves(self, rows: np.ndarray, *, starts: np.ndarray | None = None,
+              span: int | None = None) -> np.ndarray:
+        """float32 ``[shape=(len(rows), span)]``: each clip's samples from ``starts`` (default
+        0), ``span`` of them (default ``n_keep``), zero-padded past the clip's end."""
+        return self.cache.waves(self.refs[rows], starts=starts, span=span)
 
     def features(self, rows: np.ndarray) -> np.ndarray:
         """Clean log-mel features, float32 ``[shape=(len(rows), n_mels, fixed_length)]``."""

@@ -251,12 +251,10 @@ class AugmentedFrontEnd:
         wave = AddNoise.apply_(wave.masked_fill(~inside, 0.0), snr_db=params["snr_db"],
                                lengths=torch.minimum(lengths.to(device), span),
                                noise_seed=params["noise_seed"])
-        power = self.frontend.power(wave)
-        if bool((params["semitones"] != 0).any()):
-            banks = warp_filterbank(self.frontend.mel, semitones=params["semitones"])
-            mel = torch.bmm(banks, power)
-        else:  # no clip shifted (e.g. pitch_p = 0): the one filterbank, no per-clip copies
-            mel = torch.matmul(self.frontend.mel, power)
+        # no clip shifted (e.g. pitch_p = 0): the one filterbank, no per-clip copies
+        mel = self.frontend.mel_power(wave, banks=warp_filterbank(
+            self.frontend.mel, semitones=params["semitones"])
+            if bool((params["semitones"] != 0).any()) else None)
         mel = stretch_frames(mel, rate=params["rate"], n_frames=cfg.fixed_length)
         return self.frontend.from_mel(mel, frames=stretched_frames(
             clip_frames(wave, hop_length=cfg.hop_length), rate=params["rate"],

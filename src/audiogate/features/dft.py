@@ -53,3 +53,9 @@ class DftLogMel(LogMel):
         x = F.pad(limit_peak(wave)[:, None, :], (self.left, self.right))
         spec = F.conv1d(x, self.basis, stride=self.cfg.hop_length)[..., :self.cfg.fixed_length]
         return spec[:, :self.n_bins].square() + spec[:, self.n_bins:].square()
+
+    def mel_power(self, wave: torch.Tensor, *, banks: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+        """:meth:`LogMel.mel_power` in one piece: the exported graph takes any batch size."""
+        power = self.power(wave)
+        return torch.matmul(self.mel, power) if banks is None else torch.bmm(banks, power)

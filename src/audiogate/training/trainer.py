@@ -209,18 +209,15 @@ class Trainer:
         starts at a random sample (uniform over the positions that keep the window inside the
         stored clip; drawn from the clip's own seed), else at 0."""
         train, span = self.data.train, window_samples(self.config)
-        waves, lengths = train.waves(rows), train.lengths[rows]
-        n_samples = self.frontend.cfg.n_samples
-        room = np.clip(np.minimum(lengths, waves.shape[1]) - n_samples, 0, None)
+        lengths, stored = train.lengths[rows], train.cache.spec.n_keep
+        room = np.clip(np.minimum(lengths, stored) - self.frontend.cfg.n_samples, 0, None)
         draws = np.asarray([np.random.default_rng(s).random() for s in
                             self._seeds(epoch, rows, CROP_STREAM).tolist()], np.float64)
         starts = ((draws * (room + 1)).astype(np.int64) if self.config.random_crop
                   else np.zeros(len(rows), np.int64))
-        out = np.zeros((len(rows), span), np.float32)
-        for i, s in enumerate(starts.tolist()):
-            piece = waves[i, s:s + span]
-            out[i, :piece.size] = piece
-        return out, np.clip(lengths - starts, 0, span)
+        # only the windows are read from the cache, not the whole stored clips
+        return (train.waves(rows, starts=starts, span=span),
+                np.clip(lengths - starts, 0, span))
 
     def batches(self, order: np.ndarray, *, epoch: int) -> Generator[Batch, None, None]:
         """This process's :class:`Batch` of each global batch of ``order``, in order
