@@ -252,9 +252,9 @@ class AugmentedFrontEnd:
                                lengths=torch.minimum(lengths.to(device), span),
                                noise_seed=params["noise_seed"])
         # no clip shifted (e.g. pitch_p = 0): the one filterbank, no per-clip copies
-        mel = self.frontend.mel_power(wave, banks=warp_filterbank(
-            self.frontend.mel, semitones=params["semitones"])
-            if bool((params["semitones"] != 0).any()) else None)
+        banks = (warp_filterbank(self.frontend.mel, semitones=params["semitones"])
+                 if bool((params["semitones"] != 0).any()) else None)
+        mel = self.frontend.mel_power(wave, banks=banks)
         mel = stretch_frames(mel, rate=params["rate"], n_frames=cfg.fixed_length)
         return self.frontend.from_mel(mel, frames=stretched_frames(
             clip_frames(wave, hop_length=cfg.hop_length), rate=params["rate"],
