@@ -67,10 +67,10 @@ def bench_config(work: Path, *, spec: bool = True) -> Config:
     """The specification's settings (``--recipe spec``: its SimpleConvNet, down-sampling and
     three augmentations, whatever the defaults are), or with ``spec=False`` audiogate's
     defaults; one epoch; audiogate's cache and runs under ``work``."""
-    return Config(**(SPEC_RECIPE if spec else {}), data=str(work / "data"),
-                  runs_dir=str(work / "runs"),
-                  cache_dir=str(work / "cache"), workers=0, max_epochs=1, patience=0,
-                  keep_epoch_checkpoints=False)
+    return Config(**{**(SPEC_RECIPE if spec else {}), "data": str(work / "data"),
+                     "runs_dir": str(work / "runs"), "cache_dir": str(work / "cache"),
+                     "workers": 0, "max_epochs": 1, "patience": 0,
+                     "keep_epoch_checkpoints": False})
 
 
 def train_pairs(config: Config) -> list[tuple[str, int]]:

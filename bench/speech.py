@@ -219,8 +219,9 @@ def run_task(task: str, *, data: Path, runs: Path, pipelines: list[str],
         _say(_line(f"{task} (seed {base['seed']})", name, out[name]))
     if REFERENCE in pipelines and split is not None:
         _say(f"{task} (seed {base['seed']}): {REFERENCE} ...")
-        out[REFERENCE] = run_reference(split=split, classes=classes, config=Config(**base),
-                                        workers=ref_workers)
+        out[REFERENCE] = run_reference(split=split, classes=classes,
+                                       config=Config.from_recipe("spec", **base),
+                                       workers=ref_workers)
         _say(_line(f"{task} (seed {base['seed']})", REFERENCE, out[REFERENCE]))
     return {"split": describe_split(split, root=data, classes=classes) if split else None,
             "runs": out}
@@ -347,7 +348,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                         help="folder for the words, tasks, runs and results (words reused)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long version")
     parser.add_argument("--epochs", type=int, default=0,
-                        help="most epochs for every pipeline (0: the size's default)")
+                        help="most epochs for every pipeline (0: each recipe's own; the "
+                             "reference: the spec recipe's)")
     parser.add_argument("--recipes", default=",".join([REFERENCE, *RECIPES]),
                         help=f"pipelines to run, comma-separated, from {REFERENCE}, "
                              f"{', '.join(RECIPES)}")
