@@ -142,6 +142,13 @@ def run_audiogate(*, data: Path, runs: Path, name: str, overrides: dict[str, Any
     return out
 
 
+def reference_config(base: dict[str, Any]) -> Config:
+    """The reference pipeline's settings: the specification's notebook (``--recipe spec``:
+    its Args, its SimpleConvNet, its epoch bound), with ``base`` (seed, group split, size)
+    on top. Not the field defaults: those are audiogate's default recipe and its network."""
+    return Config.from_recipe("spec", **base)
+
+
 def run_reference(*, split: Split, classes: list[str], config: Config,
                   workers: int) -> Result:
     """Train the reference pipeline on ``split``'s clips; its gate scores."""
@@ -220,7 +227,7 @@ def run_task(task: str, *, data: Path, runs: Path, pipelines: list[str],
     if REFERENCE in pipelines and split is not None:
         _say(f"{task} (seed {base['seed']}): {REFERENCE} ...")
         out[REFERENCE] = run_reference(split=split, classes=classes,
-                                       config=Config.from_recipe("spec", **base),
+                                       config=reference_config(base),
                                        workers=ref_workers)
         _say(_line(f"{task} (seed {base['seed']})", REFERENCE, out[REFERENCE]))
     return {"split": describe_split(split, root=data, classes=classes) if split else None,

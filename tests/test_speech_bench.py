@@ -11,6 +11,7 @@ import pytest
 from bench import speech as bench
 from bench.speech_tasks import ALLOWED_SPEAKERS, KEYWORD, UNBALANCED_RATIO, Size, build_tasks
 
+from audiogate.config import SPEC_RECIPE, Config
 from audiogate.data.discover import Clip
 from audiogate.data.speech import SpokenClip
 from audiogate.data.split import Split
@@ -104,6 +105,16 @@ def test_a_recipe_naming_an_unknown_field_is_skipped_with_the_reason() -> None:
     notes: list[str] = []
     assert bench.runnable(["reference", "default"], notes) == ["reference", "default"]
     assert notes == []
+
+
+def test_the_reference_trains_the_notebooks_network_not_the_default_one() -> None:
+    """The reference once took the field defaults, so it trained audiogate's default network
+    (TC-ResNet) behind the notebook's data pipeline."""
+    config = bench.reference_config({"seed": 3, "group_by": "folder"})
+    assert config.model == "simple" and config.model != Config().model
+    for name, value in SPEC_RECIPE.items():
+        assert getattr(config, name) == value, name
+    assert (config.seed, config.group_by) == (3, "folder")
 
 
 def test_targets_compare_default_and_strong_with_the_reference() -> None:
