@@ -195,7 +195,7 @@ def display_spectrogram(*, wave: np.ndarray, frontend: LogMel,
     with torch.no_grad():
         for start in range(0, wave.size, chunk):
             piece = torch.from_numpy(np.ascontiguousarray(wave[start:start + chunk]))
-            part = torch.matmul(frontend.mel, frontend.power(piece[None]))[0]
+            part = frontend.mel_power(piece[None])[0]
             last = start + chunk >= wave.size
             parts.append((part if last else part[:, :-1]).numpy())
     power = np.concatenate(parts, axis=1).astype(np.float64)
