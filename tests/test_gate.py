@@ -117,6 +117,41 @@ def test_random_crops_stay_inside_the_clip(tmp_path: Path) -> None:
     assert np.rint(fixed.crops(rows, epoch=1)[0][:, 0] * 1e6).tolist() == [0.0]
 
 
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_validation_judges_whole_clips_as_predict_does(tmp_path: Path, pooling: str) -> None:
+    """Clips of 0.2-1.5 s against a 0.31 s window: the per-epoch validation (which picks the
+    best epoch) pools every window of a clip as ``predict`` does, not its first window only:
+    the same labels, and a loss from the same pooled probabilities."""
+    from audiogate.training.checkpoint import save_checkpoint
+
+    gen = np.random.default_rng(3)
+    root = tmp_path / "data"
+    for i in range(16):
+        n = round(gen.uniform(0.2, 1.5) * SR)
+        (root / "allowed").mkdir(parents=True, exist_ok=True)
+        (root / "not_allowed").mkdir(parents=True, exist_ok=True)
+        tone = 0.3 * np.sin(2 * np.pi * gen.uniform(300, 3000) * np.arange(n) / SR)
+        sf.write(root / "allowed" / f"a{i:02d}.wav", tone.astype(np.float32), SR)
+        sf.write(root / "not_allowed" / f"n{i:02d}.wav", hiss(rng=gen, duration=n / SR) * 0.3,
+                 SR)
+    config = Config(data=str(root), cache_dir=str(tmp_path / "cache"), fixed_length=32,
+                    n_fft=512, workers=1, clip_pooling=pooling)
+    trainer = Trainer(config, prepare_data(config, progress=False), progress=False)
+    val = trainer.data.val
+    assert len(trainer.val_windows.owner) > len(val) and len(np.unique(
+        trainer.val_windows.owner)) == len(val)
+    loss, labels = trainer.evaluate(trainer.val_windows, val.labels)
+    save_checkpoint(tmp_path / "m.pt", net=trainer.net, spec=trainer.spec, config=config,
+                    classes=trainer.classes, epoch=1, metrics={})
+    model = load(tmp_path / "m.pt").with_threshold(None)
+    probs = np.array([[p.probabilities[c] for c in trainer.classes]
+                      for p in model.predict_many([c.path for c in val.clips])])
+    assert labels.tolist() == probs.argmax(axis=1).tolist()
+    weight = trainer.class_weight[val.labels]
+    picked = probs[np.arange(len(val)), val.labels]
+    assert loss == pytest.approx(-(weight * np.log(picked)).sum() / weight.sum(), rel=1e-4)
+
+
 def test_operating_point_is_chosen_on_validation_and_used(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]
                                                           ) -> None:

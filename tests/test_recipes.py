@@ -117,11 +117,17 @@ def test_label_smoothing_only_in_the_training_loss(tmp_path: Path) -> None:
     data = make_toy_dataset(tmp_path / "data", n_per_class=12)
     config = Config(data=str(data), cache_dir=str(tmp_path / "c"), fixed_length=32, n_fft=512,
                     workers=1, label_smoothing=0.2)
-    trainer = Trainer(config, prepare_data(config, progress=False), progress=False)
+    prepared = prepare_data(config, progress=False)
+    trainer = Trainer(config, prepared, progress=False)
+    plain = Trainer(replace(config, label_smoothing=0.0), prepared, progress=False)
     confident = torch.tensor([[12.0, -12.0]])
     target = torch.tensor([0])
     assert float(trainer.criterion(confident, target)) > 0.1   # smoothing: never 0
-    assert float(trainer.eval_criterion(confident, target)) < 1e-6
+    assert float(plain.criterion(confident, target)) < 1e-6
+    # the same network (same seed): validation's loss does not smooth
+    labels = prepared.val.labels
+    smoothed, unsmoothed = (t.evaluate(t.val_windows, labels) for t in (trainer, plain))
+    assert smoothed[0] == unsmoothed[0] and np.array_equal(smoothed[1], unsmoothed[1])
 
 
 class StopAfter(Callback):

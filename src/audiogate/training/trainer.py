@@ -1,7 +1,8 @@
 """The training loop: epochs of augmented mini-batches, validation, and events for callbacks.
 
 The loop owns the model, the optimizer, the random state and the record of finished epochs
-(:class:`TrainState`), and chooses the best epoch on validation macro-F1 only. It writes no
+(:class:`TrainState`), and chooses the best epoch on validation macro-F1 only, judging
+each clip over all its windows as ``predict`` does (:class:`ClipWindows`). It writes no
 file and knows no format: checkpoints, ``metrics.json``, curves, logs, early stopping and the
 final test report are :class:`~audiogate.training.callbacks.Callback` objects that listen to
 its events. Stops: ``max_epochs``, a callback's :meth:`Trainer.request_stop` (e.g. early
@@ -35,8 +36,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..data.decode import ClipSet
 from ..data.prepare import PreparedData, window_samples
 from ..data.split import class_weights
+from ..deploy.decision import Decision, clip_windows
 from ..features.augment import AugmentedFrontEnd
 from ..features.frontend import LogMel
 from ..models import ModelSpec
@@ -50,7 +53,7 @@ from .regularize import Mix, SpecAugment, lr_factor, mixed_loss, mixup
 from .signals import StopFlag, graceful_stop
 
 EVAL_BATCH = 256
-"""Clips per forward pass when evaluating."""
+"""Windows per forward pass when evaluating."""
 AUGMENT_STREAM, DROPOUT_STREAM, CROP_STREAM, SPECAUG_STREAM, MIXUP_STREAM = range(5)
 """Independent random streams (:func:`clip_seed_array`)."""
 
@@ -61,6 +64,39 @@ def clip_seed_array(*, seed: int, epoch: int, rows: np.ndarray, stream: int) -> 
     or process it is in."""
     return np.asarray([np.random.SeedSequence([seed, epoch, int(r), stream]).generate_state(
         1, np.uint64)[0] for r in rows], dtype=np.uint64)
+
+
+@dataclass(frozen=True)
+class ClipWindows:
+    """Clean features of the windows that judge each clip of a set, as ``predict`` judges
+    it: ``feats`` ``[shape=(n_windows, n_mels, fixed_length)]`` (on the CPU), and ``owner``
+    int64 ``[shape=(n_windows,)]``, the clip of each window (ascending)."""
+
+    feats: torch.Tensor
+    owner: np.ndarray
+
+    @classmethod
+    def of(cls, clips: ClipSet, *, frontend: LogMel, max_clip_s: float,
+           device: torch.device) -> ClipWindows:
+        """A clip that fits the model window is its cached features; a longer one (over its
+        first ``max_clip_s`` seconds) is every half window plus one at its end
+        (:func:`~audiogate.deploy.decision.clip_windows`), from the cached samples. A cache
+        without samples (no augmentation, no random crops) gives first windows only."""
+        cfg = frontend.cfg
+        feats = torch.from_numpy(clips.feature_matrix())
+        limit = max(cfg.n_samples, round(max_clip_s * cfg.sr))
+        lengths = np.minimum(clips.lengths, min(limit, clips.cache.spec.n_keep))
+        if not clips.cache.spec.n_keep or (lengths <= cfg.n_samples).all():
+            return cls(feats=feats, owner=np.arange(len(clips), dtype=np.int64))
+        starts = [clip_windows(n=int(n), window=cfg.n_samples) for n in lengths]
+        owner = np.repeat(np.arange(len(clips), dtype=np.int64), [len(w) for w in starts])
+        long = np.flatnonzero([len(w) > 1 for w in starts])
+        windows = [feats[i:i + 1] for i in range(len(clips))]
+        for i in long:
+            waves = clips.waves(np.full(len(starts[i]), i), starts=starts[i], span=cfg.n_samples)
+            with torch.no_grad():
+                windows[i] = frontend(to_device(waves, device)).cpu()
+        return cls(feats=torch.cat(windows), owner=owner)
 
 
 @dataclass(frozen=True)
@@ -140,7 +176,6 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(weight=weights, reduction="none",
                                              label_smoothing=config.label_smoothing)
         """Per-clip training losses, times the clip's class weight."""
-        self.eval_criterion = nn.CrossEntropyLoss(weight=weights, reduction="none")
         self.specaug = SpecAugment(freq_masks=config.specaug_freq_masks,
                                    freq_width=config.specaug_freq_width,
                                    time_masks=config.specaug_time_masks,
@@ -151,9 +186,12 @@ class Trainer:
         self.state = TrainState()
         self.callbacks = CallbackList(callbacks)
         self._stop_request: str | None = None
-        # clean features, (n, n_mels, fixed_length), memory-mapped from the cache
-        self.val_feats = torch.from_numpy(data.val.feature_matrix())
-        self.test_feats = torch.from_numpy(data.test.feature_matrix())
+        self.decision = Decision(tuple(data.classes), pooling=config.clip_pooling)
+        """How a clip's window probabilities are pooled (argmax, no threshold: the gate's
+        threshold is chosen after training)."""
+        self.val_windows, self.test_windows = (
+            ClipWindows.of(part, frontend=self.frontend, max_clip_s=config.max_clip_s,
+                           device=self.device) for part in (data.val, data.test))
 
     def _scheduler(self, *, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR | None:
         """Per-step learning-rate schedule (:func:`~.regularize.lr_factor`); None when the
@@ -298,38 +336,48 @@ class Trainer:
                       np.concatenate([p for _, p, _ in parts]), n_classes=len(self.classes))
         return sum(loss for loss, _, _ in parts) / len(order), f1
 
-    def evaluate(self, feats: torch.Tensor, labels: np.ndarray, *,
+    def evaluate(self, windows: ClipWindows, labels: np.ndarray, *,
                  shard: bool = False) -> tuple[float, np.ndarray]:
         """Mean loss (class-weighted, as in training) and predicted labels of the network on
-        precomputed features ``[shape=(n, n_mels, fixed_length)]`` (on the CPU).
+        the clips of ``windows``, each judged as ``predict`` judges it:
+        its windows' probabilities pooled by ``clip_pooling``, then argmax; the loss is the
+        negative log of the pooled probability of the clip's class (cross entropy for a clip
+        of one window).
 
-        ``shard``: every process evaluates its contiguous slice and the results are gathered
-        (call it on every process then); otherwise this process evaluates everything.
+        ``shard``: every process evaluates its contiguous slice of the clips and the results
+        are gathered (call it on every process then); otherwise this process evaluates all.
         """
-        rows = self.dist.shard(np.arange(len(labels))) if shard else np.arange(len(labels))
-        self.net.eval()
-        loss, preds = 0.0, [np.zeros(0, np.int64)]
+        clips = self.dist.shard(np.arange(len(labels))) if shard else np.arange(len(labels))
+        rows = np.flatnonzero(np.isin(windows.owner, clips))
+        net = self.net.eval()
+        probs = [np.zeros((0, len(self.classes)), np.float32)]
         with torch.no_grad():
             for i in range(0, len(rows), EVAL_BATCH):
                 part = rows[i:i + EVAL_BATCH]
                 with self.precision.autocast():
-                    logits = self.net(feats[part[0]:part[-1] + 1].to(self.device))
-                target = to_device(labels[part], self.device)
-                loss += float(self.eval_criterion(logits.float(), target).sum())
-                preds.append(logits.argmax(1).cpu().numpy())
-        parts = self.dist.gather((loss, np.concatenate(preds))) if shard else [
-            (loss, np.concatenate(preds))]
+                    logits = net(windows.feats[part[0]:part[-1] + 1].to(self.device))
+                probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+        window_probs, owner = np.concatenate(probs), windows.owner[rows]
+        per_clip = np.split(window_probs, np.flatnonzero(np.diff(owner)) + 1) if len(clips) else []
+        pooled = np.stack([self.decision.pool(w) for w in per_clip]) if per_clip else np.zeros(
+            (0, len(self.classes)), np.float32)
+        truth = labels[clips]
+        loss = float(-(self.class_weight[truth] * np.log(np.maximum(
+            pooled[np.arange(len(clips)), truth], np.finfo(np.float32).tiny))).sum())
+        parts = self.dist.gather((loss, pooled.argmax(axis=1))) if shard else [
+            (loss, pooled.argmax(axis=1))]
         weight = float(self.class_weight[labels].sum())
         return sum(p[0] for p in parts) / max(weight, 1e-12), np.concatenate(
-            [p[1] for p in parts])
+            [p[1] for p in parts]).astype(np.int64)
 
     def record_epoch(self, epoch: int, train_loss: float, train_f1: float,
                      seconds: float) -> dict[str, Any]:
         """Evaluate validation and test (monitor only), append the epoch's record and update
         the best epoch, chosen on validation macro-F1 alone."""
         n_classes = len(self.classes)
-        val_loss, val_pred = self.evaluate(self.val_feats, self.data.val.labels, shard=True)
-        test_loss, test_pred = self.evaluate(self.test_feats, self.data.test.labels, shard=True)
+        val_loss, val_pred = self.evaluate(self.val_windows, self.data.val.labels, shard=True)
+        test_loss, test_pred = self.evaluate(self.test_windows, self.data.test.labels,
+                                             shard=True)
         row = {"epoch": epoch, "train_loss": train_loss, "train_f1": train_f1,
                "val_loss": val_loss, "val_f1": macro_f1(self.data.val.labels, val_pred,
                                                         n_classes=n_classes),
