@@ -86,11 +86,11 @@ def test_recipes_fill_fields_that_are_not_given() -> None:
     for name, value in SPEC_RECIPE.items():
         assert getattr(spec, name) == value, name
     strong = Config.from_recipe("strong", lr=0.01)
-    assert strong.lr == 0.01 and strong.patience == RECIPES["strong"]["patience"]
+    assert strong.lr == 0.01 and strong.fixed_length == RECIPES["strong"]["fixed_length"]
     args = build_parser().parse_args(["train", "--recipe", "strong", "--max-epochs", "5"])
     from_cli = config_from_args(args)
     assert from_cli.recipe == "strong" and from_cli.max_epochs == 5
-    assert from_cli.stretch_p == RECIPES["strong"]["stretch_p"]
+    assert from_cli.fixed_length == RECIPES["strong"]["fixed_length"]
     assert Config.from_dict(strong.to_dict()) == strong          # a saved config reloads as is
     assert Config.from_recipe("default") == Config()              # the default is the fields'
     with pytest.raises(ConfigError, match="unknown recipe"):

@@ -49,7 +49,7 @@ restores the notebook's loop)."""
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
     "spec": SPEC_RECIPE,
-    "strong": {"lr": 2e-3, "stretch_p": 0.0, "max_epochs": 40, "patience": 12},
+    "strong": {"fixed_length": 100, "max_epochs": 20},
     "voice": {"model": "ge2e", "balance": "none", "voice_head": "none",
               "operating_point": "far=0.02"},
 }
