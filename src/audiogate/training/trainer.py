@@ -340,10 +340,9 @@ class Trainer:
     def evaluate(self, windows: ClipWindows, labels: np.ndarray, *,
                  shard: bool = False) -> tuple[float, np.ndarray]:
         """Mean loss (class-weighted, as in training) and predicted labels of the network on
-        the clips of ``windows``, each judged as ``predict`` judges it:
-        its windows' probabilities pooled by ``clip_pooling``, then argmax; the loss is the
-        negative log of the pooled probability of the clip's class (cross entropy for a clip
-        of one window).
+        the clips of ``windows``, each judged as ``predict`` judges it: its windows'
+        probabilities pooled by ``clip_pooling``, then argmax. The loss is the negative log of
+        the pooled probability of the clip's class (cross entropy for a one-window clip).
 
         ``shard``: every process evaluates its contiguous slice of the clips and the results
         are gathered (call it on every process then); otherwise this process evaluates all.
