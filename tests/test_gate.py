@@ -117,11 +117,13 @@ def test_random_crops_stay_inside_the_clip(tmp_path: Path) -> None:
     assert np.rint(fixed.crops(rows, epoch=1)[0][:, 0] * 1e6).tolist() == [0.0]
 
 
-@pytest.mark.parametrize("pooling", ["mean", "max"])
-def test_validation_judges_whole_clips_as_predict_does(tmp_path: Path, pooling: str) -> None:
+@pytest.mark.parametrize(("pooling", "random_crop"), [("mean", True), ("max", False)])
+def test_validation_judges_whole_clips_as_predict_does(tmp_path: Path, pooling: str,
+                                                       random_crop: bool) -> None:
     """Clips of 0.2-1.5 s against a 0.31 s window: the per-epoch validation (which picks the
     best epoch) pools every window of a clip as ``predict`` does, not its first window only:
-    the same labels, and a loss from the same pooled probabilities."""
+    the same labels, and a loss from the same pooled probabilities; also when training takes
+    each clip's first window (no random crops, as the spec recipe)."""
     from audiogate.training.checkpoint import save_checkpoint
 
     gen = np.random.default_rng(3)
@@ -135,11 +137,13 @@ def test_validation_judges_whole_clips_as_predict_does(tmp_path: Path, pooling: 
         sf.write(root / "not_allowed" / f"n{i:02d}.wav", hiss(rng=gen, duration=n / SR) * 0.3,
                  SR)
     config = Config(data=str(root), cache_dir=str(tmp_path / "cache"), fixed_length=32,
-                    n_fft=512, workers=1, clip_pooling=pooling)
+                    n_fft=512, workers=1, clip_pooling=pooling, random_crop=random_crop)
     trainer = Trainer(config, prepare_data(config, progress=False), progress=False)
     val = trainer.data.val
-    assert len(trainer.val_windows.owner) > len(val) and len(np.unique(
-        trainer.val_windows.owner)) == len(val)
+    window = config.features().n_samples
+    expected = [len(clip_windows(n=sf.info(c.path).frames, window=window)) for c in val.clips]
+    assert np.bincount(trainer.val_windows.owner).tolist() == expected  # predict's windows
+    assert sum(expected) > len(val)
     loss, labels = trainer.evaluate(trainer.val_windows, val.labels)
     save_checkpoint(tmp_path / "m.pt", net=trainer.net, spec=trainer.spec, config=config,
                     classes=trainer.classes, epoch=1, metrics={})

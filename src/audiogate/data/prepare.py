@@ -61,13 +61,12 @@ def window_samples(config: Config) -> int:
 
 
 def stored_samples(config: Config) -> int:
-    """Samples stored per clip for training: the first ``max_clip_s`` seconds for random
-    crops, else one training window; 0 (features only) with neither crops nor augmentation."""
+    """Samples stored per clip: its first ``max_clip_s`` seconds (and at least one training
+    window), from which training crops its windows and validation judges the clip over all
+    its windows, as ``predict`` does; 0 (features only) with neither crops nor augmentation."""
     if not (config.augment or config.random_crop):
         return 0
-    if config.random_crop:
-        return max(window_samples(config), round(config.max_clip_s * config.sr))
-    return window_samples(config)
+    return max(window_samples(config), round(config.max_clip_s * config.sr))
 
 
 def open_cache(config: Config, *, read_only: bool = False) -> FeatureCache:

@@ -80,9 +80,8 @@ class ClipWindows:
            device: torch.device) -> ClipWindows:
         """A clip that fits the model window is its cached features; a longer one (over its
         first ``max_clip_s`` seconds) is every half window plus one at its end
-        (:func:`~audiogate.deploy.decision.clip_windows`), from the cached samples. The cache
-        holds those seconds with ``random_crop`` (the default); without it, only the samples
-        of one training window (with ``augment``) or none, and the windows stop there."""
+        (:func:`~audiogate.deploy.decision.clip_windows`), from the cached samples. A cache of
+        features only (neither ``augment`` nor ``random_crop``) gives first windows only."""
         cfg = frontend.cfg
         feats = torch.from_numpy(clips.feature_matrix())
         limit = max(cfg.n_samples, round(max_clip_s * cfg.sr))
