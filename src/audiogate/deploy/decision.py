@@ -95,6 +95,12 @@ def window_starts(*, n: int, window: int, hop: int) -> np.ndarray:
     return starts
 
 
+def judged_samples(*, window: int, sr: int, max_clip_s: float) -> int:
+    """How many of a clip's first samples judge it: ``max_clip_s`` seconds at ``sr`` Hz, and
+    at least one model ``window``."""
+    return max(window, round(max_clip_s * sr))
+
+
 def clip_windows(*, n: int, window: int) -> np.ndarray:
     """The windows that judge a whole clip of ``n`` samples: every half window, plus one
     aligned to the end (:func:`window_starts`)."""

@@ -25,7 +25,7 @@ from ..data.discover import Clip, Skipped
 from ..errors import AudioError, ConfigError
 from ..features.frontend import fit_length
 from ..training.checkpoint import Checkpoint, load_checkpoint
-from .decision import Decision, clip_windows
+from .decision import Decision, clip_windows, judged_samples
 
 BATCH = 64
 """Windows per forward pass."""
@@ -100,6 +100,12 @@ class BaseClassifier:
         raise NotImplementedError
 
     @property
+    def clip_limit(self) -> int:
+        """Samples of a clip that judge it (:func:`~.decision.judged_samples`)."""
+        return judged_samples(window=self.features.n_samples, sr=self.features.sr,
+                              max_clip_s=self.max_clip_s)
+
+    @property
     def threshold(self) -> float | None:
         return self.decision.threshold
 
@@ -130,8 +136,7 @@ class BaseClassifier:
         """Whole clips (each ``[shape=(n,)]`` at ``features.sr``, at most ``max_clip_s`` used)
         -> pooled probabilities ``[shape=(n_classes,)]`` and the number of windows, per clip.
         The windows of all clips go through the model together, in batches."""
-        window = self.features.n_samples
-        limit = max(window, round(self.max_clip_s * self.features.sr))
+        window, limit = self.features.n_samples, self.clip_limit
         pieces, owners = [], []
         for i, wave in enumerate(waves):
             y = wave[:limit]
@@ -191,9 +196,8 @@ class BaseClassifier:
                 except AudioError as exc:
                     errors[i] = exc.reason
         if files:
-            limit = max(self.features.n_samples, round(self.max_clip_s * self.features.sr))
             arrays, bad = decode_clips([Clip(p, -1) for _, p in files], sr=self.features.sr,
-                                       n_keep=limit, workers=self.workers, progress=False)
+                                       n_keep=self.clip_limit, workers=self.workers, progress=False)
             by_path = {c.path: w[:n] for c, w, n in zip(arrays.clips, arrays.waves,
                                                          arrays.lengths, strict=True)}
             reasons = {s.path: s.reason for s in bad}

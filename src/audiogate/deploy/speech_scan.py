@@ -48,7 +48,7 @@ class SpeechScanner:
         self.offset = 0
         """Sample index of ``buffer[0]`` in the recording."""
         self.n = 0
-        self.piece = max(gate.features.n_samples, round(gate.max_clip_s * self.sr))
+        self.piece = gate.clip_limit
         self.bounds: list[tuple[int, int]] = []
         self.probs: list[np.ndarray] = []
         self.n_windows: list[int] = []

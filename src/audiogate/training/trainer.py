@@ -39,7 +39,7 @@ from ..config import Config
 from ..data.decode import ClipSet
 from ..data.prepare import PreparedData, window_samples
 from ..data.split import class_weights
-from ..deploy.decision import Decision, clip_windows
+from ..deploy.decision import Decision, clip_windows, judged_samples
 from ..features.augment import AugmentedFrontEnd
 from ..features.frontend import LogMel
 from ..models import ModelSpec
@@ -84,19 +84,25 @@ class ClipWindows:
         features only (neither ``augment`` nor ``random_crop``) gives first windows only."""
         cfg = frontend.cfg
         feats = torch.from_numpy(clips.feature_matrix())
-        limit = max(cfg.n_samples, round(max_clip_s * cfg.sr))
-        lengths = np.minimum(clips.lengths, min(limit, clips.cache.spec.n_keep))
+        lengths = np.minimum(clips.lengths, judged_samples(
+            window=cfg.n_samples, sr=cfg.sr, max_clip_s=max_clip_s))
         if not clips.cache.spec.n_keep or (lengths <= cfg.n_samples).all():
             return cls(feats=feats, owner=np.arange(len(clips), dtype=np.int64))
         starts = [clip_windows(n=int(n), window=cfg.n_samples) for n in lengths]
-        owner = np.repeat(np.arange(len(clips), dtype=np.int64), [len(w) for w in starts])
-        long = np.flatnonzero([len(w) > 1 for w in starts])
-        windows = [feats[i:i + 1] for i in range(len(clips))]
-        for i in long:
-            waves = clips.waves(np.full(len(starts[i]), i), starts=starts[i], span=cfg.n_samples)
-            with torch.no_grad():
-                windows[i] = frontend(to_device(waves, device)).cpu()
-        return cls(feats=torch.cat(windows), owner=owner)
+        counts = np.asarray([len(w) for w in starts])
+        owner = np.repeat(np.arange(len(clips), dtype=np.int64), counts)
+        out = torch.empty((len(owner), *feats.shape[1:]), dtype=feats.dtype)
+        one = counts == 1
+        out[np.flatnonzero(one[owner])] = feats[np.flatnonzero(one)]
+        # the windows of the longer clips, from their cached samples, a batch at a time
+        rows = np.flatnonzero(~one[owner])
+        at = np.concatenate([starts[i] for i in np.flatnonzero(~one)])
+        with torch.no_grad():
+            for i in range(0, len(rows), EVAL_BATCH):
+                waves = clips.waves(owner[rows[i:i + EVAL_BATCH]], starts=at[i:i + EVAL_BATCH],
+                                    span=cfg.n_samples)
+                out[rows[i:i + EVAL_BATCH]] = frontend(to_device(waves, device)).cpu()
+        return cls(feats=out, owner=owner)
 
 
 @dataclass(frozen=True)
