@@ -1,6 +1,6 @@
 """Why the speech benchmark's speaker gate stays hard: unheard impostors, method by method.
 
-    python -m bench.speaker_gap                       # about 10 minutes on 2 cores
+    python -m bench.speaker_gap                       # about 14 minutes on 2 cores
     python -m bench.speaker_gap --splits 6 --work /tmp/agspeech
 
 On the ``speaker`` task of :mod:`bench.speech` (its words and task folders; allowed: every
