@@ -119,11 +119,14 @@ def test_random_crops_stay_inside_the_clip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("pooling", "random_crop"), [("mean", True), ("max", False)])
 def test_validation_judges_whole_clips_as_predict_does(tmp_path: Path, pooling: str,
-                                                       random_crop: bool) -> None:
+                                                       random_crop: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Clips of 0.2-1.5 s against a 0.31 s window: the per-epoch validation (which picks the
     best epoch) pools every window of a clip as ``predict`` does, not its first window only:
     the same labels, and a loss from the same pooled probabilities; also when training takes
-    each clip's first window (no random crops, as the spec recipe)."""
+    each clip's first window (no random crops, as the spec recipe). Windows past the memory
+    budget are computed at each evaluation, to the same features and results."""
+    from audiogate.training import trainer as trainer_module
     from audiogate.training.checkpoint import save_checkpoint
 
     gen = np.random.default_rng(3)
@@ -154,6 +157,20 @@ def test_validation_judges_whole_clips_as_predict_does(tmp_path: Path, pooling: 
     weight = trainer.class_weight[val.labels]
     picked = probs[np.arange(len(val)), val.labels]
     assert loss == pytest.approx(-(weight * np.log(picked)).sum() / weight.sum(), rel=1e-4)
+
+    monkeypatch.setattr(trainer_module, "EVAL_BATCH", 3)  # several batches, some mixed
+    kept = trainer.val_windows
+    computed = trainer_module.ClipWindows.of(val, frontend=trainer.frontend,
+                                             max_clip_s=config.max_clip_s,
+                                             device=trainer.device, budget_bytes=0)
+    assert kept.stored is not None and computed.stored is None
+    assert computed.owner.tolist() == kept.owner.tolist()
+    rows = np.arange(len(kept.owner))[::-1].copy()
+    np.testing.assert_allclose(computed.feats(rows).numpy(), kept.feats(rows).numpy(),
+                               atol=1e-5)
+    loss_computed, labels_computed = trainer.evaluate(computed, val.labels)
+    assert loss_computed == pytest.approx(loss, rel=1e-5)
+    assert labels_computed.tolist() == labels.tolist()
 
 
 def test_operating_point_is_chosen_on_validation_and_used(tmp_path: Path,

@@ -24,6 +24,7 @@ should be given callbacks that write.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Generator, Sequence
@@ -54,6 +55,10 @@ from .signals import StopFlag, graceful_stop
 
 EVAL_BATCH = 256
 """Windows per forward pass when evaluating."""
+WINDOW_BUDGET_BYTES = 512 * 2**20
+"""Most bytes of window features :class:`ClipWindows` keeps in memory for the validation
+set (and as much for the test set); past it, each evaluation computes them again from the
+cache, a batch at a time."""
 AUGMENT_STREAM, DROPOUT_STREAM, CROP_STREAM, SPECAUG_STREAM, MIXUP_STREAM = range(5)
 """Independent random streams (:func:`clip_seed_array`)."""
 
@@ -66,43 +71,67 @@ def clip_seed_array(*, seed: int, epoch: int, rows: np.ndarray, stream: int) -> 
         1, np.uint64)[0] for r in rows], dtype=np.uint64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ClipWindows:
-    """Clean features of the windows that judge each clip of a set, as ``predict`` judges
-    it: ``feats`` ``[shape=(n_windows, n_mels, fixed_length)]`` (on the CPU), and ``owner``
-    int64 ``[shape=(n_windows,)]``, the clip of each window (ascending)."""
+    """The windows that judge each clip of a set, as ``predict`` judges it: ``owner`` int64
+    ``[shape=(n_windows,)]``, the clip of each window (ascending), and ``starts``, the sample
+    each window starts at. :meth:`feats` gives their clean features: from ``stored`` when
+    :meth:`of` kept them (within its budget), else computed from the cache when asked."""
 
-    feats: torch.Tensor
+    clips: ClipSet
     owner: np.ndarray
+    starts: np.ndarray
+    single: np.ndarray
+    """Per clip: it fits the model window, so its cached features are its one window."""
+    frontend: LogMel
+    device: torch.device
+    stored: torch.Tensor | None = None
 
     @classmethod
     def of(cls, clips: ClipSet, *, frontend: LogMel, max_clip_s: float,
-           device: torch.device) -> ClipWindows:
+           device: torch.device, budget_bytes: int) -> ClipWindows:
         """A clip that fits the model window is its cached features; a longer one (over its
         first ``max_clip_s`` seconds) is every half window plus one at its end
         (:func:`~audiogate.deploy.decision.clip_windows`), from the cached samples. A cache of
-        features only (neither ``augment`` nor ``random_crop``) gives first windows only."""
+        features only (neither ``augment`` nor ``random_crop``) gives first windows only.
+        The features of all windows are computed here and kept when they take at most
+        ``budget_bytes``."""
         cfg = frontend.cfg
-        feats = torch.from_numpy(clips.feature_matrix())
         lengths = np.minimum(clips.lengths, judged_samples(
             window=cfg.n_samples, sr=cfg.sr, max_clip_s=max_clip_s))
-        if not clips.cache.spec.n_keep or (lengths <= cfg.n_samples).all():
-            return cls(feats=feats, owner=np.arange(len(clips), dtype=np.int64))
+        if not clips.cache.spec.n_keep:
+            lengths = np.minimum(lengths, cfg.n_samples)
         starts = [clip_windows(n=int(n), window=cfg.n_samples) for n in lengths]
-        counts = np.asarray([len(w) for w in starts])
-        owner = np.repeat(np.arange(len(clips), dtype=np.int64), counts)
-        out = torch.empty((len(owner), *feats.shape[1:]), dtype=feats.dtype)
-        one = counts == 1
-        out[np.flatnonzero(one[owner])] = feats[np.flatnonzero(one)]
-        # the windows of the longer clips, from their cached samples, a batch at a time
-        rows = np.flatnonzero(~one[owner])
-        at = np.concatenate([starts[i] for i in np.flatnonzero(~one)])
+        counts = np.asarray([len(w) for w in starts], dtype=np.int64)
+        windows = cls(clips=clips, owner=np.repeat(np.arange(len(clips), dtype=np.int64), counts),
+                      starts=np.concatenate([*starts, np.zeros(0, np.int64)]).astype(np.int64),
+                      single=counts == 1, frontend=frontend, device=device)
+        if len(windows.owner) * 4 * cfg.n_mels * cfg.fixed_length > budget_bytes:
+            return windows
+        return dataclasses.replace(windows, stored=windows.compute(np.arange(len(windows.owner))))
+
+    def feats(self, rows: np.ndarray) -> torch.Tensor:
+        """Clean features of the windows ``rows``, ``[shape=(len(rows), n_mels,
+        fixed_length)]`` on the CPU."""
+        return self.stored[rows] if self.stored is not None else self.compute(rows)
+
+    def compute(self, rows: np.ndarray) -> torch.Tensor:
+        """:meth:`feats` from the cache: the cached features of one-window clips, the
+        front end on the cached samples of the others, :data:`EVAL_BATCH` windows at a time."""
+        cfg = self.frontend.cfg
+        out = torch.empty((len(rows), cfg.n_mels, cfg.fixed_length))
+        owners = self.owner[rows]
+        one = self.single[owners]
+        if one.any():
+            out[np.flatnonzero(one)] = torch.from_numpy(self.clips.features(owners[one]))
+        many = np.flatnonzero(~one)
         with torch.no_grad():
-            for i in range(0, len(rows), EVAL_BATCH):
-                waves = clips.waves(owner[rows[i:i + EVAL_BATCH]], starts=at[i:i + EVAL_BATCH],
-                                    span=cfg.n_samples)
-                out[rows[i:i + EVAL_BATCH]] = frontend(to_device(waves, device)).cpu()
-        return cls(feats=out, owner=owner)
+            for i in range(0, len(many), EVAL_BATCH):
+                part = many[i:i + EVAL_BATCH]
+                waves = self.clips.waves(owners[part], starts=self.starts[rows[part]],
+                                         span=cfg.n_samples)
+                out[part] = self.frontend(to_device(waves, self.device)).cpu()
+        return out
 
 
 @dataclass(frozen=True)
@@ -197,7 +226,8 @@ class Trainer:
         threshold is chosen after training)."""
         self.val_windows, self.test_windows = (
             ClipWindows.of(part, frontend=self.frontend, max_clip_s=config.max_clip_s,
-                           device=self.device) for part in (data.val, data.test))
+                           device=self.device, budget_bytes=WINDOW_BUDGET_BYTES)
+            for part in (data.val, data.test))
 
     def _scheduler(self, *, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR | None:
         """Per-step learning-rate schedule (:func:`~.regularize.lr_factor`); None when the
@@ -360,7 +390,7 @@ class Trainer:
             for i in range(0, len(rows), EVAL_BATCH):
                 part = rows[i:i + EVAL_BATCH]
                 with self.precision.autocast():
-                    logits = net(windows.feats[part[0]:part[-1] + 1].to(self.device))
+                    logits = net(windows.feats(part).to(self.device))
                 probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
         window_probs, owner = np.concatenate(probs), windows.owner[rows]
         per_clip = np.split(window_probs, np.flatnonzero(np.diff(owner)) + 1) if len(clips) else []
