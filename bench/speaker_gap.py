@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--splits", type=int, default=3, help="split seeds 0, 1, ...")
     parser.add_argument("--tiny", action="store_true", help="8 voices, 2 epochs: a smoke test")
     args = parser.parse_args(argv)
+    if args.splits < 1:
+        parser.error("--splits must be >= 1")
     began, load = time.perf_counter(), os.getloadavg()[0]
     size = speech.SIZES["tiny" if args.tiny else "full"]
     words = pool(work=args.work, size=size, seed=0)

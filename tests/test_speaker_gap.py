@@ -89,6 +89,12 @@ def test_table_judges_the_target_against_the_same_kind_of_split() -> None:
     assert rows["reference", "heard"].endswith("| - |")
 
 
+def test_no_split_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        gap.main(["--splits", "0"])
+    assert "--splits must be >= 1" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("espeak-ng") is None,
                     reason="espeak-ng not installed (apt-get install -y espeak-ng)")
