@@ -79,6 +79,8 @@ class ClipWindows:
     :meth:`of` kept them (within its budget), else computed from the cache when asked."""
 
     clips: ClipSet
+    cached: np.ndarray
+    """The clips' cached features, memory-mapped (:meth:`ClipSet.feature_matrix`)."""
     owner: np.ndarray
     starts: np.ndarray
     single: np.ndarray
@@ -94,8 +96,8 @@ class ClipWindows:
         first ``max_clip_s`` seconds) is every half window plus one at its end
         (:func:`~audiogate.deploy.decision.clip_windows`), from the cached samples. A cache of
         features only (neither ``augment`` nor ``random_crop``) gives first windows only.
-        The features of all windows are computed here and kept when they take at most
-        ``budget_bytes``."""
+        When some clip has several windows, the features of all windows are computed here
+        and kept if they take at most ``budget_bytes``."""
         cfg = frontend.cfg
         lengths = np.minimum(clips.lengths, judged_samples(
             window=cfg.n_samples, sr=cfg.sr, max_clip_s=max_clip_s))
@@ -103,9 +105,13 @@ class ClipWindows:
             lengths = np.minimum(lengths, cfg.n_samples)
         starts = [clip_windows(n=int(n), window=cfg.n_samples) for n in lengths]
         counts = np.asarray([len(w) for w in starts], dtype=np.int64)
-        windows = cls(clips=clips, owner=np.repeat(np.arange(len(clips), dtype=np.int64), counts),
+        cached = clips.feature_matrix()
+        windows = cls(clips=clips, cached=cached,
+                      owner=np.repeat(np.arange(len(clips), dtype=np.int64), counts),
                       starts=np.concatenate([*starts, np.zeros(0, np.int64)]).astype(np.int64),
                       single=counts == 1, frontend=frontend, device=device)
+        if windows.single.all():  # the memory map itself: nothing to compute or hold
+            return dataclasses.replace(windows, stored=torch.from_numpy(cached))
         if len(windows.owner) * 4 * cfg.n_mels * cfg.fixed_length > budget_bytes:
             return windows
         return dataclasses.replace(windows, stored=windows.compute(np.arange(len(windows.owner))))
@@ -123,7 +129,7 @@ class ClipWindows:
         owners = self.owner[rows]
         one = self.single[owners]
         if one.any():
-            out[np.flatnonzero(one)] = torch.from_numpy(self.clips.features(owners[one]))
+            out[np.flatnonzero(one)] = torch.from_numpy(self.cached[owners[one]])
         many = np.flatnonzero(~one)
         with torch.no_grad():
             for i in range(0, len(many), EVAL_BATCH):
