@@ -102,10 +102,6 @@ class Features:
         return self.done[path]
 
 
-def _y(clips: Sequence[Clip], allowed: int) -> np.ndarray:
-    return np.array([int(c.label == allowed) for c in clips])
-
-
 def gmm_scorer(frames: Features, *, components: int = GMM_COMPONENTS) -> Scorer:
     """Mean frame log-likelihood ratio, allowed GMM against not_allowed GMM."""
     def score(split: Split, allowed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,9 +125,10 @@ def logistic_scorer(features: Features) -> Scorer:
             return np.stack([features(c.path) for c in clips])
         scaler = StandardScaler().fit(x(split.train))
         model = LogisticRegression(C=10.0, max_iter=5000, class_weight="balanced").fit(
-            scaler.transform(x(split.train)), _y(split.train, allowed))
-        return tuple(model.predict_proba(scaler.transform(x(clips)))[:, 1]  # type: ignore[return-value]
-                     for clips in (split.val, split.test))
+            scaler.transform(x(split.train)), speech._labels(split.train, allowed))
+        def p(clips: Sequence[Clip]) -> np.ndarray:
+            return model.predict_proba(scaler.transform(x(clips)))[:, 1]
+        return p(split.val), p(split.test)
     return score
 
 
@@ -139,8 +136,8 @@ def classical(scorer: Scorer, split: Split, *, allowed: int, decision: float) ->
     """Gate scores of ``scorer`` on ``split`` (threshold chosen on validation); ``decision``:
     the score at which the method alone would say allowed (its argmax)."""
     val, test = scorer(split, allowed)
-    y_test = _y(split.test, allowed)
-    out = speech.gate_scores(val_y=_y(split.val, allowed), val_p=val, test_y=y_test,
+    y_test = speech._labels(split.test, allowed)
+    out = speech.gate_scores(val_y=speech._labels(split.val, allowed), val_p=val, test_y=y_test,
                              test_p=test, argmax=(test >= decision).astype(int))
     return {**out, "f1": out["f1_val_threshold"]}
 
