@@ -45,10 +45,10 @@ from sklearn.preprocessing import StandardScaler
 
 from audiogate.data import Clip
 from audiogate.data.audio_io import load_audio
-from audiogate.data.speech import SPEAKERS
 from audiogate.data.split import Split, read_split
 
 from . import speech
+from .speech_gen import SPEAKERS
 from .speech_tasks import ALLOWED_SPEAKERS, build_tasks, pool, voice_of
 
 SR = 16000

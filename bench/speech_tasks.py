@@ -1,6 +1,6 @@
 """The speech benchmark's data: a pool of spoken words, and three gate tasks made from it.
 
-The pool (``<work>/words/<speaker>/<word>_<take>.wav``, see :mod:`audiogate.data.speech`) is
+The pool (``<work>/words/<speaker>/<word>_<take>.wav``, see :mod:`bench.speech_gen`) is
 generated once per size and reused while its parameters match. Each task is a folder of
 hard links into the pool, one class folder each, and inside it one sub-folder per voice, so
 that a group-aware split (``group_by = "folder"``) keeps voices apart:
@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from audiogate.data.speech import SPEAKERS, WORDS, SpokenClip, generate_words
 from audiogate.files import write_json
+
+from .speech_gen import SPEAKERS, WORDS, SpokenClip, generate_words
 
 KEYWORD = "open"
 """The word the keyword gates let through."""
@@ -44,7 +45,7 @@ POOL_VERSION = 1
 @dataclass(frozen=True)
 class Size:
     """How big the benchmark is: the first ``speakers`` voices and ``words`` words of
-    :mod:`audiogate.data.speech`, ``takes`` clips of each word by each voice,
+    :mod:`bench.speech_gen`, ``takes`` clips of each word by each voice,
     ``unbalanced_allowed`` keyword takes per voice in ``keyword_1to9``, and the
     :class:`~audiogate.config.Config` overrides every pipeline shares, the reference's
     DataLoader workers, and how many train/val/test splits each pipeline runs on."""

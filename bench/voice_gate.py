@@ -40,7 +40,6 @@ import numpy as np
 import audiogate
 from audiogate.config import Config
 from audiogate.data.discover import Clip
-from audiogate.data.speech import SPEAKERS
 from audiogate.data.split import read_split
 from audiogate.reporting.metrics import error_rates
 from audiogate.voice.classifier import VoiceClassifier
@@ -49,6 +48,7 @@ from audiogate.voice.embeddings import EmbeddingCache, EmbedSpec, embed_clips
 from audiogate.voice.gate_export import export_voice_onnx
 
 from .speech import SIZES
+from .speech_gen import SPEAKERS
 from .speech_tasks import build_tasks, pool
 
 HEADS = ("none", "logistic")

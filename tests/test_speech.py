@@ -12,9 +12,8 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
-
-from audiogate.data import speech
-from audiogate.data.speech import (
+from bench import speech_gen as speech
+from bench.speech_gen import (
     DURATION_S,
     PAD_S,
     SNR_DB,
@@ -25,6 +24,7 @@ from audiogate.data.speech import (
     require_espeak,
     spoken_word,
 )
+
 from audiogate.errors import DataError
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bench import speech as bench
+from bench.speech_gen import SpokenClip
 from bench.speech_tasks import ALLOWED_SPEAKERS, KEYWORD, UNBALANCED_RATIO, Size, build_tasks
 
 from audiogate.config import SPEC_RECIPE, Config
 from audiogate.data.discover import Clip
-from audiogate.data.speech import SpokenClip
 from audiogate.data.split import Split
 
 WORDS = (KEYWORD, "stop", "go", "left")

@@ -22,7 +22,6 @@ from audiogate.errors import CheckpointError, ConfigError, DataError
 from audiogate.reporting.run_table import summarize_run
 from audiogate.training.api import resume, train
 from audiogate.training.checkpoint import load_checkpoint
-from audiogate.voice import impostors as impostors_module
 from audiogate.voice.checkpoint import is_voice_checkpoint, load_voice_checkpoint
 from audiogate.voice.classifier import VoiceClassifier
 from audiogate.voice.dataset import embed_settings, prepare_voice_data
@@ -158,24 +157,19 @@ def test_allowed_only_needs_the_voice_model_and_an_impostor_source(
     assert not (tmp_path / "none").exists()  # nothing left behind
 
 
-def test_builtin_impostors_are_generated_once_under_the_cache(
+def test_builtin_impostors_are_shipped_embeddings_and_need_no_program(
         voice_words: VoiceWords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(impostors_module, "BUILTIN_TAKES", 1)
-    monkeypatch.setattr(impostors_module, "BUILTIN_WORDS", ("yes", "left"))
-    config = voice_config(voice_words, tmp_path, "builtin", data=str(voice_words.allowed_only),
-                          cache_dir=str(tmp_path / "cache"))
+    config = voice_config(voice_words, tmp_path, "builtin", data=str(voice_words.allowed_only))
     assert config.impostors == "auto"  # no not_allowed/: the built-in voices
+    monkeypatch.setenv("PATH", "")  # no espeak-ng: the data above was spoken before
     result = train(config, progress=False)
     gate = load_voice_checkpoint(result.run.best).gate
-    assert gate is not None and gate["validation"]["n_negative"] == 32
+    assert gate is not None and gate["validation"]["n_negative"] == 320
     assert gate["impostors"]["source"] == "builtin" and len(gate["impostors"]["voices"]) == 16
-    folder = impostors_module.builtin_folder(tmp_path / "cache")
-    files = sorted(folder.glob("*/*.wav"))
-    assert len(files) == 2 * 16 and (folder / "complete.json").is_file()
-    stamps = [f.stat().st_mtime_ns for f in files]
-    train(voice_config(voice_words, tmp_path, "again", data=str(voice_words.allowed_only),
-                       cache_dir=str(tmp_path / "cache")), progress=False)
-    assert [f.stat().st_mtime_ns for f in files] == stamps  # reused, not generated again
+    with pytest.raises(ConfigError, match="max_clip_s = 1 s cuts"):
+        train(voice_config(voice_words, tmp_path, "short", data=str(voice_words.allowed_only),
+                           max_clip_s=1.0), progress=False)
+    assert not (tmp_path / "short").exists()
 
 
 def test_train_refuses_callbacks_and_a_used_name(voice_run: Path) -> None:

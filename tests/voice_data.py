@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from bench.speech_gen import SPEAKERS, babble_bed, spoken_word
 
 from audiogate.config import Config
 from audiogate.data.audio_io import write_wav
-from audiogate.data.speech import SPEAKERS, babble_bed, spoken_word
 
 needs_voice = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or importlib.util.find_spec("resemblyzer") is None

@@ -4,13 +4,16 @@ A gate built from ``allowed/`` clips alone has no rejected example to choose a t
 the operating point (``operating_point = "far=0.02"``, say) is then met on *impostor* clips
 added to validation (``impostors`` in the config):
 
-* ``builtin``: words spoken by the 16 voices of the built-in generator
-  (:mod:`audiogate.data.speech`, espeak-ng), generated once and kept under the cache folder
-  (``<cache>/voice-impostors-v1-...``). They are synthetic voices: they tell how the gate
-  treats voices that are not enrolled, not how it treats a real person who tries to pass;
-  recordings of other people (a folder) are the better calibration, and the only sound one
-  when the allowed voices are themselves espeak-ng voices (the built-in set holds all 16 of
-  :data:`~audiogate.data.speech.SPEAKERS`);
+* ``builtin``: words spoken by the 16 voices of the benchmark's generator (espeak-ng,
+  ``bench/speech_gen.py``), shipped as embeddings (``builtin_impostors.npz`` beside this
+  module, made by ``python -m bench.impostors``), so no clip is generated at run time and no
+  program is needed. They are used only when they are exactly what this run would compute:
+  the same encoder weights and VAD model (by SHA-256), the same encoder and VAD settings, and
+  a ``max_clip_s`` that cuts no built-in clip; otherwise the run stops and says what to do.
+  They are synthetic voices: they tell how the gate treats voices that are not enrolled, not
+  how it treats a real person who tries to pass; recordings of other people (a folder) are
+  the better calibration, and the only sound one when the allowed voices are themselves
+  espeak-ng voices (the built-in set holds all 16 of the generator's voices);
 * a folder: every audio file under it (recursively), one impostor voice per first
   sub-folder;
 * ``auto``: ``builtin`` when the data has no ``not_allowed`` clip, else none;
@@ -29,21 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from ..data.discover import Clip, Skipped
-from ..data.speech import SPEAKERS, WORDS, generate_words
 from ..errors import DataError
-from ..files import write_json
+from .builtin import builtin_embeddings
 from .embeddings import EmbeddedClips, EmbeddingCache, embed_clips
 from .encoder import EMBED_DIM
 
 log = logging.getLogger(__name__)
 
 BUILTIN = "builtin"
-BUILTIN_VERSION = 1
-BUILTIN_SEED = 7919
-"""Seed of the built-in impostor words (not the benchmark's, so its takes differ)."""
-BUILTIN_TAKES = 2
-BUILTIN_WORDS: tuple[str, ...] = WORDS
-COMPLETE = "complete.json"
 
 
 @dataclass
@@ -68,25 +64,6 @@ def resolve_source(setting: str, *, has_negatives: bool) -> str:
     return setting
 
 
-def builtin_folder(root: Path) -> Path:
-    return root / (f"voice-impostors-v{BUILTIN_VERSION}-seed{BUILTIN_SEED}-"
-                   f"takes{BUILTIN_TAKES}-words{len(BUILTIN_WORDS)}")
-
-
-def builtin_clips(root: Path, *, workers: int = 0) -> list[Clip]:
-    """The built-in impostor clips under ``root`` (generated the first time: about 10-30 s
-    on two cores), grouped by voice."""
-    folder = builtin_folder(root)
-    if not (folder / COMPLETE).is_file():  # written last: the folder is whole once it exists
-        log.info("generating built-in impostor voices under %s (once) ...", folder)
-        generate_words(root=folder, seed=BUILTIN_SEED, takes=BUILTIN_TAKES,
-                       words=BUILTIN_WORDS, workers=workers)
-        write_json(folder / COMPLETE, {"version": BUILTIN_VERSION, "seed": BUILTIN_SEED,
-                                       "takes": BUILTIN_TAKES, "words": list(BUILTIN_WORDS)})
-    return [Clip(str(folder / s.name / f"{w}_{t:03d}.wav"), 0, s.name)
-            for s in SPEAKERS for w in BUILTIN_WORDS for t in range(BUILTIN_TAKES)]
-
-
 def folder_clips(folder: Path) -> list[Clip]:
     """Every audio file under ``folder``, grouped by its first sub-folder."""
     from ..deploy.inference import expand_inputs  # local: deploy imports voice lazily
@@ -103,14 +80,16 @@ def folder_clips(folder: Path) -> list[Clip]:
     return out
 
 
-def load_impostors(source: str, *, root: Path, cache: EmbeddingCache, workers: int,
+def load_impostors(source: str, *, cache: EmbeddingCache, workers: int,
                    progress: bool) -> Impostors:
-    """The impostor clips of ``source`` (see :func:`resolve_source`), embedded into
-    ``cache``; built-in ones are generated under ``root``."""
+    """The impostor clips of ``source`` (see :func:`resolve_source`): a folder's embedded into
+    ``cache``, the built-in ones as shipped for ``cache.spec`` (:class:`DataError` or
+    :class:`~audiogate.errors.ConfigError`, saying what to do, when they do not fit it)."""
     if source == "none":
         return Impostors("none", _empty())
-    clips = builtin_clips(root, workers=workers) if source == BUILTIN else \
-        folder_clips(Path(source))
+    if source == BUILTIN:
+        return Impostors(BUILTIN, builtin_embeddings(cache.spec))
+    clips = folder_clips(Path(source))
     embedded, skipped = embed_clips(clips, cache=cache, workers=workers, progress=progress,
                                     desc="impostors")
     if not embedded.clips:

@@ -22,7 +22,6 @@ read a voice run like any other.
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -188,10 +187,8 @@ def train_voice(config: Config, *, progress: bool = True) -> TrainResult:
                           "model; choose another --name")
     data = prepare_voice_data(config, progress=progress)
     source = resolve_source(config.impostors, has_negatives=data.usable["not_allowed"] > 0)
-    with tempfile.TemporaryDirectory(prefix="audiogate-impostors-") as tmp:
-        impostors = load_impostors(source, root=config.cache_path() if config.cache
-                                   else Path(tmp), cache=data.cache, workers=config.workers,
-                                   progress=progress)
+    impostors = load_impostors(source, cache=data.cache, workers=config.workers,
+                               progress=progress)
     built = build_gate(data, impostors, config)
     run = new_run(config)
     status = RunStatus(run, run_id=new_run_id())

@@ -10,8 +10,13 @@ scales it to a random peak level. Clips last 0.2-2 s.
 Everything random comes from ``numpy.random.default_rng([seed, speaker, word, take])``, and
 espeak-ng's output is deterministic, so a clip depends only on its seed and its place, not
 on how many clips are made or in which process. :func:`spoken_word` returns one clip in
-memory (e.g. impostor voices to calibrate a voice gate on); :func:`generate_words` writes a
-folder ``root/<speaker>/<word>_<take>.wav`` using a process pool.
+memory; :func:`generate_words` writes a folder ``root/<speaker>/<word>_<take>.wav`` using a
+process pool.
+
+A benchmark and test tool (it needs the espeak-ng program, which no pip install brings):
+the speech benchmarks and the voice tests speak their words with it, and
+:mod:`bench.impostors` makes the voice gate's built-in impostor embeddings with it; the
+installed package never runs it.
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ import numpy as np
 import soundfile as sf
 from scipy import fft
 
-from ..errors import DataError
-from .audio_io import to_mono_resampled, write_wav
-from .decode import resolve_workers
+from audiogate.data.audio_io import to_mono_resampled, write_wav
+from audiogate.data.decode import resolve_workers
+from audiogate.errors import DataError
 
 ESPEAK: Final = "espeak-ng"
 """The text-to-speech program (Debian/Ubuntu package ``espeak-ng``)."""
