@@ -16,7 +16,7 @@ if [ -n "${TORCH_INDEX_URL:-}" ]; then
 else
     python -m pip install --quiet "torch==2.13.0"
 fi
-python -m pip install --quiet -e ".[serve,onnx,dev,voice,tensorboard]"
+python -m pip install --quiet -e ".[serve,onnx,dev,voice,tensorboard,docs]"
 # resemblyzer (voice extra) depends on webrtcvad 2.0.10, an sdist (built with gcc) whose module
 # imports pkg_resources, which setuptools >= 81 no longer has; audiogate never imports it, but
 # the test that checks our encoder against resemblyzer's own does. webrtcvad-wheels installs the
