@@ -473,9 +473,14 @@ def test_binary_config_file_gives_a_message(tmp_path: Path,
 
 def test_unwritable_output_is_a_message(bad_data: BadData, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "out").write_text("a file where the output folder should go")
-    res = run(capsys, "-q", "eda", "--data", str(bad_data.root), "--out", str(tmp_path / "out"))
-    assert res.rc == 2 and "out" in res.err
+    target = tmp_path / "eda-target"
+    target.write_text("a file where the output folder should go")
+    res = run(capsys, "-q", "eda", "--data", str(bad_data.root), "--out", str(target))
+    # the message names the folder it could not create, in full (the temporary folder's own
+    # name holds words like "out", so a bare word would be found anyway)
+    assert res.rc == 2 and res.err.startswith("audiogate: error:"), res
+    assert f"'{target}'" in res.err, res.err
+    assert target.read_text() == "a file where the output folder should go"
 
 
 # ------------------------------------------------------------------ determinism
