@@ -44,9 +44,11 @@ BUILTIN_FORMAT: Final = 1
 STORED_DTYPE: Final = np.float32
 """Embeddings are stored as computed (float16 would halve the file, about 150 KiB, but move
 a score by up to 1.1e-4), so a run gets exactly what embedding the clips would give it."""
-INSTEAD: Final = ("set impostors = <a folder of recordings of other people> (one sub-folder "
-                  "per voice), or make the built-in embeddings again for the installed models "
+FOLDER: Final = ("set impostors = <a folder of recordings of other people> (one sub-folder "
+                 "per voice)")
+INSTEAD: Final = (f"{FOLDER}, or make the built-in embeddings again for the installed models "
                   "with `python -m bench.impostors` from a source checkout (needs espeak-ng)")
+_WHO: Final = "impostors = builtin (what auto takes when the data has no not_allowed clip)"
 _ZIP_TIME: Final = (1980, 1, 1, 0, 0, 0)
 """Fixed member dates: the same embeddings always make the same bytes."""
 
@@ -145,18 +147,18 @@ def builtin_embeddings(spec: EmbedSpec, *, path: str | Path = BUILTIN_FILE) -> E
     key = _without_length(wanted)
     match = [i for i, stored in enumerate(s.specs) if _without_length(stored) == key]
     if not match:
-        raise DataError(f"impostors = builtin: the shipped embeddings of the built-in impostor "
-                        f"voices are not what this run would compute: {_why_not(wanted, s.specs)}"
-                        f"; {INSTEAD}")
+        raise DataError(f"{_WHO}: the shipped embeddings of the built-in impostor voices are "
+                        f"not what this run would compute: {_why_not(wanted, s.specs)}; "
+                        f"{INSTEAD}")
     max_s = spec.settings.max_seconds
     cut = (s.seconds > max_s) | (s.samples > round(max_s * SAMPLE_RATE))
     if cut.any():
         longest = float(max(s.seconds.max(), s.samples.max() / SAMPLE_RATE))
-        raise ConfigError(f"max_clip_s = {max_s:g} s cuts {int(cut.sum())} of the "
+        raise ConfigError(f"{_WHO}: max_clip_s = {max_s:g} s cuts {int(cut.sum())} of the "
                           f"{len(cut)} built-in impostor clips (the longest lasts {longest:.3f} "
                           f"s), so their shipped embeddings are not what this run would "
                           f"compute; set max_clip_s to at least {np.ceil(longest * 100) / 100:g}"
-                          f", or {INSTEAD}")
+                          f", or {FOLDER}")
     i = match[0]
     vectors = s.vectors[i].astype(np.float32)
     return EmbeddedClips(clips=[Clip(f"builtin:{name}", 0, str(voice))
