@@ -8,7 +8,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -169,30 +168,52 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
 
 
 KILL_WRITER = """
-import sys, torch
-from audiogate.training.checkpoint import save_checkpoint
+import sys, threading
+from audiogate import files
 from audiogate.config import Config
 from audiogate.models import ModelSpec
-cfg = Config()
+from audiogate.training.checkpoint import save_checkpoint
+
+path, moment = sys.argv[1], sys.argv[2]
+
+
+def mid_write(tmp):  # tell the test which file is being written, then wait to be killed
+    print(tmp, flush=True)
+    threading.Event().wait()
+
+
+cfg = Config(fixed_length=32, n_fft=512, model="simple")
 spec = ModelSpec.of(cfg, n_classes=2)
-net = spec.build()
-print("ready", flush=True)
-for i in range(10**6):
-    save_checkpoint(sys.argv[1], net=net, spec=spec, config=cfg, classes=("a", "b"), epoch=i,
-                    metrics={})
+if moment == "half_written":  # inside the write, half the bytes of a checkpoint sent
+    with files.atomic_write(path) as fh:
+        fh.write(b"PK half a checkpoint")
+        fh.flush()
+        mid_write(fh.name)
+files.before_rename = mid_write  # "written": the whole content, not yet renamed
+save_checkpoint(path, net=spec.build(), spec=spec, config=cfg, classes=("a", "b"), epoch=4,
+                metrics={})
 """
 
 
-def test_kill_9_during_writes_never_corrupts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("moment", ["half_written", "written"])
+def test_kill_9_during_a_write_keeps_the_old_file(tmp_path: Path, moment: str) -> None:
+    """SIGKILL lands while a new checkpoint is being written (the writer says so from inside
+    the atomic write): the old checkpoint is still there, whole; the only other file is the
+    hidden temporary one, which a killed process cannot remove."""
     path = tmp_path / "last.pt"
-    for delay in (0.3, 0.55, 0.8):
-        proc = subprocess.Popen([sys.executable, "-c", KILL_WRITER, str(path)],
-                                stdout=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert load_checkpoint(path).classes == ("a", "b")
+    _save(path)  # epoch 3
+    before = path.read_bytes()
+    proc = subprocess.Popen([sys.executable, "-c", KILL_WRITER, str(path), moment],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    tmp = Path(proc.stdout.readline().strip())  # the writer is in the middle of a write
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert path.read_bytes() == before
+    old = load_checkpoint(path)
+    assert (old.epoch, old.classes) == (3, CLASSES)
+    assert tmp.parent == tmp_path and tmp.name.startswith(".last.pt.") and tmp.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["last.pt", tmp.name])
 
 
 def test_predict_many_in_chunks_keeps_order(tmp_path: Path, rng: np.random.Generator,

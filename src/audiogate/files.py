@@ -15,7 +15,7 @@ import math
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,6 +24,11 @@ HASH_CHUNK = 1 << 20
 
 _IN_PROGRESS: set[Path] = set()
 """Temporary files of the :func:`atomic_write` calls under way (see :func:`remove_temporaries`)."""
+
+before_rename: Callable[[Path], None] | None = None
+"""Test hook: called with the temporary file of each :func:`atomic_write` once the caller has
+written its content, before it is flushed and renamed over the target (a test stops the
+process there, in the middle of a write)."""
 
 
 @contextlib.contextmanager
@@ -41,6 +46,8 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
     try:
         with open(tmp, "wb") as fh:
             yield fh
+            if before_rename is not None:
+                before_rename(tmp)
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
