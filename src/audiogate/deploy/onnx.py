@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,14 @@ import torch
 from torch import nn
 
 from ..config import FeatureConfig
+from ..core.onnx import (
+    OnnxFormat,
+    check_exported_from,
+    cpu_session,
+    to_onnx_bytes,
+    with_metadata,
+)
+from ..core.onnx import read_metadata as read_onnx_metadata
 from ..errors import AudiogateError, CheckpointError
 from ..features.dft import DftLogMel
 from ..features.frontend import fit_length
@@ -44,16 +50,20 @@ from .inference import BaseClassifier
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
-"""ONNX opset of the exported graph."""
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "logits"
 TOLERANCE = 1e-4
 """Largest logit difference (onnxruntime vs PyTorch) an export may have, relative to the
 logits' size where it exceeds 1 (:class:`Parity`)."""
-META_PREFIX = "audiogate."
-META_FORMAT = "audiogate.onnx"
-META_VERSION = "1"
+FORMAT = OnnxFormat(
+    format="audiogate.onnx", version="1", finite=True,
+    missing="ONNX model not found: {path} (write one with "
+            "`audiogate export --checkpoint CKPT --onnx PATH`)",
+    foreign="{label}: an ONNX file without audiogate metadata; export it with "
+            "`audiogate export`",
+    unsupported="{label}: audiogate ONNX version {found} is not supported (this audiogate "
+                "reads version {version})")
+"""The exported network's file format (:func:`read_metadata`)."""
 PROBE_SEED = 20240607
 """Seed of the generated clips used to verify an export."""
 PROBE_CLIPS_PER_KIND = 3
@@ -104,28 +114,16 @@ def probe_waves(features: FeatureConfig, *, seed: int = PROBE_SEED) -> np.ndarra
 
 
 def _to_onnx_bytes(module: nn.Module, *, n_samples: int) -> bytes:
-    """Trace ``module`` (input ``[shape=(batch, n_samples)]``) with the TorchScript exporter,
-    which needs no extra packages; the batch axis stays dynamic."""
-    example = torch.zeros(2, n_samples)
-    with tempfile.TemporaryDirectory(prefix="audiogate-export-") as tmp, \
-            warnings.catch_warnings():  # deprecation notice and constant-folding chatter
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-        # limit_peak's empty-clip check: the exported length is fixed and non-zero
-        warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean",
-                                category=torch.jit.TracerWarning)
-        path = Path(tmp) / "model.onnx"
-        torch.onnx.export(module, (example,), path, dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          do_constant_folding=True)
-        return path.read_bytes()
+    """``module`` (input ``[shape=(batch, n_samples)]``) as ONNX bytes, batch axis dynamic."""
+    # limit_peak's empty-clip check: the exported length is fixed and non-zero
+    quiet = [(torch.jit.TracerWarning, "Converting a tensor to a Python boolean")]
+    return to_onnx_bytes(module, (torch.zeros(2, n_samples),),
+                         inputs={INPUT_NAME: {0: "batch"}}, outputs={OUTPUT_NAME: {0: "batch"}},
+                         quiet=quiet)
 
 
 def _metadata(ckpt: Checkpoint, *, sha256: str) -> dict[str, str]:
-    return {"format": META_FORMAT, "version": META_VERSION,
-            "classes": to_json(list(ckpt.classes), indent=None),
+    return {"classes": to_json(list(ckpt.classes), indent=None),
             "features": to_json(asdict(ckpt.features), indent=None), "epoch": str(ckpt.epoch),
             "metrics": to_json(ckpt.metrics, indent=None),
             "gate": to_json(ckpt.gate, indent=None),
@@ -142,19 +140,10 @@ def export_onnx(*, checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     logits' size where it exceeds 1, see :class:`Parity`) on the probe clips
     (:func:`probe_waves`); nothing is written then.
     """
-    import onnx  # local: optional dependency
-
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model()
-    raw = _to_onnx_bytes(exportable(model), n_samples=ckpt.features.n_samples)
-    proto = onnx.load_from_string(raw)
-    onnx.checker.check_model(proto)
-    meta = _metadata(ckpt, sha256=sha256_file(checkpoint))
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = META_PREFIX + key, value
-    proto.producer_name = "audiogate"
-    data = proto.SerializeToString()
+    data = with_metadata(_to_onnx_bytes(exportable(model), n_samples=ckpt.features.n_samples),
+                         kind=FORMAT, metadata=_metadata(ckpt, sha256=sha256_file(checkpoint)))
     parity = verify(model, data, features=ckpt.features)
     if parity.scaled > tolerance:
         raise ExportError(f"the ONNX model differs from PyTorch by {parity.scaled:.3g} in the "
@@ -168,15 +157,6 @@ def export_onnx(*, checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     return ExportReport(path=str(out_path), max_abs_diff=parity.logit,
                         max_scaled_diff=parity.scaled, max_prob_diff=parity.probability,
                         n_probe_clips=parity.n_clips, bytes=len(data))
-
-
-def _session(model: bytes | str) -> Any:
-    import onnxruntime as ort  # local: optional dependency
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model, sess_options=options,
-                                providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)
@@ -199,7 +179,7 @@ def verify(model: WaveformClassifier, onnx_model: bytes,
     waves = probe_waves(features)
     with torch.no_grad():
         expected = model(torch.from_numpy(waves)).numpy()
-    got = _session(onnx_model).run([OUTPUT_NAME], {INPUT_NAME: waves})[0]
+    got = cpu_session(onnx_model).run([OUTPUT_NAME], {INPUT_NAME: waves})[0]
     diff = np.abs(got - expected)
     return Parity(logit=float(diff.max()),
                   probability=float(np.abs(softmax(got) - softmax(expected)).max()),
@@ -229,7 +209,7 @@ class OnnxClassifier(BaseClassifier):
                          epoch=meta["epoch"], metrics=meta["metrics"], decision=decision,
                          max_clip_s=meta["max_clip_s"], workers=workers)
         self.checkpoint_sha256: str = meta["checkpoint_sha256"]
-        self.session = _session(self.path)
+        self.session = cpu_session(self.path)
 
     def _batch_probabilities(self, x: np.ndarray) -> np.ndarray:
         return softmax(self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
@@ -240,28 +220,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     length and source checkpoint hash of an exported model; :class:`CheckpointError` if it is
     not an audiogate ONNX file, or if a weight is NaN or infinite (an export of a diverged
     checkpoint gives NaN verdicts)."""
-    import onnx  # local: optional dependency
-
-    if not Path(path).is_file():
-        raise CheckpointError(f"ONNX model not found: {path} (write one with "
-                              "`audiogate export --checkpoint CKPT --onnx PATH`)")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises assorted protobuf/decode errors
-        raise CheckpointError(f"{path}: not a readable ONNX file ({exc})") from None
-    for init in proto.graph.initializer:
-        weights = onnx.numpy_helper.to_array(init)
-        if np.issubdtype(weights.dtype, np.floating) and not np.isfinite(weights).all():
-            raise CheckpointError(f"{path}: weights are not finite: initializer "
-                                  f"'{init.name}' holds NaN or infinity")
-    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
-            if p.key.startswith(META_PREFIX)}
-    if meta.get("format") != META_FORMAT:
-        raise CheckpointError(f"{path}: an ONNX file without audiogate metadata; export it "
-                              "with `audiogate export`")
-    if meta.get("version") != META_VERSION:
-        raise CheckpointError(f"{path}: audiogate ONNX version {meta.get('version')} is not "
-                              f"supported (this audiogate reads version {META_VERSION})")
+    meta = read_onnx_metadata(path, kind=FORMAT)
     try:
         return {"classes": tuple(json.loads(meta["classes"])),
                 "features": FeatureConfig(**json.loads(meta["features"])),
@@ -278,9 +237,6 @@ def load_onnx(path: str | os.PathLike[str], *, workers: int = 1,
               checkpoint: str | os.PathLike[str] | None = None) -> OnnxClassifier:
     """Load an exported model. With ``checkpoint``, refuse an export of another checkpoint."""
     gate = OnnxClassifier(path, workers=workers)
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise CheckpointError(f"checkpoint not found: {checkpoint}")
-    if checkpoint is not None and sha256_file(checkpoint) != gate.checkpoint_sha256:
-        raise CheckpointError(f"{path} was not exported from {checkpoint} (or the checkpoint "
-                              "changed since); export it again with `audiogate export`")
+    if checkpoint is not None:
+        check_exported_from(path, checkpoint=checkpoint, sha256=gate.checkpoint_sha256)
     return gate

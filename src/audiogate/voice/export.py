@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..config import FeatureConfig
+from ..core.onnx import IN_MEMORY, OnnxFormat, cpu_session, to_onnx_bytes, with_metadata
+from ..core.onnx import read_metadata as read_onnx_metadata
 from ..errors import AudiogateError, CheckpointError
-from ..files import to_json, write_bytes
+from ..files import write_bytes
 from .encoder import (
     EMBED_DIM,
     SAMPLE_RATE,
@@ -39,14 +37,14 @@ from .encoder import (
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
 INPUT_NAME = "windows"
 OUTPUT_NAME = "embeddings"
 TOLERANCE = 1e-4
 """Largest absolute difference of an utterance embedding, onnxruntime vs PyTorch."""
-META_PREFIX = "audiogate."
-META_FORMAT = "audiogate.voice-encoder"
-META_VERSION = "1"
+FORMAT = OnnxFormat(format="audiogate.voice-encoder", version="1",
+                    missing="ONNX speaker encoder not found: {path}",
+                    foreign="{label}: not an audiogate voice-encoder export (metadata {metadata})")
+"""The exported encoder's file format (:func:`read_metadata`)."""
 PROBE_FRAMES = (161, 401)
 """Probe clip lengths in STFT frames: one partial window (1.6 s) and several (4 s)."""
 
@@ -72,24 +70,18 @@ def probe_clips() -> list[np.ndarray]:
     return clips
 
 
+ENCODER_NOISE = ((UserWarning, ""), (torch.jit.TracerWarning, ""))
+"""Tracing chatter of the encoder's LSTM (batch size), silenced while exporting."""
+
+
 def _to_onnx_bytes(encoder: SpeakerEncoder) -> bytes:
-    example = torch.zeros(2, WINDOW_SAMPLES)
-    with tempfile.TemporaryDirectory(prefix="audiogate-export-") as tmp, \
-            warnings.catch_warnings():  # exporter deprecation and LSTM batch-size chatter
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=FutureWarning)
-        warnings.simplefilter("ignore", category=UserWarning)
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-        path = Path(tmp) / "encoder.onnx"
-        torch.onnx.export(encoder, (example,), path, dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          do_constant_folding=True)
-        return path.read_bytes()
+    return to_onnx_bytes(encoder, (torch.zeros(2, WINDOW_SAMPLES),),
+                         inputs={INPUT_NAME: {0: "batch"}}, outputs={OUTPUT_NAME: {0: "batch"}},
+                         quiet=ENCODER_NOISE)
 
 
 def _metadata() -> dict[str, str]:
-    return {"format": META_FORMAT, "version": META_VERSION, "weights_sha256": weights_digest(),
+    return {"weights_sha256": weights_digest(),
             "sample_rate": str(SAMPLE_RATE), "window_samples": str(WINDOW_SAMPLES),
             "embed_dim": str(EMBED_DIM)}
 
@@ -101,15 +93,8 @@ def export_encoder(out: str | os.PathLike[str], *,
     Raises :class:`AudiogateError` if onnxruntime's embeddings of :func:`probe_clips` differ
     from PyTorch's by more than ``tolerance``; nothing is written then.
     """
-    import onnx  # local: optional dependency
-
-    proto = onnx.load_from_string(_to_onnx_bytes(load_encoder(exportable=True)))
-    onnx.checker.check_model(proto)
-    for key, value in _metadata().items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = META_PREFIX + key, value
-    proto.producer_name = "audiogate"
-    data = proto.SerializeToString()
+    data = with_metadata(_to_onnx_bytes(load_encoder(exportable=True)), kind=FORMAT,
+                         metadata=_metadata())
     diff, n_clips = verify(data)
     if diff > tolerance:
         raise AudiogateError(f"the ONNX speaker encoder differs from PyTorch by {diff:.3g} "
@@ -130,16 +115,6 @@ def verify(onnx_model: bytes | str) -> tuple[float, int]:
     return float(np.abs(got - expected).max()), len(clips)
 
 
-def _session(model: bytes | str, *, threads: int) -> Any:
-    import onnxruntime as ort  # local: optional dependency
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(model, sess_options=options,
-                                providers=["CPUExecutionProvider"])
-
-
 class OnnxEncoder:
     """An exported encoder run by onnxruntime; a :data:`~audiogate.voice.encoder.WindowRunner`.
 
@@ -154,10 +129,10 @@ class OnnxEncoder:
         if check:
             meta = read_metadata(source)
             if meta["weights_sha256"] != weights_digest():
-                label = "<bytes>" if isinstance(source, bytes) else source
+                label = IN_MEMORY if isinstance(source, bytes) else source
                 raise CheckpointError(f"{label}: exported from other encoder weights than "
                                       "the installed ones; export it again")
-        self.session = _session(source, threads=threads)
+        self.session = cpu_session(source, threads=threads)
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         out: np.ndarray = self.session.run([OUTPUT_NAME], {INPUT_NAME: windows})[0]
@@ -167,20 +142,5 @@ class OnnxEncoder:
 def read_metadata(model: bytes | str) -> dict[str, str]:
     """The audiogate metadata of an exported encoder; :class:`CheckpointError` if it is not
     one."""
-    import onnx  # local: optional dependency
-
-    label = "<in-memory ONNX model>" if isinstance(model, bytes) else model
-    if isinstance(model, str) and not Path(model).is_file():
-        raise CheckpointError(f"ONNX speaker encoder not found: {model}")
-    try:
-        proto = (onnx.load_from_string(model) if isinstance(model, bytes)
-                 else onnx.load(model, load_external_data=False))
-    except Exception as exc:  # onnx raises assorted protobuf/decode errors
-        raise CheckpointError(f"{label}: not a readable ONNX file ({exc})") from None
-    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
-            if p.key.startswith(META_PREFIX)}
-    if meta.get("format") != META_FORMAT or meta.get("version") != META_VERSION:
-        raise CheckpointError(f"{label}: not an audiogate voice-encoder export "
-                              f"(metadata {to_json(meta, indent=None)[:200]})")
-    return meta
+    return read_onnx_metadata(model, kind=FORMAT)
 

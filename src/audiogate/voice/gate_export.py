@@ -24,7 +24,6 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,14 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..core.onnx import (
+    OnnxFormat,
+    check_exported_from,
+    cpu_session,
+    to_onnx_bytes,
+    with_metadata,
+)
+from ..core.onnx import read_metadata as read_onnx_metadata
 from ..deploy.decision import Decision
 from ..errors import AudiogateError, CheckpointError, ConfigError
 from ..files import sha256_file, to_json, write_bytes
@@ -46,18 +53,19 @@ from .encoder import (
     normalize_volume,
     partial_windows,
 )
+from .export import ENCODER_NOISE, probe_clips
 from .scoring import LogisticHead, VoiceScorer
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
 INPUT_NAMES = ("windows", "pool")
 OUTPUT_NAME = "score"
 TOLERANCE = 1e-4
 """Largest absolute score difference, onnxruntime vs PyTorch, an export may have."""
-META_PREFIX = "audiogate."
-META_FORMAT = "audiogate.voice-gate-onnx"
-META_VERSION = "1"
+FORMAT = OnnxFormat(format="audiogate.voice-gate-onnx", version="1",
+                    missing="ONNX model not found: {path}",
+                    foreign="{label}: not an audiogate voice gate export")
+"""The exported gate's file format (:func:`read_metadata`)."""
 
 
 class GateGraph(nn.Module):
@@ -112,13 +120,7 @@ def graph_inputs(used: Sequence[np.ndarray], *, spec: EmbedSpec) -> tuple[np.nda
 
 
 def _session(model: bytes | str) -> Any:
-    import onnxruntime as ort  # local: optional dependency
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = RUN_THREADS  # the LSTM gains nothing from more
-    return ort.InferenceSession(model, sess_options=options,
-                                providers=["CPUExecutionProvider"])
+    return cpu_session(model, threads=RUN_THREADS)  # the LSTM gains nothing from more
 
 
 def _run(session: Any, used: Sequence[np.ndarray], *, spec: EmbedSpec) -> np.ndarray:
@@ -129,23 +131,10 @@ def _run(session: Any, used: Sequence[np.ndarray], *, spec: EmbedSpec) -> np.nda
 
 
 def _to_onnx_bytes(graph: GateGraph) -> bytes:
-    import tempfile
-    import warnings
-
-    example = (torch.zeros(3, WINDOW_SAMPLES), torch.full((2, 3), 0.5))
-    with tempfile.TemporaryDirectory(prefix="audiogate-export-") as tmp, \
-            warnings.catch_warnings():  # exporter deprecation and LSTM batch-size chatter
-        for category in (DeprecationWarning, FutureWarning, UserWarning,
-                         torch.jit.TracerWarning):
-            warnings.simplefilter("ignore", category=category)
-        path = Path(tmp) / "gate.onnx"
-        torch.onnx.export(graph, example, path, dynamo=False, opset_version=OPSET,
-                          input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
-                          dynamic_axes={"windows": {0: "windows"},
-                                        "pool": {0: "clips", 1: "windows"},
-                                        OUTPUT_NAME: {0: "clips"}},
-                          do_constant_folding=True)
-        return path.read_bytes()
+    windows, pool = INPUT_NAMES
+    return to_onnx_bytes(graph, (torch.zeros(3, WINDOW_SAMPLES), torch.full((2, 3), 0.5)),
+                         inputs={windows: {0: "windows"}, pool: {0: "clips", 1: "windows"}},
+                         outputs={OUTPUT_NAME: {0: "clips"}}, quiet=ENCODER_NOISE)
 
 
 @dataclass(frozen=True)
@@ -160,8 +149,7 @@ class VoiceExportReport:
 
 def _metadata(gate: VoiceClassifier, *, sha256: str) -> dict[str, str]:
     ckpt = gate.checkpoint
-    return {"format": META_FORMAT, "version": META_VERSION,
-            "classes": to_json(list(ckpt.classes), indent=None),
+    return {"classes": to_json(list(ckpt.classes), indent=None),
             "config": to_json(ckpt.config.to_dict(), indent=None),
             "spec": to_json(ckpt.profile.spec.as_dict(), indent=None),
             "voices": to_json(gate.voices, indent=None),
@@ -175,19 +163,10 @@ def export_voice_onnx(*, checkpoint: str | os.PathLike[str], out: str | os.PathL
                       tolerance: float = TOLERANCE) -> VoiceExportReport:
     """Export a voice checkpoint's gate to ``out`` (written atomically) after checking that
     onnxruntime's scores of the probe clips equal PyTorch's within ``tolerance``."""
-    import onnx  # local: optional dependency
-
-    from .export import probe_clips
-
     gate = VoiceClassifier.load(checkpoint)
     graph = GateGraph(encoder=load_encoder(exportable=True), scorer=gate.checkpoint.scorer)
-    proto = onnx.load_from_string(_to_onnx_bytes(graph.eval()))
-    onnx.checker.check_model(proto)
-    for key, value in _metadata(gate, sha256=sha256_file(checkpoint)).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = META_PREFIX + key, value
-    proto.producer_name = "audiogate"
-    data = proto.SerializeToString()
+    data = with_metadata(_to_onnx_bytes(graph.eval()), kind=FORMAT,
+                         metadata=_metadata(gate, sha256=sha256_file(checkpoint)))
     clips = probe_clips()
     expected = gate._score_used(clips)
     got = _run(_session(data), clips, spec=gate.checkpoint.profile.spec)
@@ -255,18 +234,7 @@ class OnnxVoiceClassifier(VoiceGateBase):
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The audiogate metadata of an exported voice gate; :class:`CheckpointError` if it is
     not one."""
-    import onnx  # local: optional dependency
-
-    if not Path(path).is_file():
-        raise CheckpointError(f"ONNX model not found: {path}")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises assorted protobuf/decode errors
-        raise CheckpointError(f"{path}: not a readable ONNX file ({exc})") from None
-    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
-            if p.key.startswith(META_PREFIX)}
-    if meta.get("format") != META_FORMAT or meta.get("version") != META_VERSION:
-        raise CheckpointError(f"{path}: not an audiogate voice gate export")
+    meta = read_onnx_metadata(path, kind=FORMAT)
     try:
         return {"classes": tuple(json.loads(meta["classes"])),
                 "config": Config.from_dict(json.loads(meta["config"]), source=str(path)),
@@ -292,8 +260,6 @@ def load_voice_onnx(path: str | os.PathLike[str], *, workers: int = 1,
                     checkpoint: str | os.PathLike[str] | None = None) -> OnnxVoiceClassifier:
     """Load an exported voice gate; with ``checkpoint``, refuse an export of another one."""
     gate = OnnxVoiceClassifier(path, workers=workers)
-    if checkpoint is not None and (not Path(checkpoint).is_file()
-                                   or sha256_file(checkpoint) != gate.checkpoint_sha256):
-        raise CheckpointError(f"{path} was not exported from {checkpoint} (or the checkpoint "
-                              "changed since); export it again with `audiogate export`")
+    if checkpoint is not None:
+        check_exported_from(path, checkpoint=checkpoint, sha256=gate.checkpoint_sha256)
     return gate
