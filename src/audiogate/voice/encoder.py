@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AudiogateError, ConfigError
+from ..features.dft import dft_basis, dft_power
 from ..files import sha256_file
 
 SAMPLE_RATE = 16000
@@ -162,17 +163,11 @@ class DftMelFrontEnd(MelFrontEnd):
 
     def __init__(self) -> None:
         super().__init__()
-        self.n_bins = N_FFT // 2 + 1
-        taps = torch.arange(N_FFT, dtype=torch.float64)
-        bins = torch.arange(self.n_bins, dtype=torch.float64)
-        angle = 2.0 * torch.pi * torch.outer(bins, taps) / N_FFT
-        win = torch.hann_window(N_FFT, dtype=torch.float64)
-        basis = torch.cat([torch.cos(angle) * win, -torch.sin(angle) * win])
-        self.register_buffer("basis", basis[:, None, :].to(torch.float32), persistent=False)
+        self.register_buffer("basis", dft_basis(torch.hann_window(N_FFT, dtype=torch.float64),
+                                                n_fft=N_FFT), persistent=False)
 
     def power(self, windows: torch.Tensor) -> torch.Tensor:
-        spec = F.conv1d(windows[:, None, :], self.basis, stride=HOP)
-        return spec[:, :self.n_bins].square() + spec[:, self.n_bins:].square()
+        return dft_power(windows[:, None, :], self.basis, n_fft=N_FFT, hop=HOP)
 
 
 class SpeakerEncoder(nn.Module):
