@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiogate.config import AugmentConfig, FeatureConfig
+from audiogate.config import AugmentConfig, Config
 from audiogate.errors import ConfigError
 from audiogate.features.augment import (
     AddNoise,
@@ -26,7 +26,7 @@ from audiogate.features.frontend import LogMel
 
 from .conftest import SR, sine
 
-CFG = FeatureConfig()
+CFG = Config().features()
 HOP_S = CFG.hop_length / CFG.sr
 BIN_HZ = CFG.sr / CFG.n_fft
 HALF_POWER_DB = 10 * math.log10(2)
@@ -102,7 +102,7 @@ def test_warped_filterbank_is_the_mel_of_the_resampled_spectrum(semitones: float
 
 @pytest.mark.parametrize("semitones", [-2.0, 3.0, 12.0])
 def test_pitch_shift_through_the_front_end_matches_a_real_higher_tone(semitones: float) -> None:
-    front = AugmentedFrontEnd(LogMel(CFG), AugmentConfig())
+    front = AugmentedFrontEnd(LogMel(CFG), Config(pitch_p=0.5).augmentation())
     n = math.ceil(CFG.n_samples * 1.25) + CFG.hop_length
     wave = torch.from_numpy(sine(440.0, n / SR))[None]
     params = {**_identity(1), "semitones": torch.tensor([semitones])}
@@ -157,7 +157,7 @@ def test_identity_parameters_give_the_clean_features(rng: np.random.Generator,
     """No noise, no shift, rate 1: exactly the evaluation window's features, for clips
     shorter than the window, and longer than the stored samples."""
     frontend = LogMel(CFG)
-    front = AugmentedFrontEnd(frontend, AugmentConfig())
+    front = AugmentedFrontEnd(frontend, Config(pitch_p=0.5).augmentation())
     n = math.ceil(CFG.n_samples * 1.25) + CFG.hop_length
     real = min(n, round(seconds * SR))
     wave = torch.zeros(3, n)
@@ -182,7 +182,7 @@ def _batch(rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Ten
 @pytest.mark.parametrize(("seed", "size"), [(0, 1), (1, 5), (2, 9)])
 def test_augmented_features_are_finite_normalised_float32(seed: int, size: int) -> None:
     rng = np.random.default_rng(seed)
-    cfg = AugmentConfig(noise_p=1.0, pitch_p=1.0, stretch_p=1.0)
+    cfg = Config(noise_p=1.0, pitch_p=1.0, stretch_p=1.0).augmentation()
     front = AugmentedFrontEnd(LogMel(CFG), cfg)
     wave, lengths = _batch(rng, size)
     out = front(wave, lengths=lengths, seeds=np.arange(size) + 100 * seed)
@@ -199,8 +199,8 @@ def test_augmented_features_are_finite_normalised_float32(seed: int, size: int) 
 
 
 def test_same_seed_same_features_other_seed_other_features() -> None:
-    front = AugmentedFrontEnd(LogMel(CFG), AugmentConfig(noise_p=1.0, pitch_p=1.0,
-                                                         stretch_p=1.0))
+    every = Config(noise_p=1.0, pitch_p=1.0, stretch_p=1.0).augmentation()
+    front = AugmentedFrontEnd(LogMel(CFG), every)
     wave, lengths = _batch(np.random.default_rng(0), 4)
     seeds = np.array([7, 8, 9, 10])
     a = front(wave, lengths=lengths, seeds=seeds)
@@ -212,7 +212,7 @@ def test_same_seed_same_features_other_seed_other_features() -> None:
 
 
 def test_an_empty_batch_gives_empty_features() -> None:
-    front = AugmentedFrontEnd(LogMel(CFG), AugmentConfig())
+    front = AugmentedFrontEnd(LogMel(CFG), Config(pitch_p=0.5).augmentation())
     n = math.ceil(CFG.n_samples * 1.25) + CFG.hop_length
     out = front(torch.zeros(0, n), lengths=torch.zeros(0, dtype=torch.int64),
                 seeds=np.zeros(0, np.uint64))
@@ -222,8 +222,8 @@ def test_an_empty_batch_gives_empty_features() -> None:
 def test_a_clips_augmentation_does_not_depend_on_its_batch() -> None:
     """Each clip draws from its own seed: a batch of 4 gives, clip for clip, what two batches
     of 2 (the shards of two training processes) give."""
-    front = AugmentedFrontEnd(LogMel(CFG), AugmentConfig(noise_p=1.0, pitch_p=1.0,
-                                                         stretch_p=1.0))
+    every = Config(noise_p=1.0, pitch_p=1.0, stretch_p=1.0).augmentation()
+    front = AugmentedFrontEnd(LogMel(CFG), every)
     wave, lengths = _batch(np.random.default_rng(3), 4)
     seeds = np.array([11, 12, 13, 14])
     whole = front(wave, lengths=lengths, seeds=seeds)
@@ -242,7 +242,7 @@ def test_draws_respect_probability_and_ranges() -> None:
     assert (params["semitones"].abs() <= 3.0).all() and params["semitones"].std() > 1.0
     assert ((params["rate"] >= 0.9) & (params["rate"] <= 1.1)).all()
     assert aug.max_rate == pytest.approx(1.1)
-    off = Augmenter(AugmentConfig(noise_p=0.0, pitch_p=0.0, stretch_p=0.0))
+    off = Augmenter(Config(noise_p=0.0, pitch_p=0.0, stretch_p=0.0).augmentation())
     params = off.draw(np.arange(50))
     assert torch.isinf(params["snr_db"]).all()
     assert (params["semitones"] == 0).all() and (params["rate"] == 1).all()
@@ -275,7 +275,7 @@ def test_a_stretched_short_clips_padding_sits_at_its_floor(rate: float) -> None:
     wave = torch.zeros(1, n)
     wave[0, :clip.size] = torch.from_numpy(clip)
     params = {**_identity(1), "rate": torch.tensor([rate])}
-    out = AugmentedFrontEnd(LogMel(CFG), AugmentConfig()).apply(
+    out = AugmentedFrontEnd(LogMel(CFG), Config(pitch_p=0.5).augmentation()).apply(
         wave, lengths=torch.tensor([clip.size]), params=params)[0]
     own = int(stretched_frames(torch.tensor([1 + clip.size // CFG.hop_length]),
                                rate=torch.tensor([rate]), n_frames=CFG.fixed_length)[0])

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiogate.config import Config, FeatureConfig
+from audiogate.config import Config
 from audiogate.data import Clip
 from audiogate.data import cache as cache_mod
 from audiogate.data import decode as clips_mod
@@ -26,7 +26,7 @@ from audiogate.features.frontend import fit_length, log_mel
 
 from .conftest import SR, TINY_FLAGS, make_toy_dataset
 
-FEATS = FeatureConfig(fixed_length=32, n_fft=512)
+FEATS = Config(fixed_length=32, n_fft=512).features()
 SPEC = CacheSpec(features=FEATS, n_keep=FEATS.n_samples + 2 * FEATS.hop_length)
 
 

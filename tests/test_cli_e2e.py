@@ -226,7 +226,7 @@ def test_train_help_lists_what_resume_applies(capsys: pytest.CaptureFixture[str]
     text = " ".join(capsys.readouterr().out.split())
     assert ("Applied with it: --max-epochs, --patience, --workers, --keep-epoch-checkpoints, "
             "--cache, --cache-dir, --tensorboard, --report-errors, --device, --precision, "
-            "--prefetch. Refused: --config") in text
+            "--prefetch, --sync-batchnorm. Refused: --config") in text
 
 
 class _Boom(Callback):

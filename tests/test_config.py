@@ -52,7 +52,6 @@ def test_features_view_matches_fields() -> None:
     ({"n_mels": 0}, "n_mels"),
     ({"test_size": 0.5, "val_size": 0.5}, "test_size"),
     ({"val_size": 1.5}, "val_size"),
-    ({"n_mels": 128, "n_fft": 256, "win_length": 256}, "n_mels"),
     ({"win_length": 2048}, "win_length"),
     ({"hop_length": 800}, "hop_length"),
     ({"balance": "oversample"}, "balance"),
@@ -94,3 +93,12 @@ def test_fixed_length_auto_round_trips(tmp_path: Path) -> None:
         config.features()
     with pytest.raises(ConfigError, match="fixed_length"):
         Config.from_dict({"fixed_length": "long"})
+
+
+def test_empty_mel_bands_are_refused_where_features_are_built() -> None:
+    """Config validation builds no filterbank; the front end refuses bands with no FFT bin."""
+    from audiogate.features.frontend import LogMel
+
+    config = Config(n_mels=128, n_fft=256, win_length=256)
+    with pytest.raises(ConfigError, match=r"'n_mels'.*empty"):
+        LogMel(config.features())

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from audiogate.cli import main
-from audiogate.config import AugmentConfig, Config
+from audiogate.config import Config
 from audiogate.deploy.inference import load
 from audiogate.features.augment import AugmentedFrontEnd
 from audiogate.features.frontend import LogMel
@@ -73,7 +73,7 @@ def test_a_gpu_run_resumes_on_the_cpu(toy: Path, tmp_path: Path) -> None:
 def test_gpu_features_match_cpu_features() -> None:
     """Augmentation without noise is deterministic: the GPU computes the CPU's features."""
     cfg = Config(fixed_length=64).features()
-    aug_cfg = AugmentConfig(noise_p=0.0, pitch_p=1.0, stretch_p=1.0)
+    aug_cfg = Config(noise_p=0.0, pitch_p=1.0, stretch_p=1.0).augmentation()
     n = math.ceil(cfg.n_samples * 1.25) + cfg.hop_length
     wave = torch.from_numpy(
         (0.3 * np.random.default_rng(0).standard_normal((6, n))).astype(np.float32))

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from audiogate.config import parse_operating_point
 from audiogate.errors import ConfigError
 from audiogate.reporting.metrics import (
     best_f1_threshold,
@@ -16,7 +17,6 @@ from audiogate.reporting.metrics import (
     error_tradeoff,
     gate_report,
     macro_f1,
-    parse_operating_point,
     threshold_at_far,
     threshold_at_frr,
 )

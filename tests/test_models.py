@@ -49,8 +49,8 @@ def test_a_new_network_is_one_class_and_one_decorator(monkeypatch: pytest.Monkey
 
 
 def test_unknown_model_names_are_refused() -> None:
-    with pytest.raises(ConfigError, match=r"'model' must be one of .*simple"):
-        Config(model="resnet9000")
+    with pytest.raises(ConfigError, match=r"unknown model 'resnet9000'; known models: .*simple"):
+        ModelSpec.of(Config(model="resnet9000"), n_classes=2)
     with pytest.raises(CheckpointError, match="unknown model 'gone'"):
         ModelSpec("gone", {}).build()
     with pytest.raises(CheckpointError, match="cannot be built from the stored arguments"):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiogate.config import FeatureConfig
+from audiogate.config import Config
 from audiogate.data import Clip
 from audiogate.data import decode as clips_mod
 from audiogate.data.audio_io import write_wav
@@ -26,7 +26,7 @@ from audiogate.training.prefetch import prefetch, split_threads
 
 from .conftest import SR, TINY_FLAGS
 
-FEATS = FeatureConfig(fixed_length=32, n_fft=512)
+FEATS = Config(fixed_length=32, n_fft=512).features()
 N_KEEP = FEATS.n_samples + FEATS.hop_length
 
 

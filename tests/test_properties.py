@@ -228,7 +228,8 @@ def test_augmented_front_end(k: int, batch: int, amp: float, extra: int, seed: i
     wave = torch.from_numpy(np.stack([signal(n, amp, seed + i) for i in range(batch)]))
     wave = wave * (torch.arange(n)[None, :] < lengths[:, None])
     front = AugmentedFrontEnd(FRONTENDS[k], AugmentConfig(
-        noise_p=p, pitch_p=p, pitch_semitones=semitones, stretch_p=p, stretch_rate=(lo, hi)))
+        noise_p=p, noise_snr_db=(10.0, 40.0), pitch_p=p, pitch_semitones=semitones, stretch_p=p,
+        stretch_rate=(lo, hi)))
     seeds = np.arange(batch) + seed
     out = front(wave, lengths=lengths, seeds=seeds)
     assert tuple(out.shape) == (batch, cfg.n_mels, cfg.fixed_length)

@@ -3,6 +3,7 @@ smoothing, BC-ResNet; each does what it says."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -186,3 +187,35 @@ def test_tcresnet_takes_any_number_of_frames(frames: int) -> None:
     assert 60_000 < sum(p.numel() for p in net.parameters()) < 70_000     # TC-ResNet8
     deeper = ModelSpec.of(Config(model="tcresnet", depth=2, width=2), n_classes=2).build()
     assert len(deeper.blocks) == 6 and deeper.fc.in_features == 96
+
+
+def test_the_constructor_resolves_the_recipe() -> None:
+    """``Config(recipe=...)`` is the recipe (fields not given take its values), as
+    ``from_recipe`` and a TOML file with ``recipe = ...`` are."""
+    assert Config(recipe="spec") == Config.from_recipe("spec")
+    for name, value in SPEC_RECIPE.items():
+        assert getattr(Config(recipe="spec"), name) == value
+    tuned = Config(recipe="spec", lr=0.01)
+    assert tuned.lr == 0.01 and tuned.model == "simple"
+    assert dataclasses.replace(tuned, seed=3).model == "simple"  # replace keeps values
+
+
+def test_choices_come_from_the_annotations() -> None:
+    from audiogate.config import FIELD_TYPES, choices, reference
+
+    assert choices(FIELD_TYPES["balance"]) == ("weighted", "downsample", "none")
+    assert set(RECIPES) == set(choices(FIELD_TYPES["recipe"]) or ())
+    with pytest.raises(ConfigError, match="'clip_pooling' must be one of mean, max"):
+        Config(clip_pooling="median")  # type: ignore[arg-type]
+    docs = {d.name: d for d in reference()}
+    assert list(docs) == [f.name for f in dataclasses.fields(Config)]
+    assert docs["pad"].type == "one of: floor | silence" and docs["pad"].default == '"floor"'
+    assert docs["fixed_length"].default == "200" and docs["augment"].default == "true"
+
+
+def test_changed_lists_fields_set_beyond_the_recipe() -> None:
+    from audiogate.config import AUGMENT, TRAINING
+
+    assert Config(recipe="voice").changed((TRAINING, AUGMENT)) == []
+    assert Config(recipe="voice", width=4, noise_p=0.1).changed((TRAINING, AUGMENT)) == [
+        "noise_p", "width"]

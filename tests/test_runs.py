@@ -42,7 +42,8 @@ def test_resume_applies_only_the_fields_that_keep_the_run_the_same(tmp_path: Pat
     assert resume_config(stored, {"n_mels": 40, "lr": 0.01, "data": str(tmp_path)}) == stored
     assert set(RESUME_FIELDS) == {"max_epochs", "patience", "workers",
                                   "keep_epoch_checkpoints", "cache", "cache_dir", "tensorboard",
-                                  "report_errors", "device", "precision", "prefetch"}
+                                  "report_errors", "device", "precision", "prefetch",
+                                  "sync_batchnorm"}
 
 
 @pytest.mark.parametrize(("changes", "flags"), [

@@ -6,12 +6,12 @@ import argparse
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from .config import RESUME_FIELDS, Config
+from .config import FIELD_TYPES, RESUME_FIELDS, TRAINING, Config, choices, reference
 from .console import ABORTED, EXIT_ABORTED, cli_interrupts, native_stderr_silenced
 from .errors import AudiogateError, ConfigError
 
@@ -19,7 +19,6 @@ log = logging.getLogger("audiogate")
 
 EXIT_USAGE = 2
 EXIT_NOTHING_USABLE = 1
-_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
 
 def _frames(text: str) -> int | str:
@@ -28,19 +27,26 @@ def _frames(text: str) -> int | str:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per :class:`Config` field; unset flags stay ``None`` (TOML/defaults win)."""
-    group = parser.add_argument_group("config fields (override --config)")
-    for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} (default: {f.default})"
-        if f.type == "bool":
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+    """One ``--flag`` per :class:`Config` field, by section; unset flags stay ``None``
+    (recipe, TOML and defaults win)."""
+    groups: dict[str, Any] = {}
+    for doc in reference():
+        if doc.section not in groups:
+            groups[doc.section] = parser.add_argument_group(f"config: {doc.section} "
+                                                            "(override --config)")
+        group, kind = groups[doc.section], FIELD_TYPES[doc.name]
+        help_text = f"{doc.help.replace('%', '%%')} (default: {doc.default})"
+        if kind is bool:
+            group.add_argument(doc.flag, dest=doc.name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
+        elif choices(kind) is not None:
+            group.add_argument(doc.flag, dest=doc.name, choices=choices(kind), default=None,
+                               help=help_text)
         else:
-            kind = _frames if f.name == "fixed_length" else _TYPES[str(f.type)]
-            group.add_argument(flag, dest=f.name, type=kind, default=None,
-                               metavar=str(f.type).upper(), help=help_text)
-    group.add_argument("--epochs", dest="max_epochs", type=int, default=None,
+            parse = _frames if doc.name == "fixed_length" else kind
+            group.add_argument(doc.flag, dest=doc.name, type=parse, default=None,
+                               metavar=kind.__name__.upper(), help=help_text)
+    groups[TRAINING].add_argument("--epochs", dest="max_epochs", type=int, default=None,
                        help="alias of --max-epochs")
 
 

@@ -1,8 +1,20 @@
 """The single source of configuration: one frozen dataclass, loadable from TOML and the CLI.
 
-The first nine fields are the specification's ``Args``; the rest are what a real tool needs
-(front end, augmentation, stopping, run folder). :class:`FeatureConfig` and
-:class:`AugmentConfig` are read-only views that travel with checkpoints.
+:class:`Config` holds every setting of a run. Its first nine fields are the specification's
+``Args`` (data, sr, n_mels, fixed_length, batch_size, lr, weight_decay, test_size, val_size)
+with the specification's values as defaults; the other defaults are audiogate's default
+recipe (a TC-ResNet, class-weighted loss, a cosine schedule over at most 10 epochs). A
+*recipe* (:data:`RECIPES`) is a named bundle of field values; precedence is field defaults <
+recipe < TOML file < explicit arguments, and it is resolved by the constructor itself:
+``Config(recipe="spec")`` is the specification's notebook, ``Config(recipe="spec", lr=0.01)``
+the same with another learning rate.
+
+Validation is pure: types come from the annotations (``Literal`` fields list their choices),
+ranges are checked here, and nothing above this module is imported. What needs the rest of
+audiogate is checked where it is used: the network name by the gate registry, the mel bands
+by the front end. :class:`FeatureConfig` and :class:`AugmentConfig` are views derived from a
+:class:`Config` (:meth:`Config.features`, :meth:`Config.augmentation`); they have no defaults
+of their own.
 """
 
 from __future__ import annotations
@@ -11,27 +23,32 @@ import dataclasses
 import math
 import re
 import tomllib
-import warnings
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import ConfigError
 
-BALANCE_CHOICES = ("downsample", "weighted", "none")
-PRECISION_CHOICES = ("32", "bf16-mixed", "16-mixed")
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-TENSORBOARD_CHOICES = ("auto", "on", "off")
-VOICE_MODELS = ("ge2e",)
-"""Models that are no trained network but a pretrained speaker encoder and enrolled voices
-(:mod:`audiogate.voice`): ``train`` enrols instead of running epochs."""
-VOICE_HEADS = ("none", "logistic")
-PAD_MODES = ("floor", "silence")
+Recipe = Literal["default", "spec", "strong", "voice"]
+Balance = Literal["weighted", "downsample", "none"]
+Pad = Literal["floor", "silence"]
 """How the front end fills the window past a short clip's end (``Config.pad``)."""
+Schedule = Literal["none", "cosine", "onecycle"]
+Precision = Literal["32", "bf16-mixed", "16-mixed"]
+Switch = Literal["auto", "on", "off"]
+Pooling = Literal["mean", "max"]
+"""How the window probabilities of a clip longer than the model window become one."""
+VoiceHead = Literal["none", "logistic"]
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 AUTO_WINDOW = 0
 """``fixed_length = "auto"`` is held as this value until ``train`` resolves it."""
-
+MAX_SEED = 2**63 - 1
+"""Largest seed: TOML integers and ``torch.manual_seed`` both take 64-bit signed values."""
+GROUP_BY_HELP = ("none | folder (the first sub-folder under a class folder, e.g. a speaker) "
+                 "| regex:PATTERN (the first capture group of PATTERN in the file name)")
 
 SPEC_RECIPE: dict[str, Any] = {
     "sr": 16000, "n_mels": 64, "fixed_length": 200, "batch_size": 32, "lr": 1e-3,
@@ -54,28 +71,44 @@ RECIPES: dict[str, dict[str, Any]] = {
               "operating_point": "far=0.02"},
 }
 """Named bundles of field values. Precedence: field defaults < recipe < TOML file < flags."""
-MAX_SEED = 2**63 - 1
-"""Largest seed: TOML integers and ``torch.manual_seed`` both take 64-bit signed values."""
+
+ARGS, FRONT_END, DATA, AUGMENT, TRAINING, HARDWARE, OUTPUTS, DECISION, VOICE = (
+    "the specification's Args", "front end", "data", "augmentation (training only)",
+    "model and training", "hardware", "outputs", "the gate's decision", "the voice gate")
+"""Sections of the fields, in order: the CLI help, the docs and the gate kinds (which
+sections a kind ignores) read them."""
 
 
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+class _Unset:
+    """A field not given to the constructor: its recipe's value, else its default."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+
+
+def _f(default: Any, help: str, *, section: str) -> Any:
+    return field(default=_UNSET, metadata={"help": help, "default": default,
+                                           "section": section})
 
 
 @dataclass(frozen=True, kw_only=True)
 class FeatureConfig:
-    """Everything that defines the log-mel front end; a checkpoint is only valid for its own."""
+    """Everything that defines the log-mel front end; a checkpoint is only valid for its own.
+    Made by :meth:`Config.features` (the fields are :class:`Config`'s of the same names)."""
 
-    sr: int = 16000
-    n_mels: int = 64
-    fixed_length: int = 200
-    n_fft: int = 1024
-    win_length: int = 400
-    hop_length: int = 160
-    fmin: float = 0.0
-    fmax: float = 0.0
-    top_db: float = 80.0
-    pad: str = "floor"
+    sr: int
+    n_mels: int
+    fixed_length: int
+    n_fft: int
+    win_length: int
+    hop_length: int
+    fmin: float
+    fmax: float
+    top_db: float
+    pad: Pad
 
     @property
     def n_samples(self) -> int:
@@ -87,131 +120,179 @@ class FeatureConfig:
         """Upper mel edge in Hz (``fmax`` of 0 means Nyquist)."""
         return self.fmax if self.fmax > 0 else self.sr / 2
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> FeatureConfig:
+        """Read a stored front end (a checkpoint's or an ONNX export's). One written before
+        ``pad`` existed padded short clips with silence, and gets ``pad = "silence"``."""
+        return cls(**{"pad": "silence", **values})
+
 
 @dataclass(frozen=True, kw_only=True)
 class AugmentConfig:
-    """Training-only augmentation; each transform fires with its own probability."""
+    """Training-only augmentation; each transform fires with its own probability. Made by
+    :meth:`Config.augmentation`."""
 
-    noise_p: float = 0.5
-    noise_snr_db: tuple[float, float] = (10.0, 40.0)
-    pitch_p: float = 0.5
-    pitch_semitones: float = 2.0
-    stretch_p: float = 0.5
-    stretch_rate: tuple[float, float] = (0.8, 1.25)
+    noise_p: float
+    noise_snr_db: tuple[float, float]
+    pitch_p: float
+    pitch_semitones: float
+    stretch_p: float
+    stretch_rate: tuple[float, float]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    """All settings of a training run. Defaults are the specification's ``Args``."""
+    """All settings of a run (see the module docstring for defaults and recipes).
+
+    Fields not given take their recipe's value, else their default; given fields are checked
+    (type, choices, range) and a :class:`~audiogate.errors.ConfigError` names the first bad
+    one. ``dataclasses.replace`` keeps every value and re-checks them.
+    """
 
     # --- the specification's Args ---
-    data: str = _f("./dataset", "data set root: one sub-folder per class")
-    sr: int = _f(16000, "sample rate (Hz) every clip is resampled to")
-    n_mels: int = _f(64, "number of mel bands")
+    data: str = _f("./dataset", "data set root: one sub-folder per class", section=ARGS)
+    sr: int = _f(16000, "sample rate (Hz) every clip is resampled to", section=ARGS)
+    n_mels: int = _f(64, "number of mel bands", section=ARGS)
     fixed_length: int = _f(200, "spectrogram frames per clip (pad or truncate); \"auto\": "
-                                "enough for 90%% of the training clips, chosen by train")
+                                "enough for 90% of the training clips, chosen by train",
+                           section=ARGS)
     batch_size: int = _f(32, "clips per training batch (with several processes: in all of "
-                             "them together)")
-    lr: float = _f(1e-3, "Adam learning rate")
-    weight_decay: float = _f(1e-4, "Adam weight decay (L2)")
-    test_size: float = _f(0.15, "fraction of clips held out for the final test")
-    val_size: float = _f(0.15, "fraction of clips used for validation / model selection")
-    recipe: str = _f("default", "starting point for the other fields: default | spec (the "
-                                "specification's notebook exactly) | strong (the benchmark's "
-                                "best) | voice (a speaker gate: pretrained speaker embeddings "
-                                "and enrolled voices); explicit fields win")
+                             "them together)", section=ARGS)
+    lr: float = _f(1e-3, "Adam learning rate", section=ARGS)
+    weight_decay: float = _f(1e-4, "Adam weight decay (L2)", section=ARGS)
+    test_size: float = _f(0.15, "fraction of clips held out for the final test", section=ARGS)
+    val_size: float = _f(0.15, "fraction of clips used for validation / model selection",
+                         section=ARGS)
+    recipe: Recipe = _f("default", "starting point for the fields not given: default | spec "
+                                   "(the specification's notebook exactly) | strong (a 1-s "
+                                   "window pooled over each clip, 20 epochs) | voice (a "
+                                   "speaker gate: pretrained speaker embeddings and enrolled "
+                                   "voices)", section=ARGS)
     # --- front end ---
-    n_fft: int = _f(1024, "FFT size (samples)")
-    win_length: int = _f(400, "STFT window (samples); 400 = 25 ms at 16 kHz")
-    hop_length: int = _f(160, "STFT hop (samples); 160 = 10 ms at 16 kHz")
-    fmin: float = _f(0.0, "lowest mel frequency (Hz)")
-    fmax: float = _f(0.0, "highest mel frequency (Hz); 0 = sr / 2")
-    top_db: float = _f(80.0, "dynamic range kept below each clip's maximum (dB)")
-    pad: str = _f("floor", "frames of the window past a short clip's end: floor (the clip's "
+    n_fft: int = _f(1024, "FFT size (samples)", section=FRONT_END)
+    win_length: int = _f(400, "STFT window (samples); 400 = 25 ms at 16 kHz", section=FRONT_END)
+    hop_length: int = _f(160, "STFT hop (samples); 160 = 10 ms at 16 kHz", section=FRONT_END)
+    fmin: float = _f(0.0, "lowest mel frequency (Hz)", section=FRONT_END)
+    fmax: float = _f(0.0, "highest mel frequency (Hz); 0 = sr / 2", section=FRONT_END)
+    top_db: float = _f(80.0, "dynamic range kept below each clip's maximum (dB)",
+                       section=FRONT_END)
+    pad: Pad = _f("floor", "frames of the window past a short clip's end: floor (the clip's "
                            "lowest level, as padding its spectrogram with its minimum) | "
-                           "silence (zero samples: -top_db, which then dominates the z-score)")
+                           "silence (zero samples: -top_db, which then dominates the z-score)",
+                  section=FRONT_END)
     # --- data ---
-    balance: str = _f("weighted", "class balance of the training split: weighted (every clip, "
-                                  "loss weighted by inverse class frequency) | downsample (the "
-                                  "spec's) | none; validation and test keep the data's mix")
-    group_by: str = _f("none", "keep groups on one side of the split: none | folder (first "
-                               "sub-folder of a class folder, e.g. a speaker) | regex:PATTERN "
-                               "(first capture group in the file name)")
-    seed: int = _f(0, "seed for balancing, split, shuffling, augmentation and init")
+    balance: Balance = _f("weighted", "class balance of the training split: weighted (every "
+                                      "clip, loss weighted by inverse class frequency) | "
+                                      "downsample (the spec's) | none; validation and test "
+                                      "keep the data's mix", section=DATA)
+    group_by: str = _f("none", "keep groups on one side of the split: " + GROUP_BY_HELP,
+                       section=DATA)
+    seed: int = _f(0, "seed for balancing, split, shuffling, augmentation and init",
+                   section=DATA)
     # --- augmentation (training only) ---
-    augment: bool = _f(True, "augment training clips")
-    noise_p: float = _f(0.5, "probability of additive noise")
-    noise_snr_min: float = _f(10.0, "lowest noise SNR (dB)")
-    noise_snr_max: float = _f(40.0, "highest noise SNR (dB)")
+    augment: bool = _f(True, "augment training clips", section=AUGMENT)
+    noise_p: float = _f(0.5, "probability of additive noise", section=AUGMENT)
+    noise_snr_min: float = _f(10.0, "lowest noise SNR (dB)", section=AUGMENT)
+    noise_snr_max: float = _f(40.0, "highest noise SNR (dB)", section=AUGMENT)
     pitch_p: float = _f(0.0, "probability of a pitch shift (it moves formants: off by "
-                             "default, it blurs who is speaking)")
-    pitch_semitones: float = _f(2.0, "largest pitch shift, up or down (semitones)")
-    stretch_p: float = _f(0.5, "probability of a time stretch")
-    stretch_min: float = _f(0.8, "lowest time-stretch rate (<1 slows down)")
-    stretch_max: float = _f(1.25, "highest time-stretch rate (>1 speeds up)")
+                             "default, it blurs who is speaking)", section=AUGMENT)
+    pitch_semitones: float = _f(2.0, "largest pitch shift, up or down (semitones)",
+                                section=AUGMENT)
+    stretch_p: float = _f(0.5, "probability of a time stretch", section=AUGMENT)
+    stretch_min: float = _f(0.8, "lowest time-stretch rate (<1 slows down)", section=AUGMENT)
+    stretch_max: float = _f(1.25, "highest time-stretch rate (>1 speeds up)", section=AUGMENT)
     # --- model and training ---
-    model: str = _f("tcresnet", "network, by registered name: simple (the specification's "
-                              "SimpleConvNet) | tcresnet (TC-ResNet, Choi et al. 2019) | "
-                              "bcresnet (BC-ResNet, Kim et al. 2021) | ge2e (the voice gate: "
-                              "a pretrained speaker encoder and enrolled voices, no training)")
-    width: int = _f(2, "channel width multiplier of tcresnet and bcresnet")
-    depth: int = _f(1, "residual blocks per stage of tcresnet (1: TC-ResNet8, 2: TC-ResNet14)")
-    dropout: float = _f(0.3, "dropout before the classifier")
-    label_smoothing: float = _f(0.0, "cross-entropy label smoothing (0 = off)")
+    model: str = _f("tcresnet", "model, by registered name: simple (the specification's "
+                                "SimpleConvNet) | tcresnet (TC-ResNet, Choi et al. 2019) | "
+                                "bcresnet (BC-ResNet, Kim et al. 2021) | ge2e (the voice gate: "
+                                "a pretrained speaker encoder and enrolled voices, no "
+                                "training); the model chooses the gate kind", section=TRAINING)
+    width: int = _f(2, "channel width multiplier of tcresnet and bcresnet", section=TRAINING)
+    depth: int = _f(1, "residual blocks per stage of tcresnet (1: TC-ResNet8, 2: "
+                       "TC-ResNet14)", section=TRAINING)
+    dropout: float = _f(0.3, "dropout before the classifier", section=TRAINING)
+    label_smoothing: float = _f(0.0, "cross-entropy label smoothing (0 = off)",
+                                section=TRAINING)
     mixup_alpha: float = _f(0.0, "mixup of pairs of training clips, Beta(alpha, alpha) "
-                                 "weights (0 = off)")
-    specaug_freq_masks: int = _f(0, "SpecAugment: masked bands of mel channels per clip")
-    specaug_freq_width: int = _f(8, "SpecAugment: widest masked band (mel channels)")
-    specaug_time_masks: int = _f(0, "SpecAugment: masked stretches of frames per clip")
-    specaug_time_width: int = _f(20, "SpecAugment: longest masked stretch (frames)")
-    lr_schedule: str = _f("cosine", "learning-rate schedule over max_epochs: none | cosine | "
-                                    "onecycle (with max_epochs = 0: the peak rate after the "
-                                    "warm-up)")
-    warmup_epochs: float = _f(1.0, "linear learning-rate warm-up (epochs)")
-    max_epochs: int = _f(10, "stop after this many epochs; 0 = run until Ctrl+C")
-    patience: int = _f(8, "early stop after this many epochs without val-F1 gain; 0 = off")
-    workers: int = _f(0, "processes for decoding audio; 0 = all cores")
+                                 "weights (0 = off)", section=TRAINING)
+    specaug_freq_masks: int = _f(0, "SpecAugment: masked bands of mel channels per clip",
+                                 section=TRAINING)
+    specaug_freq_width: int = _f(8, "SpecAugment: widest masked band (mel channels)",
+                                 section=TRAINING)
+    specaug_time_masks: int = _f(0, "SpecAugment: masked stretches of frames per clip",
+                                 section=TRAINING)
+    specaug_time_width: int = _f(20, "SpecAugment: longest masked stretch (frames)",
+                                 section=TRAINING)
+    lr_schedule: Schedule = _f("cosine", "learning-rate schedule over max_epochs: none | "
+                                         "cosine | onecycle (with max_epochs = 0: the peak "
+                                         "rate after the warm-up)", section=TRAINING)
+    warmup_epochs: float = _f(1.0, "linear learning-rate warm-up (epochs)", section=TRAINING)
+    max_epochs: int = _f(10, "stop after this many epochs; 0 = run until Ctrl+C",
+                         section=TRAINING)
+    patience: int = _f(8, "early stop after this many epochs without val-F1 gain; 0 = off",
+                       section=TRAINING)
+    workers: int = _f(0, "processes for decoding audio; 0 = all cores", section=TRAINING)
     cache: bool = _f(True, "keep decoded audio and clean features in an on-disk cache, so "
-                           "later runs skip decoding; off = a temporary cache for this run")
-    cache_dir: str = _f("", "cache folder; empty = <runs_dir>/.cache")
+                           "later runs skip decoding; off = a temporary cache for this run",
+                     section=TRAINING)
+    cache_dir: str = _f("", "cache folder; empty = <runs_dir>/.cache", section=TRAINING)
     prefetch: bool = _f(True, "prepare the next training batch in a background thread while "
-                              "the model trains on this one")
+                              "the model trains on this one", section=TRAINING)
     # --- hardware ---
     device: str = _f("auto", "where features, augmentation and the model run: auto (CUDA if "
-                             "present, else MPS, else CPU) | cpu | cuda | cuda:N | mps")
-    precision: str = _f("32", "32 | bf16-mixed | 16-mixed: float32, or torch.autocast to "
-                              "bfloat16 / float16 (16-mixed adds a gradient scaler; CUDA only)")
+                             "present, else MPS, else CPU) | cpu | cuda | cuda:N | mps",
+                     section=HARDWARE)
+    precision: Precision = _f("32", "32 | bf16-mixed | 16-mixed: float32, or torch.autocast "
+                                    "to bfloat16 / float16 (16-mixed adds a gradient scaler; "
+                                    "CUDA only)", section=HARDWARE)
+    sync_batchnorm: bool = _f(True, "with several CUDA processes, batch-norm layers become "
+                                    "SyncBatchNorm (statistics over the whole global batch); "
+                                    "CPU processes keep per-process statistics",
+                              section=HARDWARE)
     # --- outputs ---
-    runs_dir: str = _f("runs", "folder that holds one sub-folder per run")
-    name: str = _f("", "run name; empty = a timestamp")
-    keep_epoch_checkpoints: bool = _f(True, "keep models/model_epoch_N.pt for every epoch")
-    tensorboard: str = _f("auto", "TensorBoard event files under <run>/tensorboard: auto (when "
-                                  "the tensorboard package is installed) | on | off")
+    runs_dir: str = _f("runs", "folder that holds one sub-folder per run", section=OUTPUTS)
+    name: str = _f("", "run name; empty = a timestamp", section=OUTPUTS)
+    keep_epoch_checkpoints: bool = _f(True, "keep models/model_epoch_N.pt for every epoch",
+                                      section=OUTPUTS)
+    tensorboard: Switch = _f("auto", "TensorBoard event files under <run>/tensorboard: auto "
+                                     "(when the tensorboard package is installed) | on | off",
+                             section=OUTPUTS)
     report_errors: int = _f(12, "wrong test clips (the most confident errors) played and drawn "
-                                "in report.html; 0 = none")
+                                "in report.html; 0 = none", section=OUTPUTS)
     # --- the gate's decision ---
     operating_point: str = _f("f1", "how a two-class gate's threshold on P(allowed) is chosen "
-                                    "on validation: f1 | eer | far=X | frr=X")
-    clip_pooling: str = _f("mean", "a clip longer than the window is judged over all its "
-                                   "windows: mean | max of their probabilities")
+                                    "on validation: f1 | eer | far=X | frr=X", section=DECISION)
+    clip_pooling: Pooling = _f("mean", "a clip longer than the window is judged over all its "
+                                       "windows: mean | max of their probabilities",
+                               section=DECISION)
     max_clip_s: float = _f(10.0, "seconds of each clip used: training crops come from them, "
-                                 "predictions pool windows over them")
+                                 "predictions pool windows over them", section=DECISION)
     random_crop: bool = _f(True, "train on a random window of each clip longer than the "
-                                 "window, a new one every epoch (off: always its start)")
+                                 "window, a new one every epoch (off: always its start)",
+                           section=DECISION)
     # --- the voice gate (model = "ge2e") ---
-    voice_top_k: int = _f(5, "voice gate: a clip's similarity to the allowed voices is the mean "
-                             "of its top-k cosine similarities to the enrolled clips")
-    voice_head: str = _f("none", "voice gate: none (the score is the top-k similarity) | "
-                                 "logistic (logistic regression on it and on the similarity to "
-                                 "the training not_allowed clips, fitted on training clips)")
-    voice_vad: bool = _f(True, "voice gate: cut every clip to its speech (Silero VAD) before "
-                               "embedding it; a clip with no speech is rejected")
-    impostors: str = _f("auto", "voice gate: impostor voices added to validation to set the "
-                                "threshold: auto (the built-in generated voices when there are "
-                                "no not_allowed clips, else none) | builtin | none | a folder "
-                                "of recordings of other people")
+    voice_top_k: int = _f(5, "a clip's similarity to the allowed voices is the mean of its "
+                             "top-k cosine similarities to the enrolled clips", section=VOICE)
+    voice_head: VoiceHead = _f("none", "none (the score is the top-k similarity) | logistic "
+                                       "(logistic regression on it and on the similarity to "
+                                       "the training not_allowed clips, fitted on training "
+                                       "clips)", section=VOICE)
+    voice_vad: bool = _f(True, "cut every clip to its speech (Silero VAD) before embedding "
+                               "it; a clip with no speech is rejected", section=VOICE)
+    impostors: str = _f("auto", "impostor voices added to validation to set the threshold: "
+                                "auto (the built-in voices when there are no not_allowed "
+                                "clips, else none) | builtin | none | a folder of recordings "
+                                "of other people", section=VOICE)
 
     def __post_init__(self) -> None:
+        recipe = self.recipe if self.recipe is not _UNSET else "default"
+        if recipe not in RECIPES:
+            raise ConfigError(f"unknown recipe {recipe!r}; recipes are: {', '.join(RECIPES)}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is _UNSET:
+                value = RECIPES[recipe].get(f.name, f.metadata["default"])
+            object.__setattr__(self, f.name, _coerce(f.name, value, FIELD_TYPES[f.name]))
         _validate(self)
 
     # ----- views -----
@@ -230,11 +311,8 @@ class Config:
             raise ConfigError("fixed_length is 'auto': train chooses it from the training "
                               "split (audiogate.data.prepare.resolve_window); set a number "
                               "to use the front end directly")
-        return FeatureConfig(
-            sr=self.sr, n_mels=self.n_mels, fixed_length=self.fixed_length, n_fft=self.n_fft,
-            win_length=self.win_length, hop_length=self.hop_length, fmin=self.fmin,
-            fmax=self.fmax, top_db=self.top_db, pad=self.pad,
-        )
+        return FeatureConfig(**{f.name: getattr(self, f.name)
+                                for f in dataclasses.fields(FeatureConfig)})
 
     def augmentation(self) -> AugmentConfig:
         """The augmentation settings (all probabilities 0 when ``augment`` is off)."""
@@ -245,24 +323,30 @@ class Config:
             stretch_p=self.stretch_p * on, stretch_rate=(self.stretch_min, self.stretch_max),
         )
 
+    def changed(self, sections: tuple[str, ...]) -> list[str]:
+        """Fields of ``sections`` whose value differs from what the recipe gives them: the
+        ones a user set (by file, flag or argument)."""
+        base = Config(recipe=self.recipe)
+        return [f.name for f in dataclasses.fields(self) if f.metadata["section"] in sections
+                and getattr(self, f.name) != getattr(base, f.name)]
+
     # ----- (de)serialisation -----
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> Config:
-        """Build from a mapping, rejecting unknown keys and wrong types with the field's name."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
+        """Build from a mapping (recipe resolved by the constructor), rejecting unknown keys
+        and bad values with ``source`` and the field's name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; "
-                              f"known fields are: {', '.join(known)}")
-        recipe = values.get("recipe", "default")
-        if recipe not in RECIPES:
-            raise ConfigError(f"{source}: unknown recipe {recipe!r}; recipes are: "
-                              f"{', '.join(RECIPES)}")
-        merged = {**RECIPES[recipe], **values}
-        return cls(**{k: _coerce(k, v, _FIELD_TYPES[k], source) for k, v in merged.items()})
+                              f"known fields are: {', '.join(sorted(known))}")
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
     def from_recipe(cls, recipe: str, **overrides: Any) -> Config:
@@ -287,28 +371,44 @@ class Config:
         """Render as a flat TOML document that :meth:`from_toml` reads back unchanged."""
         lines = ["# audiogate run configuration"]
         for key, value in self.to_dict().items():
-            if key == "fixed_length" and value == AUTO_WINDOW:
-                text = '"auto"'
-            elif isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, str):
-                text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            else:
-                text = repr(value)
-            lines.append(f"{key} = {text}")
+            lines.append(f"{key} = {_toml_value(key, value)}")
         return "\n".join(lines) + "\n"
 
 
-def _coerce(name: str, value: Any, kind: type, source: str) -> Any:
+def _toml_value(key: str, value: Any) -> str:
+    if key == "fixed_length" and value == AUTO_WINDOW:
+        return '"auto"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
+"""Each field's type, read from the annotations (``Literal[...]`` for a choice)."""
+
+
+def choices(kind: Any) -> tuple[str, ...] | None:
+    """The values a ``Literal`` field type allows (None for any other type)."""
+    return typing.get_args(kind) if typing.get_origin(kind) is Literal else None
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
     if name == "fixed_length" and value == "auto":
         return AUTO_WINDOW
     if name == "tensorboard" and isinstance(value, bool):  # TOML `tensorboard = true`
         return "on" if value else "off"
+    allowed = choices(kind)
+    if allowed is not None:
+        if value not in allowed:
+            raise ConfigError(f"config field '{name}' must be one of {', '.join(allowed)}, "
+                              f"got {value!r}")
+        return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{source}: field '{name}' must be {kind.__name__}, "
-                          f"got {value!r}")
+        raise ConfigError(f"config field '{name}' must be {kind.__name__}, got {value!r}")
     return value
 
 
@@ -326,7 +426,6 @@ def _validate(c: Config) -> None:
     _require(c.win_length <= c.n_fft, "win_length", f"must be <= n_fft ({c.n_fft})")
     _require(c.hop_length <= c.win_length, "hop_length",
              f"must be <= win_length ({c.win_length}), or samples fall between frames")
-    _require(c.pad in PAD_MODES, "pad", f"must be one of {', '.join(PAD_MODES)}, got {c.pad!r}")
     for name in ("lr", "top_db"):
         _require(getattr(c, name) > 0 and math.isfinite(getattr(c, name)), name, "must be > 0")
     _require(c.weight_decay >= 0, "weight_decay", "must be >= 0")
@@ -337,14 +436,15 @@ def _validate(c: Config) -> None:
     _require(0 <= c.fmin < c.sr / 2, "fmin", f"must be in [0, {c.sr / 2})")
     _require(c.fmax == 0 or c.fmin < c.fmax <= c.sr / 2, "fmax",
              f"must be 0 or in (fmin, {c.sr / 2}]")
-    _require(c.recipe in RECIPES, "recipe", f"must be one of {', '.join(RECIPES)}")
-    _require(c.balance in BALANCE_CHOICES, "balance", f"must be one of {BALANCE_CHOICES}")
     _require(DEVICE_PATTERN.fullmatch(c.device) is not None, "device",
              f"must be auto, cpu, cuda, cuda:N or mps, got {c.device!r}")
-    _require(c.precision in PRECISION_CHOICES, "precision",
-             f"must be one of {PRECISION_CHOICES}, got {c.precision!r}")
-    _check_group_by(c)
-    _check_decision(c)
+    for name, check in (("group_by", check_group_by),
+                        ("operating_point", parse_operating_point)):
+        try:
+            check(getattr(c, name))
+        except ConfigError as exc:
+            raise ConfigError(f"config field '{name}': {exc}") from None
+    _require(math.isfinite(c.max_clip_s) and c.max_clip_s > 0, "max_clip_s", "must be > 0")
     for name in ("noise_p", "pitch_p", "stretch_p", "dropout"):
         _require(0 <= getattr(c, name) <= 1, name, "must be in [0, 1]")
     _require(c.dropout < 1, "dropout", "must be < 1")
@@ -357,78 +457,87 @@ def _validate(c: Config) -> None:
     _require(0 <= c.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
     _require(c.mixup_alpha >= 0 and math.isfinite(c.mixup_alpha), "mixup_alpha", "must be >= 0")
     for name in ("specaug_freq_masks", "specaug_freq_width", "specaug_time_masks",
-                 "specaug_time_width"):
+                 "specaug_time_width", "max_epochs", "patience", "workers", "report_errors"):
         _require(getattr(c, name) >= 0, name, "must be >= 0")
-    _require(c.lr_schedule in ("none", "cosine", "onecycle"), "lr_schedule",
-             "must be none, cosine or onecycle")
     _require(c.warmup_epochs >= 0 and math.isfinite(c.warmup_epochs), "warmup_epochs",
              "must be >= 0")
-    _require(c.tensorboard in TENSORBOARD_CHOICES, "tensorboard",
-             f"must be one of {', '.join(TENSORBOARD_CHOICES)}, got {c.tensorboard!r}")
-    for name in ("max_epochs", "patience", "workers", "report_errors"):
-        _require(getattr(c, name) >= 0, name, "must be >= 0")
     _require(c.seed >= 0, "seed", f"must be >= 0, got {c.seed}")
     _require(c.seed <= MAX_SEED, "seed", f"must be <= {MAX_SEED} (a 63-bit integer)")
     _require("/" not in c.name and c.name not in (".", ".."), "name", "must be a plain name")
-    _check_model(c)
-    _check_mel_bands(c)
-
-
-def _check_decision(c: Config) -> None:
-    from .reporting.metrics import parse_operating_point  # local: keeps config import light
-
-    try:
-        parse_operating_point(c.operating_point)
-    except ConfigError as exc:
-        raise ConfigError(f"config field 'operating_point': {exc}") from None
-    _require(c.clip_pooling in ("mean", "max"), "clip_pooling", "must be 'mean' or 'max'")
-    _require(math.isfinite(c.max_clip_s) and c.max_clip_s > 0, "max_clip_s", "must be > 0")
-
-
-def _check_group_by(c: Config) -> None:
-    from .data.discover import check_group_by  # local: keeps config import light
-    from .errors import DataError
-
-    try:
-        check_group_by(c.group_by)
-    except DataError as exc:
-        raise ConfigError(f"config field 'group_by': {exc}") from None
-
-
-def _check_model(c: Config) -> None:
-    from .models import model_names  # local: keeps config import light
-
-    names = (*model_names(), *VOICE_MODELS)
-    _require(c.model in names, "model", f"must be one of {', '.join(names)}, got {c.model!r}")
+    _require(bool(c.model.strip()), "model", "must name a registered model, got ''")
     _require(1 <= c.voice_top_k <= 1000, "voice_top_k",
              f"must be in [1, 1000], got {c.voice_top_k}")
-    _require(c.voice_head in VOICE_HEADS, "voice_head",
-             f"must be one of {', '.join(VOICE_HEADS)}, got {c.voice_head!r}")
     _require(bool(c.impostors.strip()), "impostors",
              "must be auto, builtin, none or a folder, got an empty value")
 
 
-def _check_mel_bands(c: Config) -> None:
-    """Every mel band must cover at least one FFT bin, else it is a constant dead input."""
-    from .features.frontend import mel_filterbank  # local: keeps config import light
+def check_group_by(group_by: str) -> None:
+    """Raise :class:`ConfigError` unless ``group_by`` is ``none``, ``folder`` or a valid
+    ``regex:PATTERN``."""
+    if group_by in ("none", "folder"):
+        return
+    if group_by.startswith("regex:") and len(group_by) > len("regex:"):
+        try:
+            re.compile(group_by[len("regex:"):])
+        except re.error as exc:
+            raise ConfigError(f"group_by {group_by!r}: not a valid regular expression ({exc})"
+                              ) from None
+        return
+    raise ConfigError(f"group_by must be {GROUP_BY_HELP}; got {group_by!r}")
 
-    with warnings.catch_warnings():  # librosa warns; we raise a clearer error below
-        warnings.simplefilter("ignore", UserWarning)
-        bank = mel_filterbank(dataclasses.replace(c, fixed_length=4).features()
-                              if c.auto_window else c.features())
-    empty = int((bank.max(axis=1) <= 0).sum())
-    _require(empty == 0, "n_mels",
-             f"= {c.n_mels} is too large for n_fft = {c.n_fft} at sr = {c.sr}: {empty} mel "
-             "band(s) would be empty; lower n_mels or raise n_fft")
 
+def parse_operating_point(rule: str) -> tuple[str, float | None]:
+    """``"f1"``, ``"eer"``, ``"far=0.01"`` or ``"frr=0.05"`` -> ``(kind, target)``; raises
+    :class:`ConfigError` for anything else."""
+    if rule in ("f1", "eer"):
+        return rule, None
+    found = re.fullmatch(r"(far|frr)=([0-9.eE+-]+)", rule)
+    if found:
+        try:
+            target = float(found.group(2))
+        except ValueError:
+            target = math.nan
+        if 0.0 <= target < 1.0:
+            return found.group(1), target
+    raise ConfigError(f"operating point must be 'f1', 'eer', 'far=X' or 'frr=X' with X in "
+                      f"[0, 1), got {rule!r}")
 
-_FIELD_TYPES: dict[str, type] = {
-    f.name: {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
-    for f in dataclasses.fields(Config)
-}
 
 RESUME_FIELDS = ("max_epochs", "patience", "workers", "keep_epoch_checkpoints", "cache",
-                 "cache_dir", "tensorboard", "report_errors", "device", "precision", "prefetch")
+                 "cache_dir", "tensorboard", "report_errors", "device", "precision", "prefetch",
+                 "sync_batchnorm")
 """Fields a resumed run may change. They change neither what its checkpoints mean nor its
 data, split or optimisation, so a resumed run still equals an uninterrupted one; any other
 field keeps the run's own value."""
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One field as the CLI help and the docs show it."""
+
+    name: str
+    flag: str
+    type: str
+    default: str
+    help: str
+    section: str
+
+
+def type_text(kind: Any) -> str:
+    """A field type as people read it: ``int``, ``float``, ``bool``, ``str`` or
+    ``one of: a | b``."""
+    allowed = choices(kind)
+    if allowed is not None:
+        return "one of: " + " | ".join(allowed)
+    return str(kind.__name__)
+
+
+def reference() -> list[FieldDoc]:
+    """Every field of :class:`Config` in order, with its flag, type, default (as TOML writes
+    it), help and section: what ``--help`` and the configuration reference show."""
+    return [FieldDoc(name=f.name, flag="--" + f.name.replace("_", "-"),
+                     type=("int | \"auto\"" if f.name == "fixed_length"
+                           else type_text(FIELD_TYPES[f.name])),
+                     default=_toml_value(f.name, f.metadata["default"]),
+                     help=f.metadata["help"], section=f.metadata["section"])
+            for f in dataclasses.fields(Config)]

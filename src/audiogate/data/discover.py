@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import check_group_by
+from ..core.tables import csv_text
 from ..errors import DataError
 from ..files import write_text
-from ..reporting.tables import csv_text
 from .audio_io import AUDIO_EXTENSIONS
 
 SPEC_CLASSES = ("not_allowed", "allowed")
@@ -127,25 +128,6 @@ def _file_problem(path: Path) -> str | None:
     if path.suffix.lower() not in AUDIO_EXTENSIONS:
         return f"not an audio file extension ({path.suffix or 'none'})"
     return None
-
-
-GROUP_BY_HELP = ("none | folder (the first sub-folder under a class folder, e.g. a speaker) "
-                 "| regex:PATTERN (the first capture group of PATTERN in the file name)")
-
-
-def check_group_by(group_by: str) -> None:
-    """Raise :class:`DataError` unless ``group_by`` is ``none``, ``folder`` or a valid
-    ``regex:PATTERN``."""
-    if group_by in ("none", "folder"):
-        return
-    if group_by.startswith("regex:") and len(group_by) > len("regex:"):
-        try:
-            re.compile(group_by[len("regex:"):])
-        except re.error as exc:
-            raise DataError(f"group_by {group_by!r}: not a valid regular expression ({exc})"
-                            ) from None
-        return
-    raise DataError(f"group_by must be {GROUP_BY_HELP}; got {group_by!r}")
 
 
 def group_of(path: Path, *, class_dir: Path, group_by: str) -> str:

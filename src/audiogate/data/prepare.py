@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import Config, FeatureConfig
 from ..errors import AudioError, DataError
+from ..features.frontend import mel_filterbank
 from .audio_io import probe
 from .cache import CacheSpec, FeatureCache
 from .decode import ClipSet, cache_clips
@@ -130,24 +131,27 @@ def prepare_data(config: Config, *, split: Split | None = None,
     since the run's results would no longer mean the same. ``read_only``: use what another
     process put in the cache, decode nothing, write nothing (the other processes of a
     distributed run, with rank 0's ``split``).
-    Raises :class:`~audiogate.errors.DataError` when the data cannot make a run.
+    Raises :class:`~audiogate.errors.ConfigError` for a front end with empty mel bands
+    (:func:`~audiogate.features.frontend.mel_filterbank`), before anything is read or written,
+    and :class:`~audiogate.errors.DataError` when the data cannot make a run.
     """
+    mel_filterbank(config.features())
     if split is not None:
         if classes is None:
             raise ValueError("prepare_data: a saved split needs its classes")
         data = _restore(config, split, classes, progress, read_only)
     else:
-        data = _prepare_new(config, discover(config.data, group_by=config.group_by), progress,
-                            read_only)
+        found = discover(config.data, group_by=config.group_by)
+        data = _prepare_new(config, found, open_cache(config, read_only=read_only), progress)
     for part in (data.val, data.test):
         part.feature_matrix()
     return data
 
 
-def _prepare_new(config: Config, found: Discovery, progress: bool,
-                 read_only: bool) -> PreparedData:
-    arrays, bad = cache_clips(found.clips, cache=open_cache(config, read_only=read_only),
-                              workers=config.workers, progress=progress)
+def _prepare_new(config: Config, found: Discovery, cache: FeatureCache,
+                 progress: bool) -> PreparedData:
+    arrays, bad = cache_clips(found.clips, cache=cache, workers=config.workers,
+                              progress=progress)
     skipped = found.skipped + bad
     usable = {name: int((arrays.labels == i).sum()) for i, name in enumerate(found.classes)}
     require_all_classes(usable, where=config.data, skipped=skipped)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from ..core.tables import csv_text
 from ..errors import DataError
 from ..files import write_text
-from ..reporting.tables import csv_text
 from .discover import Clip
 
 

@@ -223,7 +223,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     meta = read_onnx_metadata(path, kind=FORMAT)
     try:
         return {"classes": tuple(json.loads(meta["classes"])),
-                "features": FeatureConfig(**json.loads(meta["features"])),
+                "features": FeatureConfig.from_dict(json.loads(meta["features"])),
                 "epoch": int(meta["epoch"]), "metrics": json.loads(meta["metrics"]),
                 "checkpoint_sha256": meta["checkpoint_sha256"],
                 "gate": json.loads(meta.get("gate", "null")),

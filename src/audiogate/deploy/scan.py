@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from ..core.tables import check_format, render_rows
 from ..data.audio_io import stream_audio, to_mono_resampled
 from ..errors import ConfigError
 from ..files import to_json
-from ..reporting.tables import check_format, render_rows
 from .inference import BaseClassifier
 
 DEFAULT_HOP_S = 0.5

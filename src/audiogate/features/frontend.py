@@ -18,12 +18,15 @@ float32 against librosa's float64)
 
 from __future__ import annotations
 
+import warnings
+
 import librosa
 import numpy as np
 import torch
 from torch import nn
 
 from ..config import FeatureConfig
+from ..errors import ConfigError
 
 AMIN = 1e-10
 """Power floor before the logarithm (librosa's ``amin``)."""
@@ -39,10 +42,21 @@ a script, not a bench/ command; 16 MiB: 50 ms, 1 MiB: 41-43 ms)."""
 
 
 def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
-    """Slaney-normalised mel filterbank, ``[shape=(n_mels, n_fft // 2 + 1)]``, float32."""
-    return librosa.filters.mel(
-        sr=cfg.sr, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.mel_fmax
-    ).astype(np.float32)
+    """Slaney-normalised mel filterbank, ``[shape=(n_mels, n_fft // 2 + 1)]``, float32.
+
+    Raises :class:`~audiogate.errors.ConfigError` if a band covers no FFT bin: it would be a
+    constant, dead input (``n_mels`` too large for ``n_fft`` at ``sr``).
+    """
+    with warnings.catch_warnings():  # librosa warns of empty bands; the error below is clearer
+        warnings.simplefilter("ignore", UserWarning)
+        bank = librosa.filters.mel(sr=cfg.sr, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
+                                   fmin=cfg.fmin, fmax=cfg.mel_fmax)
+    empty = int((bank.max(axis=1) <= 0).sum())
+    if empty:
+        raise ConfigError(f"config field 'n_mels' = {cfg.n_mels} is too large for n_fft = "
+                          f"{cfg.n_fft} at sr = {cfg.sr}: {empty} mel band(s) would be empty; "
+                          "lower n_mels or raise n_fft")
+    return bank.astype(np.float32)
 
 
 def fit_length(y: np.ndarray, *, n_samples: int) -> np.ndarray:

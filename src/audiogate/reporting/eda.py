@@ -19,6 +19,7 @@ from ..data.audio_io import verify
 from ..data.discover import Skipped, discover, require_all_classes, write_skipped
 from ..data.prepare import suggest_fixed_length
 from ..errors import AudioError
+from ..features.frontend import mel_filterbank
 from ..files import write_json
 from . import plots
 
@@ -58,7 +59,9 @@ class EdaReport:
 
 def analyse(data: str | os.PathLike[str], *, features: FeatureConfig) -> EdaReport:
     """Discover the clips under ``data``, check each decodes to usable audio at
-    ``features.sr`` and read its duration; unusable files go to ``skipped`` with the reason."""
+    ``features.sr`` and read its duration; unusable files go to ``skipped`` with the reason.
+    A front end that training would refuse (empty mel bands) is refused first."""
+    mel_filterbank(features)
     found = discover(data)
     per_class: dict[str, list[float]] = {name: [] for name in found.classes}
     skipped = list(found.skipped)

@@ -9,7 +9,6 @@ clips rejected; the equal error rate (EER) is where the two meet.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +21,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from ..errors import ConfigError
+from ..config import parse_operating_point
 
 OPERATING_POINT_RULES = ("f1", "eer", "far=", "frr=")
 """How a gate's threshold is chosen on validation: best F1, EER, or a target FAR or FRR
@@ -163,23 +162,6 @@ def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
                                                                if r[0] else thresholds[r[0]]),
                                            -r[0]))
     return _middle(thresholds, first, last)
-
-
-def parse_operating_point(rule: str) -> tuple[str, float | None]:
-    """``"f1"``, ``"eer"``, ``"far=0.01"`` or ``"frr=0.05"`` -> ``(kind, target)``; raises
-    :class:`ConfigError` for anything else."""
-    if rule in ("f1", "eer"):
-        return rule, None
-    found = re.fullmatch(r"(far|frr)=([0-9.eE+-]+)", rule)
-    if found:
-        try:
-            target = float(found.group(2))
-        except ValueError:
-            target = math.nan
-        if 0.0 <= target < 1.0:
-            return found.group(1), target
-    raise ConfigError(f"operating point must be 'f1', 'eer', 'far=X' or 'frr=X' with X in "
-                      f"[0, 1), got {rule!r}")
 
 
 def choose_threshold(y_true: np.ndarray, scores: np.ndarray, *, rule: str) -> float:

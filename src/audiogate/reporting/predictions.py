@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.tables import csv_text
 from ..data.discover import Clip, Skipped
 from ..deploy.inference import BaseClassifier, Prediction
 from ..errors import DataError
 from ..files import write_text
-from .tables import csv_text
 
 BASE_COLUMNS = ("path", "true", "predicted", "confidence", "score")
 PROB_PREFIX = "p_"

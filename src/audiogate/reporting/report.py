@@ -217,7 +217,7 @@ def load_run(run_dir: str | os.PathLike[str], *,
     data = ReportData(
         kind="run", folder=run.root, title=f"Run {run.root.name}", config=config,
         data_root=config.data if config else None,
-        features=config.features() if config and not config.auto_window else FeatureConfig(),
+        features=config.features() if config and not config.auto_window else Config().features(),
         max_clip_s=config.max_clip_s if config else Config().max_clip_s,
         classes=classes, summary=summarize_run(run.root, live=live), metrics=metrics,
         test=test, counts=counts, skipped=read_skipped(run.skipped),
@@ -261,7 +261,7 @@ def load_evaluation(out_dir: str | os.PathLike[str]) -> ReportData:
         data_root=source if source and Path(source).is_dir() else
         (ckpt.config.data if ckpt else None),
         config=ckpt.config if ckpt else None,
-        features=ckpt.features if ckpt else FeatureConfig(),
+        features=ckpt.features if ckpt else Config().features(),
         max_clip_s=ckpt.config.max_clip_s if ckpt else Config().max_clip_s,
         classes=list(test.get("classes") or []), test=test, test_file="report.json",
         counts={"clips": counts}, skipped=read_skipped(folder / "skipped.csv"),

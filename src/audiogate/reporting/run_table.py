@@ -26,10 +26,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..core.tables import check_format, render_rows
 from ..errors import ConfigError, DataError
 from ..files import to_json
 from ..training.runs import RunPaths
-from .tables import check_format, render_rows
 
 BROKEN = "broken"
 UNFINISHED = "unfinished"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import RESUME_FIELDS, VOICE_MODELS, Config
+from ..config import RESUME_FIELDS, Config
 from ..data.discover import write_skipped
 from ..data.prepare import PreparedData, prepare_data, resolve_window
 from ..data.split import Split, read_split, write_split
@@ -144,8 +144,10 @@ def train(config: Config, *, progress: bool = True,
     nothing behind. A voice gate (``model = "ge2e"``) enrols instead of training
     (:func:`audiogate.voice.train.train_voice`; one process).
     """
+    from ..voice.checkpoint import VOICE_MODELS  # local: the voice extra is optional
+
     if config.model in VOICE_MODELS:
-        from ..voice.train import train_voice  # local: the voice extra is optional
+        from ..voice.train import train_voice
 
         if callbacks:
             raise ConfigError("a voice gate run has no training loop to listen to; train it "
@@ -209,6 +211,8 @@ def _refuse_voice_run(run: RunPaths) -> None:
         model = Config.from_toml(run.config).model if run.config.is_file() else None
     except ConfigError:
         return
+    from ..voice.checkpoint import VOICE_MODELS  # local: the voice extra is optional
+
     if model in VOICE_MODELS:
         raise ConfigError(f"{run.root} is a voice gate run: it trains no epochs, so there is "
                           "nothing to resume; enrol or remove voices with `audiogate enroll`, "

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..data.discover import Clip
 from ..errors import ConfigError, DataError
+from ..files import to_json
 from .embeddings import EmbeddedClips, EmbedSpec
 from .encoder import EMBED_DIM, SAMPLE_RATE
 
@@ -72,11 +73,11 @@ def write_builtin(path: str | Path, s: BuiltinSet) -> int:
     """Write ``s`` as an ``.npz`` (deflated, fixed dates) at ``path``; returns its size in
     bytes."""
     arrays = {"format": np.asarray(BUILTIN_FORMAT, np.int64),
-              "about": np.asarray(json.dumps(s.about, sort_keys=True)),
+              "about": np.asarray(to_json(s.about, indent=None, sort_keys=True)),
               "names": np.asarray(s.names, str), "voices": np.asarray(s.voices, str),
               "seconds": np.asarray(s.seconds, np.float64),
               "samples": np.asarray(s.samples, np.int64),
-              "specs": np.asarray(json.dumps(s.specs, sort_keys=True)),
+              "specs": np.asarray(to_json(s.specs, indent=None, sort_keys=True)),
               "vectors": np.asarray(s.vectors, STORED_DTYPE),
               "speech_s": np.asarray(s.speech_s, np.float64)}
     buffer = io.BytesIO()
@@ -114,9 +115,9 @@ def read_builtin(path: str | Path = BUILTIN_FILE) -> BuiltinSet:
 
 def _without_length(spec: Mapping[str, Any]) -> str:
     """``spec`` as canonical JSON, ``max_seconds`` left out."""
-    out = json.loads(json.dumps(spec))
+    out = json.loads(to_json(spec, indent=None))
     out["settings"].pop("max_seconds", None)
-    return json.dumps(out, sort_keys=True)
+    return to_json(out, indent=None, sort_keys=True)
 
 
 def _why_not(wanted: Mapping[str, Any], specs: Sequence[Mapping[str, Any]]) -> str:
@@ -132,8 +133,8 @@ def _why_not(wanted: Mapping[str, Any], specs: Sequence[Mapping[str, Any]]) -> s
     if vad is not None and with_vad and vad not in with_vad:
         return (f"they were made with another VAD model (SHA-256 {with_vad[0][:12]}..., "
                 f"installed {vad[:12]}...)")
-    settings = json.dumps({k: v for k, v in wanted["settings"].items() if k != "max_seconds"},
-                          sort_keys=True)
+    settings = to_json({k: v for k, v in wanted["settings"].items() if k != "max_seconds"},
+                       indent=None, sort_keys=True)
     return f"none was made with this run's embedding settings {settings}"
 
 

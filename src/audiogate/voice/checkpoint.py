@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import VOICE_MODELS, Config
+from ..config import Config
 from ..errors import AudiogateError, CheckpointError
 from ..files import atomic_write
 from ..training.checkpoint import load_payload, safe_load
@@ -36,6 +36,8 @@ from .gate import VoiceProfile
 from .scoring import LogisticHead, VoiceScorer
 
 FORMAT = "audiogate.voice-checkpoint"
+VOICE_MODELS = ("ge2e",)
+"""Models that are no trained network but a pretrained speaker encoder and enrolled voices."""
 VERSION = 1
 
 

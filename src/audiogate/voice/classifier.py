@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import FeatureConfig
+from ..config import Config
 from ..data.audio_io import to_mono_resampled
 from ..data.decode import decode_clips
 from ..data.discover import Clip, Skipped
@@ -38,8 +38,8 @@ from .encoder import HOP, N_FFT, N_MELS, PARTIAL_FRAMES, SAMPLE_RATE, embed_utte
 
 log = logging.getLogger(__name__)
 
-VOICE_FEATURES = FeatureConfig(sr=SAMPLE_RATE, n_mels=N_MELS, fixed_length=PARTIAL_FRAMES + 1,
-                               n_fft=N_FFT, win_length=N_FFT, hop_length=HOP)
+VOICE_FEATURES = Config(sr=SAMPLE_RATE, n_mels=N_MELS, fixed_length=PARTIAL_FRAMES + 1,
+                        n_fft=N_FFT, win_length=N_FFT, hop_length=HOP).features()
 """The front end a voice gate reports: 16 kHz, and a 1.6 s window (the encoder's partial
 window), which the window scan uses; the encoder's own front end is fixed."""
 NO_SPEECH = "no speech found (the VAD found no voice in it)"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import FeatureConfig
+from ..config import Config
 from ..core.onnx import IN_MEMORY, OnnxFormat, cpu_session, to_onnx_bytes, with_metadata
 from ..core.onnx import read_metadata as read_onnx_metadata
 from ..errors import AudiogateError, CheckpointError
@@ -66,7 +66,7 @@ def probe_clips() -> list[np.ndarray]:
 
     clips: list[np.ndarray] = []
     for frames in PROBE_FRAMES:
-        clips.extend(probe_waves(FeatureConfig(sr=SAMPLE_RATE, fixed_length=frames)))
+        clips.extend(probe_waves(Config(sr=SAMPLE_RATE, fixed_length=frames).features()))
     return clips
 
 
