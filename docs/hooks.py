@@ -6,7 +6,9 @@
   :func:`audiogate.config.reference` returns (name, flag, type, default as written in TOML,
   help), in field order;
 * ``<!-- audiogate:recipes -->`` with the field values of every recipe in
-  :data:`audiogate.config.RECIPES`.
+  :data:`audiogate.config.RECIPES`;
+* ``<!-- audiogate:resume-flags -->`` with the flags of
+  :data:`audiogate.config.RESUME_FIELDS`, the fields a resumed run may change.
 
 So the page lists exactly the fields and recipes of the code that builds it; nothing in it is
 typed by hand.
@@ -25,12 +27,14 @@ from typing import Any
 
 FIELDS_MARKER = "<!-- audiogate:config-fields -->"
 RECIPES_MARKER = "<!-- audiogate:recipes -->"
+RESUME_MARKER = "<!-- audiogate:resume-flags -->"
+MARKERS = (FIELDS_MARKER, RECIPES_MARKER, RESUME_MARKER)
 SPHINX_ROLE = re.compile(r":(?:class|func|meth|data|mod|attr|exc|obj):<code>(~?)([\w.]+)</code>")
 
 
 def on_page_markdown(markdown: str, *, page: Any, config: Any, files: Any) -> str:
     """Replace the markers of a page with the generated tables (other pages pass through)."""
-    if FIELDS_MARKER not in markdown and RECIPES_MARKER not in markdown:
+    if not any(marker in markdown for marker in MARKERS):
         return markdown
     from audiogate import config as ag_config  # the installed package (pip install -e .)
 
@@ -38,6 +42,9 @@ def on_page_markdown(markdown: str, *, page: Any, config: Any, files: Any) -> st
         markdown = markdown.replace(FIELDS_MARKER, fields_markdown(ag_config.reference()))
     if RECIPES_MARKER in markdown:
         markdown = markdown.replace(RECIPES_MARKER, recipes_markdown(ag_config.RECIPES))
+    if RESUME_MARKER in markdown:
+        markdown = markdown.replace(RESUME_MARKER, ", ".join(
+            f"`--{name.replace('_', '-')}`" for name in ag_config.RESUME_FIELDS))
     return markdown
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up, then run the linters, the type checker and the whole test suite.
+# Set up, then run the linters, the type checker, the documentation build and the whole test
+# suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,6 +14,11 @@ if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; the
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 . .venv/bin/activate
-ruff check src tests bench notebooks
+ruff check src tests bench notebooks docs
 mypy
+# The documentation site: broken links, anchors, API paths or a config reference that cannot be
+# generated fail the build. Built into a temporary folder (site/ is never committed).
+site_dir="$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 mkdocs build --strict --site-dir "$site_dir"
+rm -rf "$site_dir"
 python -m pytest -q "$@"
