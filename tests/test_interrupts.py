@@ -4,7 +4,7 @@ item 4).
 
 The moments are hit exactly by a script that runs the real CLI and sends itself the signals
 from inside the run (a callback, the test report's plot, an ``fsync``, the interpreter's
-shutdown); a second test sends them from outside at several delays.
+shutdown); a second test sends them from outside, each after an event the run reports.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from audiogate.training.checkpoint import load_checkpoint
+from audiogate.models.checkpoint import load_checkpoint
 
 from .conftest import TINY_FLAGS, make_toy_dataset
 
@@ -28,7 +27,8 @@ SCRIPT = r'''
 import atexit, builtins, os, signal, sys
 from audiogate import cli, files
 from audiogate.reporting import plots
-from audiogate.training import api, callbacks
+from audiogate.gates.network import fit as api
+from audiogate.training import callbacks
 
 moment, argv = sys.argv[1], sys.argv[2:]
 first_sent = False
@@ -128,31 +128,90 @@ def test_second_ctrl_c_at_every_moment(data: Path, tmp_path: Path, moment: str) 
         assert json.loads((run / "test_metrics.json").read_text())["epoch"] >= 1
 
 
-def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no epoch finished in time"
-        time.sleep(0.05)
+OUTSIDE = r'''
+import os, signal, sys
+from audiogate import cli
+from audiogate.reporting import plots
+from audiogate.gates.network import fit as api
+from audiogate.training import callbacks
+
+hold_at, argv = sys.argv[1], sys.argv[2:]
+wake_r, wake_w = os.pipe()
+os.set_blocking(wake_w, False)
+signal.set_wakeup_fd(wake_w)  # each signal that reaches a Python handler writes its number
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.5])
-def test_second_ctrl_c_from_outside(data: Path, tmp_path: Path, delay: float) -> None:
-    """The second SIGINT ``delay`` seconds after the first was received (two signals sent
-    before the process runs its handler are one signal to the kernel)."""
-    cmd = [sys.executable, "-m", "audiogate", *_argv(data, tmp_path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for(tmp_path / "run" / "metrics.json", proc)
-    proc.send_signal(signal.SIGINT)
-    assert proc.stderr is not None
-    err = ""
-    while "stopping at the next safe point" not in err:
-        line = proc.stderr.readline()
-        assert line, f"no acknowledgement of the first Ctrl+C:\n{err}"
-        err += line
-    time.sleep(delay)
-    assert proc.poll() is None, "the run ended before the second Ctrl+C"
-    proc.send_signal(signal.SIGINT)
-    err += proc.stderr.read()
-    proc.wait(timeout=120)
-    assert_aborted_cleanly(proc.returncode, err, tmp_path / "run")
+def say(moment):  # on stdout: the signal handler logs to stderr, which must not be busy
+    print(f"moment: {moment}", flush=True)
+
+
+def hold(moment):  # say where the run is, then wait there until the second SIGINT has come
+    say(moment)
+    sigints = 0
+    while sigints < 2:
+        sigints += os.read(wake_r, 1) == bytes([signal.SIGINT])
+    # the handler of the second one has run by now (before this line): it should have ended
+    # the process
+    say("still running after the second Ctrl+C")
+    os._exit(99)
+
+
+class EpochSaid(callbacks.Callback):
+    def on_epoch_end(self, trainer, record):
+        if record["epoch"] == 1:
+            say("epoch 1")
+
+
+real_run_callbacks, real_plot = api.run_callbacks, plots.plot_confusion
+api.run_callbacks = lambda *args, **kwargs: [EpochSaid(), *real_run_callbacks(*args, **kwargs)]
+
+
+def plot_confusion(*args, **kwargs):
+    if hold_at == "test_report":
+        hold("test_report")
+    return real_plot(*args, **kwargs)
+
+
+plots.plot_confusion = plot_confusion
+rc = cli.main(argv)
+hold("end")  # the process cannot end before the second Ctrl+C has come
+raise SystemExit(rc)
+'''
+
+
+def _read_until(proc: subprocess.Popen[str], text: str, seen: str = "") -> str:
+    """``seen`` plus the process's output up to the line holding ``text``; fails, rather than
+    waiting for ever, once the process ends, or says it waits somewhere, without writing it."""
+    assert proc.stdout is not None
+    while text not in seen:
+        line = proc.stdout.readline()
+        assert line and (text in line or not line.startswith("moment: ")), \
+            f"no {text!r} in:\n{seen}{line}"
+        seen += line
+    return seen
+
+
+@pytest.mark.parametrize("second", ["soon", "test_report", "end"])
+def test_second_ctrl_c_from_outside(data: Path, tmp_path: Path, second: str) -> None:
+    """Both SIGINTs come from outside, each after an event the run reports: the first once
+    epoch 1 has ended (it lands wherever epoch 2 then is), the second once the first was
+    acknowledged: at once ("soon": wherever the run then is), or once the run says it has
+    reached the test report or the end of the command and waits there for it. The run
+    always waits at its end, so it cannot finish before the second signal, however fast."""
+    proc = subprocess.Popen([sys.executable, "-c", OUTSIDE, second, *_argv(data, tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = _read_until(proc, "moment: epoch 1")
+        proc.send_signal(signal.SIGINT)
+        out = _read_until(proc, "stopping at the next safe point", out)
+        if second != "soon":
+            out = _read_until(proc, f"moment: {second}", out)
+        proc.send_signal(signal.SIGINT)
+        out += proc.communicate()[0]
+    finally:
+        proc.kill()  # only if a check above failed: it has ended by now otherwise
+        proc.wait()
+    assert "still running" not in out, out
+    assert_aborted_cleanly(proc.returncode, out, tmp_path / "run")
+    if second != "soon":  # it waited there: the test report was written before
+        assert json.loads((tmp_path / "run" / "test_metrics.json").read_text())["epoch"] >= 1
