@@ -7,7 +7,7 @@ The 16 voices of :mod:`bench.speech_gen` say its 10 words twice each (320 clips,
 :data:`SEED`); every clip is embedded exactly as a voice gate run embeds a file (decoded at
 16 kHz, whole: no clip reaches ``max_clip_s``), once with the VAD on and once with it off, and
 the embeddings go to ``src/audiogate/voice/builtin_impostors.npz`` (float32; see
-:mod:`audiogate.voice.builtin`) with each clip's voice and length and the specs they were
+:mod:`audiogate.speech.builtin`) with each clip's voice and length and the specs they were
 made with (embedding version, encoder weights and VAD model SHA-256, settings). A run with
 ``impostors = builtin`` uses them only under those same models and settings.
 
@@ -28,22 +28,22 @@ import soundfile as sf
 
 from audiogate.data.audio_io import load_audio
 from audiogate.data.discover import Clip
-from audiogate.voice.builtin import (
+from audiogate.speech.builtin import (
     BUILTIN_FILE,
     STORED_DTYPE,
     BuiltinSet,
     builtin_embeddings,
     write_builtin,
 )
-from audiogate.voice.embeddings import (
+from audiogate.speech.embeddings import (
     EmbeddedClips,
     EmbeddingCache,
     EmbedSettings,
     EmbedSpec,
     embed_clips,
 )
-from audiogate.voice.encoder import SAMPLE_RATE
-from audiogate.voice.vad import VadSettings
+from audiogate.speech.encoder import SAMPLE_RATE
+from audiogate.speech.vad import VadSettings
 
 from .speech_gen import SPEAKERS, WORDS, SpokenClip, generate_words, require_espeak
 

@@ -43,10 +43,10 @@ import torch
 from audiogate.config import SPEC_RECIPE, Config
 from audiogate.data import discover, prepare_data
 from audiogate.data.split import make_split
-from audiogate.deploy.inference import load
+from audiogate.gates import load
 from audiogate.models import ModelSpec
+from audiogate.models.checkpoint import save_checkpoint
 from audiogate.training import Trainer
-from audiogate.training.checkpoint import save_checkpoint
 from audiogate.training.signals import StopFlag
 
 from . import reference

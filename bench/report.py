@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from audiogate.config import Config
+from audiogate.gates import train
+from audiogate.gates.network.fit import TestReport
 from audiogate.reporting.report import write_report
 from audiogate.reporting.run_table import list_runs
-from audiogate.training import train
-from audiogate.training.callbacks import HtmlReport, TestReport
+from audiogate.training.callbacks import HtmlReport
 from audiogate.training.tensorboard import TensorBoardLogger
 
 from .dataset import make_dataset

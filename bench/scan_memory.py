@@ -40,7 +40,7 @@ MAKE_CHECKPOINT = """
 import sys, torch
 from audiogate.config import Config
 from audiogate.models import ModelSpec
-from audiogate.training.checkpoint import save_checkpoint
+from audiogate.models.checkpoint import save_checkpoint
 config = Config()
 spec = ModelSpec.of(config, n_classes=2)
 torch.manual_seed(0)

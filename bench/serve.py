@@ -35,7 +35,7 @@ import torch
 from audiogate.config import Config
 from audiogate.data.synth import voice_like
 from audiogate.models import ModelSpec
-from audiogate.training.checkpoint import save_checkpoint
+from audiogate.models.checkpoint import save_checkpoint
 
 SR = 16000
 STARTUP_S = 120.0

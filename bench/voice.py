@@ -49,16 +49,16 @@ import torch
 from audiogate.data.audio_io import load_audio, write_wav
 from audiogate.data.discover import Clip
 from audiogate.reporting.metrics import choose_threshold, gate_report, macro_f1
-from audiogate.voice.embeddings import (
+from audiogate.speech.embeddings import (
     Embedder,
     EmbeddingCache,
     EmbedSettings,
     EmbedSpec,
     embed_clips,
 )
-from audiogate.voice.encoder import SAMPLE_RATE, WindowRunner, embed_utterances
-from audiogate.voice.export import OnnxEncoder, export_encoder
-from audiogate.voice.gate import VoiceProfile
+from audiogate.speech.encoder import SAMPLE_RATE, WindowRunner, embed_utterances
+from audiogate.speech.export import OnnxEncoder, export_encoder
+from audiogate.speech.profile import VoiceProfile
 
 ESPEAK_SR = 22050
 RULE = "far=0.01"

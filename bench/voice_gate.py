@@ -16,7 +16,7 @@ and the allowed voices' test words are words they never said in training). Print
    the pretrained encoder: what limits the gate here);
 3. **enrolment**: a third voice (``iris``) enrolled from 10 clips into the seed-0 gate, with
    ``audiogate enroll`` (a new process: start-up, decode, VAD, embed, write) and with
-   :meth:`~audiogate.voice.classifier.VoiceClassifier.enroll` (a fresh gate, encoder load
+   :meth:`~audiogate.gates.voice.classifier.VoiceClassifier.enroll` (a fresh gate, encoder load
    included), wall and CPU seconds (on a shared machine CPU seconds are the steadier
    figure); its FRR on 90 other clips at the gate's threshold beside the allowed voices'
    test FRR, for both the recipe's operating point and the EER one;
@@ -41,11 +41,9 @@ import audiogate
 from audiogate.config import Config
 from audiogate.data.discover import Clip
 from audiogate.data.split import read_split
+from audiogate.gates.voice.data import embed_settings
 from audiogate.reporting.metrics import error_rates
-from audiogate.voice.classifier import VoiceClassifier
-from audiogate.voice.dataset import embed_settings
-from audiogate.voice.embeddings import EmbeddingCache, EmbedSpec, embed_clips
-from audiogate.voice.gate_export import export_voice_onnx
+from audiogate.speech.embeddings import EmbeddingCache, EmbedSpec, embed_clips
 
 from .speech import SIZES
 from .speech_gen import SPEAKERS
@@ -150,7 +148,7 @@ def enrolment(task: Path, work: Path, words: list[Any]) -> list[str]:
                        check=True, capture_output=True)
         cli = (time.perf_counter() - began, _child_cpu_s() - cpu)
         began, cpu = time.perf_counter(), time.process_time()
-        gate = VoiceClassifier.load(best)
+        gate = audiogate.load(best)
         gate.enroll(NEW_VOICE, enrol)
         api = (time.perf_counter() - began, time.process_time() - cpu)
         scores = np.array([p.score for p in gate.predict_many(held)])
@@ -167,7 +165,7 @@ def onnx(work: Path) -> list[str]:
     run = work / "runs" / "enrol-far=0.02"
     best = run / "models" / "best.pt"
     clips = [c.path for c in read_split(run / "split.csv").test]
-    report = export_voice_onnx(checkpoint=best, out=work / "gate.onnx")
+    report = audiogate.load(best).export(work / "gate.onnx", source=best)
     out = ["| backend | ms per clip | largest score difference from PyTorch |",
            "|---|---:|---:|"]
     scores = {}

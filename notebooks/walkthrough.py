@@ -29,10 +29,9 @@ from audiogate.data.split import balance, stratified_split
 from audiogate.data.synth import make_demo_dataset
 from audiogate.features.augment import AddNoise, PitchShift, TimeStretch
 from audiogate.features.frontend import log_mel
+from audiogate.gates import evaluate, train
 from audiogate.reporting import plots
 from audiogate.reporting.eda import analyse, write_eda
-from audiogate.reporting.evaluate import evaluate
-from audiogate.training import train
 
 SMALL = os.environ.get("AUDIOGATE_WALKTHROUGH_SMALL") == "1"
 WORK = Path(os.environ.get("AUDIOGATE_WALKTHROUGH_DIR", "walkthrough"))

@@ -28,7 +28,7 @@ from scipy import signal
 from audiogate.config import Config
 from audiogate.data.audio_io import write_wav
 from audiogate.models import ModelSpec, SimpleConvNet
-from audiogate.training.checkpoint import save_checkpoint
+from audiogate.models.checkpoint import save_checkpoint
 
 from .voice_data import voice_run, voice_words  # noqa: F401  (voice gate fixtures)
 

@@ -237,7 +237,7 @@ def _config(data: Path, runs: Path, **changes: object) -> Config:
 
 def test_a_second_training_run_decodes_nothing(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from audiogate.training import train
+    from audiogate.gates import train
 
     data = make_toy_dataset(tmp_path / "data", n_per_class=12, seconds=0.4)
     first = train(_config(data, tmp_path / "runs"), progress=False)
@@ -249,7 +249,7 @@ def test_a_second_training_run_decodes_nothing(tmp_path: Path,
 
 
 def test_no_cache_keeps_nothing_on_disk(tmp_path: Path) -> None:
-    from audiogate.training import train
+    from audiogate.gates import train
 
     data = make_toy_dataset(tmp_path / "data", n_per_class=12, seconds=0.4)
     train(_config(data, tmp_path / "runs", cache=False, augment=False), progress=False)

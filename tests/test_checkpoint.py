@@ -22,7 +22,7 @@ from audiogate.config import Config
 from audiogate.errors import CheckpointError
 from audiogate.files import atomic_write, to_json
 from audiogate.models import ModelSpec, SimpleConvNet
-from audiogate.training.checkpoint import ensure_compatible, load_checkpoint, save_checkpoint
+from audiogate.models.checkpoint import ensure_compatible, load_checkpoint, save_checkpoint
 
 CONFIG = Config(fixed_length=32, n_fft=512, model="simple")
 CLASSES = ("not_allowed", "allowed")
@@ -89,7 +89,7 @@ def test_malicious_pickle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def _with_nan(src: Path, dst: Path, *, tensor: str, value: float) -> None:
     payload = torch.load(src, weights_only=True)
-    payload["weights"][tensor].view(-1)[3] = value
+    payload["body"]["weights"][tensor].view(-1)[3] = value
     torch.save(payload, dst)
 
 
@@ -172,7 +172,7 @@ import sys, threading
 from audiogate import files
 from audiogate.config import Config
 from audiogate.models import ModelSpec
-from audiogate.training.checkpoint import save_checkpoint
+from audiogate.models.checkpoint import save_checkpoint
 
 path, moment = sys.argv[1], sys.argv[2]
 
@@ -218,7 +218,7 @@ def test_kill_9_during_a_write_keeps_the_old_file(tmp_path: Path, moment: str) -
 
 def test_predict_many_in_chunks_keeps_order(tmp_path: Path, rng: np.random.Generator,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import audiogate.deploy.inference as inference
+    import audiogate.gates.base as inference
 
     _save(tmp_path / "m.pt")
     gate = load(tmp_path / "m.pt")

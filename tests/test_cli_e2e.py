@@ -15,8 +15,9 @@ import pytest
 
 from audiogate.cli import main
 from audiogate.config import Config
-from audiogate.training import Callback, train
-from audiogate.training.checkpoint import load_checkpoint
+from audiogate.gates import train
+from audiogate.models.checkpoint import load_checkpoint
+from audiogate.training import Callback
 
 from .conftest import TINY_FLAGS, make_toy_dataset
 

@@ -20,12 +20,12 @@ import torch
 
 from audiogate.cli import main
 from audiogate.config import Config
-from audiogate.deploy.inference import load
 from audiogate.features.augment import AugmentedFrontEnd
 from audiogate.features.frontend import LogMel
+from audiogate.gates import load
 from audiogate.models import ModelSpec
+from audiogate.models.checkpoint import load_checkpoint
 from audiogate.models.dropout import ClipDropout, clip_seeds
-from audiogate.training.checkpoint import load_checkpoint
 
 from .conftest import TINY_FLAGS, make_toy_dataset
 

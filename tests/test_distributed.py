@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 from audiogate.cli import main
-from audiogate.deploy.inference import load
-from audiogate.deploy.onnx import export_onnx
-from audiogate.training.checkpoint import load_checkpoint
+from audiogate.gates import load
+from audiogate.gates.network.onnx import export_onnx
+from audiogate.models.checkpoint import load_checkpoint
 
 from .conftest import TINY_FLAGS, make_toy_dataset, running_server
 

@@ -15,8 +15,11 @@ from audiogate.cli import main
 from audiogate.config import Config
 from audiogate.data.audio_io import load_audio
 from audiogate.data.synth import confuser, voice_like
-from audiogate.deploy.inference import load
-from audiogate.deploy.onnx import (
+from audiogate.errors import CheckpointError, ConfigError
+from audiogate.features.dft import DftLogMel
+from audiogate.features.frontend import LogMel, fit_length
+from audiogate.gates import load
+from audiogate.gates.network.onnx import (
     INPUT_NAME,
     OUTPUT_NAME,
     ExportError,
@@ -28,11 +31,8 @@ from audiogate.deploy.onnx import (
     read_metadata,
     verify,
 )
-from audiogate.errors import CheckpointError, ConfigError
-from audiogate.features.dft import DftLogMel
-from audiogate.features.frontend import LogMel, fit_length
 from audiogate.models import ModelSpec, model_names
-from audiogate.training.checkpoint import load_checkpoint, save_checkpoint
+from audiogate.models.checkpoint import load_checkpoint, save_checkpoint
 
 from .conftest import build_band_gate, hiss
 
@@ -263,7 +263,7 @@ def test_trained_model_exports_within_tolerance(tmp_path: Path, model: str) -> N
     runs in onnxruntime as in PyTorch, and the service gives the same answer."""
     from audiogate.data.synth import make_demo_dataset
     from audiogate.deploy.serve import create_app
-    from audiogate.training import train
+    from audiogate.gates import train
 
     make_demo_dataset(root=tmp_path / "data", n_per_class=16)
     result = train(Config(data=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"),

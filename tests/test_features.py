@@ -104,7 +104,7 @@ def test_padding_of_a_short_clip(rng: np.random.Generator, pad: str) -> None:
 
 def test_an_old_checkpoint_keeps_silence_padding(tmp_path: Path) -> None:
     """Checkpoints written before ``pad`` existed were trained on silence-padded features."""
-    from audiogate.training.checkpoint import load_checkpoint
+    from audiogate.models.checkpoint import load_checkpoint
 
     from .conftest import build_band_gate
 

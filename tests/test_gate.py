@@ -12,13 +12,13 @@ import soundfile as sf
 
 from audiogate.cli import main
 from audiogate.config import Config
+from audiogate.core.decision import Decision, clip_windows, positive_index
 from audiogate.data import prepare_data
 from audiogate.data.synth import voice_like
-from audiogate.deploy.decision import Decision, clip_windows, positive_index
-from audiogate.deploy.inference import load
 from audiogate.errors import ConfigError
+from audiogate.gates import load
+from audiogate.models.checkpoint import load_checkpoint
 from audiogate.training import Trainer
-from audiogate.training.checkpoint import load_checkpoint
 
 from .conftest import SR, TINY_FLAGS, build_band_gate, hiss, make_toy_dataset
 
@@ -126,8 +126,8 @@ def test_validation_judges_whole_clips_as_predict_does(tmp_path: Path, pooling: 
     the same labels, and a loss from the same pooled probabilities; also when training takes
     each clip's first window (no random crops, as the spec recipe). Windows past the memory
     budget are computed at each evaluation, to the same features and results."""
+    from audiogate.models.checkpoint import save_checkpoint
     from audiogate.training import trainer as trainer_module
-    from audiogate.training.checkpoint import save_checkpoint
 
     gen = np.random.default_rng(3)
     root = tmp_path / "data"

@@ -13,7 +13,7 @@ import httpx
 import audiogate
 from audiogate import load
 from audiogate.deploy.serve import create_app
-from audiogate.training.checkpoint import load_checkpoint, save_checkpoint
+from audiogate.models.checkpoint import load_checkpoint, save_checkpoint
 
 from .conftest import build_band_gate
 

@@ -25,10 +25,11 @@ from audiogate.cli import main
 from audiogate.config import Config
 from audiogate.data.audio_io import write_wav
 from audiogate.data.synth import voice_like
+from audiogate.gates import train
 from audiogate.reporting.html import CSP, STYLE, fmt_value
 from audiogate.reporting.predictions import read_predictions, worst_errors
 from audiogate.reporting.report import audio_seconds
-from audiogate.training import Callback, Trainer, train
+from audiogate.training import Callback, Trainer
 
 from .conftest import SR, TINY_FLAGS, build_band_gate, hiss, make_toy_dataset
 
@@ -412,8 +413,8 @@ def served_run(runs: Path, tmp_path: Path) -> Iterator[tuple[Any, Path]]:
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from audiogate.deploy.inference import load
     from audiogate.deploy.serve import create_app, report_of
+    from audiogate.gates import load
 
     run = tmp_path / "run"
     shutil.copytree(runs / "good", run)

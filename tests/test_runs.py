@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from audiogate.config import RESUME_FIELDS, Config
+from audiogate.core.runs import new_run
 from audiogate.errors import ConfigError
-from audiogate.training.api import resume_config
-from audiogate.training.runs import new_run
+from audiogate.gates.network.fit import resume_config
 
 
 def test_named_run_is_reused_until_it_has_an_epoch(tmp_path: Path) -> None:

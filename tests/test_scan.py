@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import tracemalloc
 from pathlib import Path
 
@@ -14,18 +15,20 @@ import soundfile as sf
 
 from audiogate.cli import main
 from audiogate.config import Config
+from audiogate.core.decision import window_starts
+from audiogate.core.gate import ExportReport, Gate
 from audiogate.data.synth import voice_like
-from audiogate.deploy.decision import window_starts
-from audiogate.deploy.inference import BaseClassifier, load
 from audiogate.deploy.scan import (
-    format_scan,
     merge_segments,
     scan_file,
     scan_wave,
     smooth,
     stretch_edges,
 )
+from audiogate.deploy.segments import format_scan
 from audiogate.errors import AudioError, ConfigError
+from audiogate.gates import load
+from audiogate.gates.base import WindowedGate
 
 from .conftest import CLASSES, SR, build_band_gate, hiss
 
@@ -56,16 +59,16 @@ def recording(plan: list[tuple[str, float]], *, rng: np.random.Generator,
 
 
 @pytest.fixture(scope="module")
-def band_gate(tmp_path_factory: pytest.TempPathFactory) -> BaseClassifier:
+def band_gate(tmp_path_factory: pytest.TempPathFactory) -> Gate:
     """1-second window (fixed_length 100) to keep the scan fast."""
     path = build_band_gate(tmp_path_factory.mktemp("gate") / "band.pt", fixed_length=100)
     return load(path)
 
 
-class SignGate(BaseClassifier):
+class SignGate(WindowedGate):
     """Stub: allowed when the window's mean sample is positive (padding counts as 0)."""
 
-    backend = "stub"
+    kind = backend = "stub"
 
     def __init__(self, *, window: int) -> None:
         cfg = Config(fixed_length=window // 160 + 1)
@@ -74,6 +77,13 @@ class SignGate(BaseClassifier):
     def _batch_probabilities(self, x: np.ndarray) -> np.ndarray:
         p = (x.mean(axis=1) > 0).astype(np.float32)
         return np.stack([1 - p, p], axis=1)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        raise NotImplementedError
+
+    def export(self, out: str | os.PathLike[str], *, source: Path,
+               tolerance: float | None = None) -> ExportReport:
+        raise NotImplementedError
 
 
 # ----------------------------------------------------------------- pure logic
@@ -143,7 +153,7 @@ def test_smooth_keeps_constant_scores_and_averages_neighbours() -> None:
     assert smooth(spike, width=1) is spike
 
 
-def test_recording_shorter_than_one_window(band_gate: BaseClassifier) -> None:
+def test_recording_shorter_than_one_window(band_gate: Gate) -> None:
     y = LEVEL * voice_like(rng=np.random.default_rng(0), duration=0.6, sr=SR)
     result = scan_wave(band_gate, wave=y, sr=SR, hop_s=0.25)
     assert len(result.windows) == 1 and len(result.segments) == 1
@@ -153,7 +163,7 @@ def test_recording_shorter_than_one_window(band_gate: BaseClassifier) -> None:
     assert seg.score == pytest.approx(band_gate.predict(y, sr=SR).confidence, abs=1e-6)
 
 
-def test_bad_hop_and_bad_audio_are_refused(band_gate: BaseClassifier) -> None:
+def test_bad_hop_and_bad_audio_are_refused(band_gate: Gate) -> None:
     with pytest.raises(ConfigError, match="hop"):
         scan_wave(band_gate, wave=np.zeros(SR, np.float32), sr=SR, hop_s=0.0)
     with pytest.raises(AudioError, match="too short"):
@@ -170,7 +180,7 @@ PLAN = [("not_allowed", 3.0), ("allowed", 4.0), ("not_allowed", 2.5), ("allowed"
     ("voice", 2, 0.25, 2.0),   # speech pauses shift the model's own switch point a little
     ("voice", 3, 0.25, 2.0),
 ])
-def test_boundaries_of_generated_recording(band_gate: BaseClassifier, allowed: str, seed: int,
+def test_boundaries_of_generated_recording(band_gate: Gate, allowed: str, seed: int,
                                            hop_s: float, tolerance_hops: float) -> None:
     y, truth = recording(PLAN, rng=np.random.default_rng(seed), allowed=allowed)
     result = scan_wave(band_gate, wave=y, sr=SR, hop_s=hop_s)
@@ -181,7 +191,7 @@ def test_boundaries_of_generated_recording(band_gate: BaseClassifier, allowed: s
     assert result.segments[-1].end == pytest.approx(len(y) / SR)
 
 
-def test_scan_file_resamples(band_gate: BaseClassifier, tmp_path: Path) -> None:
+def test_scan_file_resamples(band_gate: Gate, tmp_path: Path) -> None:
     y, truth = recording(PLAN, rng=np.random.default_rng(4), allowed="vowel")
     path = tmp_path / "long.wav"
     sf.write(path, librosa.resample(y, orig_sr=SR, target_sr=22050), 22050)
@@ -197,7 +207,7 @@ def test_scan_file_resamples(band_gate: BaseClassifier, tmp_path: Path) -> None:
     (SR, 1, 0.25),    # no resampling
     (8000, 1, 0.5),
 ])
-def test_streamed_scan_equals_the_in_memory_scan(band_gate: BaseClassifier, tmp_path: Path,
+def test_streamed_scan_equals_the_in_memory_scan(band_gate: Gate, tmp_path: Path,
                                                  native_sr: int, channels: int,
                                                  hop_s: float) -> None:
     """scan_file decodes, resamples and judges block by block; the result is exactly what
@@ -219,7 +229,7 @@ def test_streamed_scan_equals_the_in_memory_scan(band_gate: BaseClassifier, tmp_
 
 
 @pytest.mark.parametrize("seconds", [0.01, 0.6, 1.0, 1.03])
-def test_streamed_scan_of_short_files(band_gate: BaseClassifier, tmp_path: Path,
+def test_streamed_scan_of_short_files(band_gate: Gate, tmp_path: Path,
                                       seconds: float) -> None:
     """Shorter than a window, exactly one window, one window and a bit: same as in memory."""
     y = (0.5 * np.sin(np.arange(round(seconds * 22050)) * 0.1)).astype(np.float32)
@@ -233,7 +243,7 @@ def test_streamed_scan_of_short_files(band_gate: BaseClassifier, tmp_path: Path,
     assert streamed.as_dict(windows=True) == whole.as_dict(windows=True)
 
 
-def test_streamed_scan_refuses_nan_late_in_the_file(band_gate: BaseClassifier,
+def test_streamed_scan_refuses_nan_late_in_the_file(band_gate: Gate,
                                                     tmp_path: Path) -> None:
     y = np.zeros(10 * SR, np.float32)
     y[-5] = np.nan
@@ -283,7 +293,7 @@ def test_cli_scan_json_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main([*args, str(tmp_path / "broken.wav")]) == 1
 
 
-def test_format_scan_table_and_bad_format(band_gate: BaseClassifier) -> None:
+def test_format_scan_table_and_bad_format(band_gate: Gate) -> None:
     y, _ = recording(PLAN[:2], rng=np.random.default_rng(6), allowed="vowel")
     text = format_scan([scan_wave(band_gate, wave=y, sr=SR)], fmt="table")
     assert text.splitlines()[0].split() == ["file", "start_s", "end_s", "label", "score",

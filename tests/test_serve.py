@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from audiogate.data.synth import voice_like
-from audiogate.deploy.inference import load
+from audiogate.gates import load
 
 from .conftest import SR, Server, build_band_gate, hiss, running_server
 

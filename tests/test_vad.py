@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from audiogate.errors import AudiogateError, ConfigError
-from audiogate.voice import vad
-from audiogate.voice.vad import (
+from audiogate.speech import vad
+from audiogate.speech.vad import (
     CHUNK,
     SAMPLE_RATE,
     Segmenter,
@@ -214,7 +214,7 @@ def test_missing_model_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_neither_torchaudio_nor_the_silero_package_is_imported() -> None:
     code = ("import sys, numpy as np\n"
-            "from audiogate.voice.vad import speech_segments\n"
+            "from audiogate.speech.vad import speech_segments\n"
             "speech_segments(np.zeros(16000, np.float32), sr=16000)\n"
             "print(sorted(m for m in ('torchaudio', 'silero_vad') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -17,12 +17,12 @@ from bench.speech_gen import SPEAKERS, generate_words
 from audiogate.config import Config
 from audiogate.data.discover import Clip
 from audiogate.errors import ConfigError, DataError
-from audiogate.voice.builtin import BUILTIN_FILE, builtin_embeddings, read_builtin, write_builtin
-from audiogate.voice.dataset import embed_settings
-from audiogate.voice.embeddings import EmbeddingCache, EmbedSettings, EmbedSpec, embed_clips
-from audiogate.voice.encoder import EncoderSettings
-from audiogate.voice.gate import VoiceProfile
-from audiogate.voice.impostors import load_impostors
+from audiogate.gates.voice.data import embed_settings
+from audiogate.speech.builtin import BUILTIN_FILE, builtin_embeddings, read_builtin, write_builtin
+from audiogate.speech.embeddings import EmbeddingCache, EmbedSettings, EmbedSpec, embed_clips
+from audiogate.speech.encoder import EncoderSettings
+from audiogate.speech.impostors import load_impostors
+from audiogate.speech.profile import VoiceProfile
 
 from .speech import needs_espeak
 
@@ -60,7 +60,7 @@ def test_builtin_impostors_need_no_program(monkeypatch: pytest.MonkeyPatch, vad:
 
 
 def test_the_installed_package_does_not_import_the_generator() -> None:
-    code = ("import sys, audiogate.voice.train, audiogate.voice.impostors, audiogate.cli; "
+    code = ("import sys, audiogate.gates.voice.fit, audiogate.speech.impostors, audiogate.cli; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'bench'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, env={"PATH": ""}, cwd=Path(__file__).parent.parent / "src")

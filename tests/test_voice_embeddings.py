@@ -14,16 +14,16 @@ from audiogate.data.audio_io import load_audio, write_wav
 from audiogate.data.discover import Clip
 from audiogate.data.synth import voice_like
 from audiogate.errors import ConfigError
-from audiogate.voice import embeddings
-from audiogate.voice.embeddings import (
+from audiogate.speech import embeddings
+from audiogate.speech.embeddings import (
     Embedder,
     EmbeddingCache,
     EmbedSettings,
     EmbedSpec,
     embed_clips,
 )
-from audiogate.voice.encoder import EMBED_DIM, SAMPLE_RATE, EncoderSettings
-from audiogate.voice.vad import VadSettings
+from audiogate.speech.encoder import EMBED_DIM, SAMPLE_RATE, EncoderSettings
+from audiogate.speech.vad import VadSettings
 
 from .speech import espeak, needs_espeak, speech_extent
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from audiogate.data.synth import voice_like
 from audiogate.errors import AudiogateError, CheckpointError, ConfigError
-from audiogate.voice import encoder, export
-from audiogate.voice.encoder import (
+from audiogate.speech import encoder, export
+from audiogate.speech.encoder import (
     EMBED_DIM,
     HOP,
     N_FFT,

@@ -14,10 +14,11 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from audiogate.deploy.inference import load
+import audiogate
 from audiogate.deploy.serve import ServeSettings, create_app
 from audiogate.errors import ConfigError, DataError
-from audiogate.voice.classifier import VoiceClassifier
+from audiogate.gates import load
+from audiogate.gates.voice.classifier import VoiceClassifier
 
 from .conftest import build_band_gate, running_server
 from .voice_data import ALLOWED, NEW_VOICE, VoiceWords, needs_voice
@@ -38,7 +39,7 @@ def labels(gate: VoiceClassifier, paths: list[str]) -> list[str | None]:
 def test_enrol_accepts_the_new_voice_and_remove_forgets_it(voice_run: Path,
                                                            voice_words: VoiceWords,
                                                            tmp_path: Path) -> None:
-    gate = VoiceClassifier.load(voice_run / "models" / "best.pt")
+    gate = audiogate.load(voice_run / "models" / "best.pt")
     threshold = gate.threshold
     kai = files(voice_words.held_out / NEW_VOICE)
     ava = files(voice_words.held_out / ALLOWED)
@@ -49,7 +50,7 @@ def test_enrol_accepts_the_new_voice_and_remove_forgets_it(voice_run: Path,
     assert set(labels(gate, kai)) == {"allowed"}  # the same FRR as ava's: none rejected
     assert set(labels(gate, ava)) == {"allowed"}
     gate.save(tmp_path / "with-kai.pt")
-    again = VoiceClassifier.load(tmp_path / "with-kai.pt")
+    again = audiogate.load(tmp_path / "with-kai.pt")
     assert again.voices == gate.voices
     assert [e["action"] for e in again.checkpoint.history] == ["enrol"]
     np.testing.assert_allclose(again.scores([np.zeros(8000, np.float32)]), [0.0])
@@ -64,13 +65,13 @@ def test_enrol_accepts_the_new_voice_and_remove_forgets_it(voice_run: Path,
 
 
 def test_enrol_leaves_out_clips_without_speech(voice_run: Path, voice_words: VoiceWords) -> None:
-    gate = VoiceClassifier.load(voice_run / "models" / "best.pt")
+    gate = audiogate.load(voice_run / "models" / "best.pt")
     silence = np.zeros(16000, np.float32)
     with pytest.raises(DataError, match="none of the 1 clip"):
         gate.enroll("quiet", [silence], sr=16000)
     y, sr = sf.read(files(voice_words.enrol)[0], dtype="float32")
     done = gate.enroll("arrays", [y, silence], sr=sr)
-    assert done.n_clips == 1 and [s.reason for s in done.skipped] == [
+    assert done.n_clips == 1 and [reason for _, reason in done.skipped] == [
         "no speech found (the VAD found no voice in it)"]
 
 
@@ -86,12 +87,12 @@ def test_enroll_command(voice_run: Path, voice_words: VoiceWords, tmp_path: Path
                    "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert f"enrolled '{NEW_VOICE}' from 10 clip(s)" in done.stdout
-    voices = VoiceClassifier.load(out).voices
+    voices = audiogate.load(out).voices
     assert list(voices) == [ALLOWED, NEW_VOICE] and voices[NEW_VOICE] == 10
     done = run_cli("-q", "enroll", "--checkpoint", str(out), "--remove", NEW_VOICE, "--out",
                    str(out))
     assert done.returncode == 0 and f"removed '{NEW_VOICE}'" in done.stdout
-    assert list(VoiceClassifier.load(out).voices) == [ALLOWED]
+    assert list(audiogate.load(out).voices) == [ALLOWED]
     both = run_cli("-q", "enroll", "--checkpoint", best, "--remove", "x", "--allowed",
                    str(voice_words.enrol), "--out", str(out))
     assert both.returncode == 2 and "either --allowed" in both.stderr
@@ -119,7 +120,7 @@ def test_service_enrols_and_removes_behind_the_token(voice_run: Path, voice_word
                        headers=auth, timeout=120)
         assert r.status_code == 200, r.text
         assert r.json()["clips"] == 10 and NEW_VOICE in r.json()["voices"]
-        assert NEW_VOICE in VoiceClassifier.load(out).voices  # persisted
+        assert NEW_VOICE in audiogate.load(out).voices  # persisted
         model = httpx.get(f"{srv.url}/model", headers=auth, timeout=30).json()
         assert NEW_VOICE in model["voices"]
         kai = files(voice_words.held_out / NEW_VOICE)[0]
@@ -132,7 +133,7 @@ def test_service_enrols_and_removes_behind_the_token(voice_run: Path, voice_word
         assert httpx.delete(f"{srv.url}/enroll/{NEW_VOICE}", timeout=30).status_code == 401
         gone = httpx.delete(f"{srv.url}/enroll/{NEW_VOICE}", headers=auth, timeout=60)
         assert gone.status_code == 200 and NEW_VOICE not in gone.json()["voices"]
-        assert NEW_VOICE not in VoiceClassifier.load(out).voices
+        assert NEW_VOICE not in audiogate.load(out).voices
         assert httpx.delete(f"{srv.url}/enroll/nobody", headers=auth,
                             timeout=30).status_code == 404
 
@@ -140,7 +141,7 @@ def test_service_enrols_and_removes_behind_the_token(voice_run: Path, voice_word
 def test_service_enrolment_is_off_without_enroll_out_and_for_other_models(
         voice_run: Path, voice_words: VoiceWords, tmp_path: Path) -> None:
     clip = files(voice_words.enrol)[:1]
-    voice = VoiceClassifier.load(voice_run / "models" / "best.pt")
+    voice = audiogate.load(voice_run / "models" / "best.pt")
     band_gate = load(build_band_gate(tmp_path / "band.pt"))
     for gate, settings, status in [(voice, ServeSettings(), 403),
                                    (band_gate, ServeSettings(enroll_out=str(tmp_path / "x.pt")),

@@ -13,10 +13,10 @@ import torch
 
 from audiogate.errors import CheckpointError, ConfigError, DataError
 from audiogate.reporting.metrics import choose_threshold, error_rates
-from audiogate.voice import gate
-from audiogate.voice.embeddings import EmbedSettings, EmbedSpec
-from audiogate.voice.encoder import EMBED_DIM
-from audiogate.voice.gate import VoiceProfile
+from audiogate.speech import profile as gate
+from audiogate.speech.embeddings import EmbedSettings, EmbedSpec
+from audiogate.speech.encoder import EMBED_DIM
+from audiogate.speech.profile import VoiceProfile
 
 
 @pytest.fixture(scope="module")

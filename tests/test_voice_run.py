@@ -16,16 +16,17 @@ import torch
 
 import audiogate
 from audiogate.config import Config
+from audiogate.core.checkpoint import read_gate
 from audiogate.data.audio_io import load_audio
 from audiogate.data.split import read_split
 from audiogate.errors import CheckpointError, ConfigError, DataError
+from audiogate.gates import resume, train
+from audiogate.gates.voice.checkpoint import load_voice_checkpoint
+from audiogate.gates.voice.classifier import VoiceClassifier
+from audiogate.gates.voice.data import embed_settings, prepare_voice_data
+from audiogate.gates.voice.fit import gate_scores
+from audiogate.models.checkpoint import load_checkpoint
 from audiogate.reporting.run_table import summarize_run
-from audiogate.training.api import resume, train
-from audiogate.training.checkpoint import load_checkpoint
-from audiogate.voice.checkpoint import is_voice_checkpoint, load_voice_checkpoint
-from audiogate.voice.classifier import VoiceClassifier
-from audiogate.voice.dataset import embed_settings, prepare_voice_data
-from audiogate.voice.train import gate_scores
 
 from .voice_data import ALLOWED, NEW_VOICE, UNHEARD, VoiceWords, needs_voice, voice_config
 
@@ -43,32 +44,35 @@ def test_a_voice_run_folder_is_a_run_folder(voice_run: Path) -> None:
                  "models/best.pt", "outputs/confusion_test.png"):
         assert (voice_run / name).is_file(), name
     status = json.loads((voice_run / "status.json").read_text())
-    assert status["state"] == "finished" and status["epochs_done"] == 1
+    assert status["state"] == "finished" and status["epochs_done"] == 0
     metrics = json.loads((voice_run / "metrics.json").read_text())
-    assert metrics["best_epoch"] == 1 and len(metrics["epochs"]) == 1
-    record = metrics["epochs"][0]
+    assert metrics["kind"] == "voice" and metrics["classes"] == ["not_allowed", "allowed"]
+    assert metrics["best_epoch"] is None and metrics["epochs"] == []  # no made-up epoch
+    record = metrics["fit"]
     assert record["voices"] == 1 and record["enrolled_clips"] > 0 and record["cohort_clips"] > 0
+    assert metrics["best_val_f1"] == record["val_f1"] and record["seconds"] > 0
     test = json.loads((voice_run / "test_metrics.json").read_text())
     assert {"far", "frr", "eer", "roc_auc", "threshold"} <= set(test["gate"])
     assert record["test_f1"] == test["macro_f1"]
     split = read_split(voice_run / "split.csv")
     assert split.train and split.val and split.test
     summary = summarize_run(voice_run)
-    assert (summary.model, summary.state, summary.epochs) == ("ge2e", "finished", 1)
+    assert (summary.model, summary.state, summary.epochs) == ("ge2e", "finished", 0)
+    assert summary.train_time_s == record["seconds"]
     assert "ge2e" in (voice_run / "config.toml").read_text()
 
 
 def test_the_checkpoint_is_plain_data_and_refuses_code(voice_run: Path, tmp_path: Path) -> None:
     best = voice_run / "models" / "best.pt"
     payload = torch.load(best, weights_only=True)
-    assert payload["format"] == "audiogate.voice-checkpoint"
-    assert set(payload["voices"]) == {ALLOWED}
-    assert is_voice_checkpoint(best)
-    with pytest.raises(CheckpointError, match="not an audiogate checkpoint"):
+    assert (payload["format"], payload["version"], payload["kind"]) == (
+        "audiogate.checkpoint", 3, "voice")
+    assert set(payload["body"]["voices"]) == {ALLOWED}
+    assert read_gate(best).kind == "voice"
+    with pytest.raises(CheckpointError, match="is a voice gate, not a trained network"):
         load_checkpoint(best)  # the network loader does not take a voice gate
     evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps({"format": "audiogate.voice-checkpoint", "x": Path("/")}))
-    assert not is_voice_checkpoint(evil)
+    evil.write_bytes(pickle.dumps({"format": "audiogate.checkpoint", "x": Path("/")}))
     with pytest.raises(CheckpointError, match=r"unsafe|corrupt"):
         load_voice_checkpoint(evil)
     payload["gate"]["threshold"] = 7.0
@@ -100,7 +104,7 @@ def test_load_gives_a_voice_classifier_with_known_answers(voice_run: Path,
 def test_predict_scores_equal_the_cached_embeddings_scores(voice_run: Path) -> None:
     """Training scored validation clips from the embedding cache; predict embeds them anew:
     the two must agree, or the threshold would not mean what it says."""
-    gate = VoiceClassifier.load(voice_run / "models" / "best.pt")
+    gate = audiogate.load(voice_run / "models" / "best.pt")
     config = gate.checkpoint.config
     data = prepare_voice_data(config, progress=False)
     assert data.cache.spec.settings == embed_settings(config)

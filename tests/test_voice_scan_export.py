@@ -16,8 +16,7 @@ from audiogate.data.audio_io import load_audio, write_wav
 from audiogate.deploy.scan import scan_file, scan_wave
 from audiogate.deploy.speech_scan import SpeechScanner
 from audiogate.errors import CheckpointError, ConfigError
-from audiogate.voice.classifier import VoiceClassifier
-from audiogate.voice.gate_export import OnnxVoiceClassifier, export_voice_onnx
+from audiogate.gates.voice.onnx import OnnxVoiceClassifier
 
 from .conftest import build_band_gate
 from .speech import speech_extent
@@ -120,10 +119,11 @@ def test_onnx_export_runs_the_whole_gate(voice_run: Path, voice_words: VoiceWord
     assert audiogate.load(best, backend="onnx", onnx=out).backend == "onnx"
     with pytest.raises(ConfigError, match="fixed"):
         onnx_gate.enroll("x", clips[:1])  # type: ignore[attr-defined]
-    other = VoiceClassifier.load(best)
+    other = audiogate.load(best)
     other.enroll("kai", [str(p) for p in sorted(voice_words.enrol.iterdir())])
     other.save(tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not exported from"):
         audiogate.load(tmp_path / "other.pt", backend="onnx", onnx=out)
-    export_voice_onnx(checkpoint=tmp_path / "other.pt", out=tmp_path / "other.onnx")
+    other_pt = tmp_path / "other.pt"
+    audiogate.load(other_pt).export(tmp_path / "other.onnx", source=other_pt)
     assert "kai" in audiogate.load(tmp_path / "other.onnx").describe()["voices"]

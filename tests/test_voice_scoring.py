@@ -11,10 +11,10 @@ import pytest
 from audiogate.config import Config
 from audiogate.data.discover import discover
 from audiogate.errors import CheckpointError, ConfigError, DataError
-from audiogate.voice.embeddings import EmbedSettings, EmbedSpec
-from audiogate.voice.encoder import EMBED_DIM
-from audiogate.voice.gate import VoiceProfile
-from audiogate.voice.scoring import (
+from audiogate.speech.embeddings import EmbedSettings, EmbedSpec
+from audiogate.speech.encoder import EMBED_DIM
+from audiogate.speech.profile import VoiceProfile
+from audiogate.speech.scoring import (
     LogisticHead,
     VoiceScorer,
     fit_head,

@@ -108,7 +108,7 @@ def voice_words(tmp_path_factory: pytest.TempPathFactory) -> VoiceWords:
 @pytest.fixture(scope="session")
 def voice_run(voice_words: VoiceWords, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A trained voice gate run folder (the voice recipe on ``voice_words.data``)."""
-    from audiogate.training.api import train
+    from audiogate.gates import train
 
     runs = tmp_path_factory.mktemp("voice-runs")
     yield train(voice_config(voice_words, runs, "gate"), progress=False).run.root

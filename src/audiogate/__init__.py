@@ -7,32 +7,42 @@ classifier.
 >>> gate.predict("clip.wav").label                                 # doctest: +SKIP
 'allowed'
 
-Subpackages: :mod:`audiogate.data`, :mod:`audiogate.features`, :mod:`audiogate.models`,
-:mod:`audiogate.training`, :mod:`audiogate.deploy`, :mod:`audiogate.reporting`.
+Layers, top to bottom (each imports only from those below it): :mod:`audiogate.cli`,
+:mod:`audiogate.deploy`, :mod:`audiogate.gates` (the gate kinds and their registry),
+:mod:`audiogate.training` and :mod:`audiogate.speech`, :mod:`audiogate.reporting`,
+:mod:`audiogate.data` and :mod:`audiogate.models`, :mod:`audiogate.features`,
+:mod:`audiogate.core` (the Gate interface, decisions, checkpoints, run folders),
+:mod:`audiogate.config`.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import AugmentConfig, Config, FeatureConfig
-from .deploy.inference import Classifier, Prediction, load
+from .core.version import __version__
 from .errors import AudioError, AudiogateError, CheckpointError, ConfigError, DataError
 
-__version__ = "0.2.0"
+if TYPE_CHECKING:
+    from .core.gate import Gate, Prediction
+    from .core.runs import TrainResult
+    from .data.prepare import PreparedData, prepare_data
+    from .gates import evaluate, load, resume, train
+    from .gates.network import Classifier
 
 _LAZY = {
-    "train": "training.api", "resume": "training.api", "TrainResult": "training.api",
-    "prepare_data": "data.prepare", "PreparedData": "data.prepare",
-    "evaluate": "reporting.evaluate",
+    "train": "gates", "resume": "gates", "evaluate": "gates", "load": "gates",
+    "Gate": "core.gate", "Prediction": "core.gate", "TrainResult": "core.runs",
+    "Classifier": "gates.network", "prepare_data": "data.prepare",
+    "PreparedData": "data.prepare",
 }
 """Imported on first use, so ``import audiogate`` (and the CLI) stays quick."""
 
 __all__ = [
     "AudioError", "AudiogateError", "AugmentConfig", "CheckpointError", "Classifier", "Config",
-    "ConfigError", "DataError", "FeatureConfig", "Prediction", "PreparedData", "TrainResult",
-    "__version__", "evaluate", "load", "prepare_data", "resume", "train",
+    "ConfigError", "DataError", "FeatureConfig", "Gate", "Prediction", "PreparedData",
+    "TrainResult", "__version__", "evaluate", "load", "prepare_data", "resume", "train",
 ]
 
 

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -82,7 +83,8 @@ def cmd_eda(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import distributed, resume, train
+    from .gates import resume, train
+    from .training import distributed
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
@@ -110,8 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"run folder: {result.run.root}")
     print(f"stopped: {result.stop_reason} after {result.epochs_done} epoch(s)")
-    print(f"best epoch {result.best_epoch}: val macro-F1 {result.best_val_f1:.4f} "
-          f"-> {result.run.best}")
+    chosen = "fitted" if result.best_epoch is None else f"best epoch {result.best_epoch}"
+    print(f"{chosen}: val macro-F1 {result.best_val_f1:.4f} -> {result.run.best}")
     if result.test_report:
         print(f"test macro-F1 of the best model: {result.test_report['macro_f1']:.4f} "
               f"({result.run.test_report})")
@@ -140,7 +142,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .reporting.evaluate import evaluate
+    from .gates import evaluate
     from .reporting.tables import format_report
 
     result = evaluate(args.checkpoint, data=args.data, subset=args.split, out=args.out,
@@ -155,7 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .reporting.report import write_report
+    from .gates import write_report
 
     print(f"wrote {write_report(args.folder, errors=args.report_errors)}")
     return 0
@@ -173,7 +175,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .deploy.inference import Prediction, expand_inputs
+    from .core.gate import Prediction
+    from .data.discover import expand_inputs
     from .reporting.tables import format_predictions
 
     gate = _load_gate(args)
@@ -197,8 +200,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _load_gate(args: argparse.Namespace) -> Any:
-    """The classifier ``--checkpoint`` and ``--backend`` ask for (see :func:`audiogate.load`)."""
-    from .deploy.inference import load
+    """The gate ``--checkpoint`` and ``--backend`` ask for (see :func:`audiogate.load`)."""
+    from .gates import load
 
     backend = "onnx" if Path(args.checkpoint).suffix.lower() == ".onnx" else args.backend
     return load(args.checkpoint, backend=backend, onnx=args.onnx, threshold=args.threshold,
@@ -206,31 +209,18 @@ def _load_gate(args: argparse.Namespace) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .deploy.onnx import export_onnx
-    from .voice.checkpoint import is_voice_checkpoint
+    from .gates import load
 
-    if is_voice_checkpoint(args.checkpoint):
-        from .voice.gate_export import export_voice_onnx
-
-        voice = export_voice_onnx(checkpoint=args.checkpoint, out=args.onnx,
-                                  tolerance=args.tolerance)
-        print(f"wrote {voice.path} ({voice.bytes / 1e6:.1f} MB): speech windows -> voice gate "
-              "score, speaker encoder and enrolled voices included")
-        print(f"onnxruntime vs PyTorch on {voice.n_probe_clips} probe clips: max |score diff| "
-              f"{voice.max_abs_diff:.2e}")
-        return 0
-    report = export_onnx(checkpoint=args.checkpoint, out=args.onnx, tolerance=args.tolerance)
-    print(f"wrote {report.path} ({report.bytes / 1e6:.1f} MB): waveform -> logits, log-mel "
-          f"front end included")
-    print(f"onnxruntime vs PyTorch on {report.n_probe_clips} probe clips: max |logit diff| "
-          f"{report.max_abs_diff:.2e} ({report.max_scaled_diff:.2e} relative to the logits' "
-          f"size), max |probability diff| {report.max_prob_diff:.2e}")
+    gate = load(args.checkpoint, workers=1)
+    print(gate.export(args.onnx, source=Path(args.checkpoint), tolerance=args.tolerance)
+          .summary())
     return 0
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from .deploy.inference import expand_inputs
-    from .deploy.scan import format_scan, scan_file
+    from .data.discover import expand_inputs
+    from .deploy.scan import scan_file
+    from .deploy.segments import format_scan
     from .errors import AudioError
 
     gate = _load_gate(args)
@@ -255,7 +245,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
     from .deploy.guard import TOKEN_ENV, check_listen, check_token
-    from .deploy.serve import ServeSettings, report_of, run_server
+    from .deploy.judge import ServeSettings
+    from .deploy.serve import report_of, run_server
 
     token = check_token(args.token if args.token is not None else os.environ.get(TOKEN_ENV))
     check_listen(host=args.host, port=args.port, token=token, insecure=args.insecure)
@@ -342,9 +333,46 @@ def _add_deploy_parsers(sub: Any) -> None:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from .voice.commands import enroll_command
+    """``audiogate enroll``: add or remove an allowed voice of a voice gate checkpoint; no
+    training, the threshold is kept, the new checkpoint is written atomically."""
+    from .data.discover import expand_inputs
+    from .gates import load
 
-    return enroll_command(args)
+    began = time.perf_counter()
+    if bool(args.allowed) == bool(args.remove):
+        raise ConfigError("give either --allowed PATH... (enrol a voice) or --remove NAME")
+    gate = load(args.checkpoint, workers=args.workers)
+    if not gate.enrolls:
+        raise ConfigError(f"{args.checkpoint} is not a voice gate checkpoint (train one with "
+                          "--recipe voice); only voice gates enrol voices")
+    if args.remove:
+        gate.remove(args.remove)
+        done = f"removed {args.remove!r}"
+    else:
+        name = args.name or _default_name(args.allowed)
+        files, missing = expand_inputs(args.allowed)
+        if not files:
+            raise ConfigError(f"no audio files in {' '.join(args.allowed)}")
+        result = gate.enroll(name, files, replace_existing=args.replace)
+        skipped = [*((m.path, m.reason) for m in missing), *result.skipped]
+        done = f"enrolled {name!r} from {result.n_clips} clip(s)"
+        if skipped:
+            done += f" ({len(skipped)} left out)"
+            for source, reason in skipped[:20]:
+                print(f"  left out {source}: {reason}")
+    gate.save(args.out)
+    voices = ", ".join(f"{k} ({n})" for k, n in gate.voices.items())
+    print(f"{done} -> {args.out} in {time.perf_counter() - began:.1f} s")
+    print(f"voices (clips): {voices}; threshold {gate.threshold}")
+    return 0
+
+
+def _default_name(paths: list[str]) -> str:
+    first = Path(paths[0])
+    if len(paths) == 1 and first.is_dir():
+        return first.resolve().name
+    raise ConfigError("--name is required unless --allowed is one folder (named after the "
+                      "voice)")
 
 
 def _add_enroll_parser(sub: Any) -> None:

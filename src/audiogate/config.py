@@ -24,7 +24,7 @@ import math
 import re
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -73,10 +73,11 @@ RECIPES: dict[str, dict[str, Any]] = {
 """Named bundles of field values. Precedence: field defaults < recipe < TOML file < flags."""
 
 ARGS, FRONT_END, DATA, AUGMENT, TRAINING, HARDWARE, OUTPUTS, DECISION, VOICE = (
-    "the specification's Args", "front end", "data", "augmentation (training only)",
-    "model and training", "hardware", "outputs", "the gate's decision", "the voice gate")
-"""Sections of the fields, in order: the CLI help, the docs and the gate kinds (which
-sections a kind ignores) read them."""
+    "the specification's Args, the recipe and the model", "front end", "data",
+    "augmentation (training only)", "training", "hardware", "outputs", "the gate's decision",
+    "the voice gate")
+"""Sections of the fields, in order: the CLI help and the docs group fields by them, and a
+gate kind names the fields it ignores by them (:func:`section_fields`)."""
 
 
 class _Unset:
@@ -168,6 +169,11 @@ class Config:
                                    "window pooled over each clip, 20 epochs) | voice (a "
                                    "speaker gate: pretrained speaker embeddings and enrolled "
                                    "voices)", section=ARGS)
+    model: str = _f("tcresnet", "model, by registered name: simple (the specification's "
+                                "SimpleConvNet) | tcresnet (TC-ResNet, Choi et al. 2019) | "
+                                "bcresnet (BC-ResNet, Kim et al. 2021) | ge2e (the voice gate: "
+                                "a pretrained speaker encoder and enrolled voices, no "
+                                "training); the model chooses the gate kind", section=ARGS)
     # --- front end ---
     n_fft: int = _f(1024, "FFT size (samples)", section=FRONT_END)
     win_length: int = _f(400, "STFT window (samples); 400 = 25 ms at 16 kHz", section=FRONT_END)
@@ -189,6 +195,11 @@ class Config:
                        section=DATA)
     seed: int = _f(0, "seed for balancing, split, shuffling, augmentation and init",
                    section=DATA)
+    workers: int = _f(0, "processes for decoding audio; 0 = all cores", section=DATA)
+    cache: bool = _f(True, "keep decoded audio and clean features in an on-disk cache, so "
+                           "later runs skip decoding; off = a temporary cache for this run",
+                     section=DATA)
+    cache_dir: str = _f("", "cache folder; empty = <runs_dir>/.cache", section=DATA)
     # --- augmentation (training only) ---
     augment: bool = _f(True, "augment training clips", section=AUGMENT)
     noise_p: float = _f(0.5, "probability of additive noise", section=AUGMENT)
@@ -202,11 +213,6 @@ class Config:
     stretch_min: float = _f(0.8, "lowest time-stretch rate (<1 slows down)", section=AUGMENT)
     stretch_max: float = _f(1.25, "highest time-stretch rate (>1 speeds up)", section=AUGMENT)
     # --- model and training ---
-    model: str = _f("tcresnet", "model, by registered name: simple (the specification's "
-                                "SimpleConvNet) | tcresnet (TC-ResNet, Choi et al. 2019) | "
-                                "bcresnet (BC-ResNet, Kim et al. 2021) | ge2e (the voice gate: "
-                                "a pretrained speaker encoder and enrolled voices, no "
-                                "training); the model chooses the gate kind", section=TRAINING)
     width: int = _f(2, "channel width multiplier of tcresnet and bcresnet", section=TRAINING)
     depth: int = _f(1, "residual blocks per stage of tcresnet (1: TC-ResNet8, 2: "
                        "TC-ResNet14)", section=TRAINING)
@@ -231,13 +237,16 @@ class Config:
                          section=TRAINING)
     patience: int = _f(8, "early stop after this many epochs without val-F1 gain; 0 = off",
                        section=TRAINING)
-    workers: int = _f(0, "processes for decoding audio; 0 = all cores", section=TRAINING)
-    cache: bool = _f(True, "keep decoded audio and clean features in an on-disk cache, so "
-                           "later runs skip decoding; off = a temporary cache for this run",
-                     section=TRAINING)
-    cache_dir: str = _f("", "cache folder; empty = <runs_dir>/.cache", section=TRAINING)
     prefetch: bool = _f(True, "prepare the next training batch in a background thread while "
                               "the model trains on this one", section=TRAINING)
+    random_crop: bool = _f(True, "train on a random window of each clip longer than the "
+                                 "window, a new one every epoch (off: always its start)",
+                           section=TRAINING)
+    keep_epoch_checkpoints: bool = _f(True, "keep models/model_epoch_N.pt for every epoch",
+                                      section=TRAINING)
+    tensorboard: Switch = _f("auto", "TensorBoard event files under <run>/tensorboard: auto "
+                                     "(when the tensorboard package is installed) | on | off",
+                             section=TRAINING)
     # --- hardware ---
     device: str = _f("auto", "where features, augmentation and the model run: auto (CUDA if "
                              "present, else MPS, else CPU) | cpu | cuda | cuda:N | mps",
@@ -252,11 +261,6 @@ class Config:
     # --- outputs ---
     runs_dir: str = _f("runs", "folder that holds one sub-folder per run", section=OUTPUTS)
     name: str = _f("", "run name; empty = a timestamp", section=OUTPUTS)
-    keep_epoch_checkpoints: bool = _f(True, "keep models/model_epoch_N.pt for every epoch",
-                                      section=OUTPUTS)
-    tensorboard: Switch = _f("auto", "TensorBoard event files under <run>/tensorboard: auto "
-                                     "(when the tensorboard package is installed) | on | off",
-                             section=OUTPUTS)
     report_errors: int = _f(12, "wrong test clips (the most confident errors) played and drawn "
                                 "in report.html; 0 = none", section=OUTPUTS)
     # --- the gate's decision ---
@@ -267,9 +271,6 @@ class Config:
                                section=DECISION)
     max_clip_s: float = _f(10.0, "seconds of each clip used: training crops come from them, "
                                  "predictions pool windows over them", section=DECISION)
-    random_crop: bool = _f(True, "train on a random window of each clip longer than the "
-                                 "window, a new one every epoch (off: always its start)",
-                           section=DECISION)
     # --- the voice gate (model = "ge2e") ---
     voice_top_k: int = _f(5, "a clip's similarity to the allowed voices is the mean of its "
                              "top-k cosine similarities to the enrolled clips", section=VOICE)
@@ -323,11 +324,11 @@ class Config:
             stretch_p=self.stretch_p * on, stretch_rate=(self.stretch_min, self.stretch_max),
         )
 
-    def changed(self, sections: tuple[str, ...]) -> list[str]:
-        """Fields of ``sections`` whose value differs from what the recipe gives them: the
-        ones a user set (by file, flag or argument)."""
+    def changed(self, names: Collection[str]) -> list[str]:
+        """The fields among ``names`` whose value differs from what the recipe gives them:
+        the ones a user set (by file, flag or argument)."""
         base = Config(recipe=self.recipe)
-        return [f.name for f in dataclasses.fields(self) if f.metadata["section"] in sections
+        return [f.name for f in dataclasses.fields(self) if f.name in names
                 and getattr(self, f.name) != getattr(base, f.name)]
 
     # ----- (de)serialisation -----
@@ -521,6 +522,11 @@ class FieldDoc:
     default: str
     help: str
     section: str
+
+
+def section_fields(*sections: str) -> tuple[str, ...]:
+    """The names of the fields of ``sections``, in field order."""
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata["section"] in sections)
 
 
 def type_text(kind: Any) -> str:

@@ -7,12 +7,11 @@ import shutil
 from pathlib import Path
 
 from .config import Config
+from .data.discover import expand_inputs
 from .data.synth import make_demo_dataset
-from .deploy.inference import expand_inputs, load
+from .gates import evaluate, load, train
 from .reporting.eda import analyse, write_eda
-from .reporting.evaluate import evaluate
 from .reporting.tables import format_report
-from .training import train
 
 log = logging.getLogger(__name__)
 

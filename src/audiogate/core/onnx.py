@@ -146,6 +146,22 @@ def read_metadata(model: bytes | str | os.PathLike[str], *, kind: OnnxFormat) ->
                                               metadata=to_json(meta, indent=None)[:200]))
 
 
+def onnx_format(model: str | os.PathLike[str]) -> str | None:
+    """The ``format`` an audiogate ONNX file's metadata records (None for an ONNX file without
+    audiogate metadata); :class:`CheckpointError` if it is missing or unreadable."""
+    import onnx  # local: optional dependency
+
+    if not Path(model).is_file():
+        raise CheckpointError(f"ONNX model not found: {model} (write one with "
+                              "`audiogate export --checkpoint CKPT --onnx PATH`)")
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception as exc:  # onnx raises assorted protobuf/decode errors
+        raise CheckpointError(f"{model}: not a readable ONNX file ({exc})") from None
+    return next((p.value for p in proto.metadata_props if p.key == META_PREFIX + "format"),
+                None)
+
+
 def check_exported_from(model: str | os.PathLike[str], *, checkpoint: str | os.PathLike[str],
                         sha256: str) -> None:
     """:class:`CheckpointError` unless ``checkpoint`` exists and is the file the export

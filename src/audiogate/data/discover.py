@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,3 +195,22 @@ def require_all_classes(counts: dict[str, int], *, where: str,
 def write_skipped(skipped: Sequence[Skipped], path: Path) -> None:
     """Write ``path,reason`` rows (CSV, atomically) for every skipped file."""
     write_text(path, csv_text(["path", "reason"], [[s.path, s.reason] for s in skipped]))
+
+
+def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Skipped]]:
+    """Files as given, and audio files found recursively in folders (hidden ones skipped)."""
+    files: list[str] = []
+    skipped: list[Skipped] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for dirpath, dirnames, names in os.walk(path, followlinks=False):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(names):
+                    if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS:
+                        files.append(str(Path(dirpath) / name))
+        elif path.exists() or path.is_symlink():
+            files.append(str(path))
+        else:
+            skipped.append(Skipped(str(path), "no such file or folder"))
+    return files, skipped

@@ -17,6 +17,9 @@ import numpy.typing as npt
 import soundfile as sf
 from scipy import fft, signal
 
+from ..config import FeatureConfig
+from ..features.frontend import fit_length
+
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
 Generator = np.random.Generator
@@ -380,3 +383,28 @@ def make_demo_dataset(
             x = x * np.float32(10.0 ** (rng.uniform(*PEAK_DBFS_RANGE) / 20.0))
             sf.write(folder / f"{name}_{i:0{width}d}.wav", x, sr, subtype="PCM_16")
     return {name: n_per_class for name in makers}
+
+
+PROBE_SEED = 20240607
+"""Seed of the generated clips that verify an ONNX export against PyTorch."""
+PROBE_CLIPS_PER_KIND = 3
+
+
+def probe_waves(features: FeatureConfig, *, seed: int = PROBE_SEED) -> np.ndarray:
+    """Realistic verification inputs ``[shape=(n_clips, features.n_samples)]`` float32.
+
+    Speech-like and confuser clips (full-length and short, i.e. zero-padded), a quiet clip
+    near the ``AMIN`` power floor, and digital silence.
+    """
+    rng = np.random.default_rng(seed)
+    sr, window_s = features.sr, features.n_samples / features.sr
+    clips: list[np.ndarray] = []
+    for _ in range(PROBE_CLIPS_PER_KIND):
+        snr = float(rng.uniform(5.0, 30.0))
+        clips.append(voice_like(rng=rng, duration=window_s, sr=sr, snr_db=snr))
+        clips.append(confuser(rng=rng, duration=window_s, sr=sr, snr_db=snr))
+        clips.append(voice_like(rng=rng, duration=window_s * rng.uniform(0.2, 0.6), sr=sr))
+    clips.append(1e-4 * confuser(rng=rng, duration=window_s, sr=sr, snr_db=10.0))
+    clips.append(np.zeros(features.n_samples, np.float32))
+    return np.stack([fit_length(np.asarray(c, np.float32), n_samples=features.n_samples)
+                     for c in clips])

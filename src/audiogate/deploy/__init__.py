@@ -1,15 +1,10 @@
-"""Deployment: judging new audio with a trained model, from Python, the CLI or HTTP.
+"""Deployment: judging new audio with a gate from the CLI or over HTTP.
 
-* :mod:`.inference`: :func:`load` (a checkpoint or an ONNX export) -> a classifier with
-  ``predict`` / ``predict_many`` / ``probabilities``;
-* :mod:`.onnx`: export to ONNX (front end included) and the onnxruntime classifier;
-* :mod:`.scan`: long recordings, window by window, merged into segments;
-* :mod:`.serve`: the HTTP service and its web page (``static/``).
+* :mod:`.scan`: long recordings, window by window (or per speech segment,
+  :mod:`.speech_scan`), merged into segments (:mod:`.segments`);
+* :mod:`.serve`: the HTTP service and its web page (``static/``), its per-upload work
+  (:mod:`.judge`), enrolment routes (:mod:`.enrol_routes`) and guards (:mod:`.guard`).
 
-The optional dependencies (onnx/onnxruntime, fastapi/uvicorn) are imported only by
-:mod:`.onnx` and :mod:`.serve`, and only when those are used.
+Loading a gate is :func:`audiogate.gates.load`. The service's dependencies (fastapi, uvicorn)
+are imported only by :mod:`.serve` and the modules it uses.
 """
-
-from .inference import BaseClassifier, Classifier, Prediction, expand_inputs, load
-
-__all__ = ["BaseClassifier", "Classifier", "Prediction", "expand_inputs", "load"]

@@ -11,16 +11,14 @@ a model that is no voice gate; uploads are checked as ``/predict`` checks them.
 from __future__ import annotations
 
 import logging
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import IO, Annotated, Any
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
+from ..core.gate import Gate
 from ..errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from ..voice.classifier import VoiceClassifier
-    from .serve import Judge
+from .judge import Judge
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +27,15 @@ NAME_FIELD = "name"
 
 
 class Enroller:
-    """Enrolment through a :class:`~audiogate.deploy.serve.Judge` (its gate, decoding and
+    """Enrolment through a :class:`~audiogate.deploy.judge.Judge` (its gate, decoding and
     lock)."""
 
     def __init__(self, judge: Judge) -> None:
         self.judge = judge
 
-    def _voice_gate(self) -> VoiceClassifier:
-        from ..voice.classifier import VoiceClassifier  # local: the voice extra is optional
-
+    def _voice_gate(self) -> Gate:
         gate = self.judge.gate
-        if not isinstance(gate, VoiceClassifier):
+        if not gate.enrolls:
             raise HTTPException(409, "this model is not a voice gate checkpoint: only voice "
                                      "gates (--recipe voice, served from their .pt) enrol "
                                      "voices")
@@ -48,24 +44,19 @@ class Enroller:
                                      "--enroll-out PATH (where the gate is saved)")
         return gate
 
-    def _change(self, gate: VoiceClassifier, change: Any, *, missing: int,
-                unusable: int) -> Any:
-        """Apply ``change()`` and save, under the lock; undo it if either fails. A
-        :class:`ConfigError` answers ``missing``, a :class:`DataError` ``unusable``."""
+    def _change(self, gate: Gate, change: Any, *, missing: int, unusable: int) -> Any:
+        """Apply ``change()`` and save, under the lock; undo it if either fails
+        (:meth:`~audiogate.core.gate.Gate.changes`). A :class:`ConfigError` answers
+        ``missing``, a :class:`DataError` ``unusable``."""
         with self.judge.lock:
-            before = gate.checkpoint
             try:
-                done = change()
-                gate.save(str(self.judge.settings.enroll_out))
+                with gate.changes():
+                    done = change()
+                    gate.save(str(self.judge.settings.enroll_out))
             except ConfigError as exc:
-                gate.checkpoint = before
                 raise HTTPException(missing, str(exc)) from None
             except DataError as exc:
-                gate.checkpoint = before
                 raise HTTPException(unusable, str(exc)) from None
-            except BaseException:
-                gate.checkpoint = before
-                raise
         return done
 
     def enroll(self, name: str, uploads: list[tuple[IO[bytes], str | None]]) -> dict[str, Any]:
@@ -78,7 +69,7 @@ class Enroller:
         out = self.judge.settings.enroll_out
         log.info("enrolled voice %r from %d clip(s) -> %s", name, done.n_clips, out)
         return {"name": name, "clips": done.n_clips,
-                "left_out": [s.reason for s in done.skipped], "voices": gate.voices,
+                "left_out": [reason for _, reason in done.skipped], "voices": gate.voices,
                 "saved": out}
 
     def remove(self, name: str) -> dict[str, Any]:

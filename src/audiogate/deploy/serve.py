@@ -20,51 +20,29 @@ request head within ``idle_timeout_s``, and request bodies that stall that long,
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import shutil
-import tempfile
-import threading
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
-import numpy as np
-import torch
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import FeatureConfig
-from ..data.audio_io import AUDIO_EXTENSIONS, load_audio, probe
-from ..errors import AudioError, ConfigError
-from ..features.frontend import LogMel, power_to_db
+from ..core.gate import Gate
 from ..files import to_json
 from ..reporting.html import CSP as REPORT_CSP
 from .enrol_routes import add_enrol_routes
-from .guard import BearerAuth, IdleTimeoutH11, LoopbackHostOnly, check_token, is_loopback
-from .inference import BaseClassifier
-from .scan import DEFAULT_HOP_S, scan_wave
+from .guard import BearerAuth, IdleTimeoutH11, LoopbackHostOnly, is_loopback
+from .judge import DEFAULT_IDLE_TIMEOUT_S, Judge, MiB, ServeSettings
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-MiB = 1024 * 1024
-DEFAULT_MAX_UPLOAD_MB = 20.0
-DEFAULT_MAX_SECONDS = 600.0
-DEFAULT_IDLE_TIMEOUT_S = 15
 FIELD = "file"
 """Name of the multipart form field that carries the audio."""
-SPECTROGRAM_COLUMNS = 800
-"""Most time columns of the spectrogram sent to the page (longer audio is averaged down)."""
-SPECTROGRAM_CHUNK_S = 30.0
-"""Seconds of audio per STFT call when computing the display spectrogram (bounds memory)."""
-SCAN_MAX_WINDOWS = 240
-"""Most windows scanned per upload: long uploads get a coarser hop (bounds request time)."""
-UINT8_MAX = 255
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
                                "media-src 'self' blob:; object-src 'none'; base-uri 'none'",
@@ -82,39 +60,6 @@ def report_of(checkpoint: str | Path) -> Path | None:
     models = Path(checkpoint).resolve().parent
     page = models.parent / "report.html"
     return page if models.name == "models" and page.is_file() else None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServeSettings:
-    """Limits of the service. ``max_upload_mb``: request body cap (MiB); ``max_seconds``:
-    longest recording accepted; ``hop_s``: hop of the segment scan returned with each verdict
-    (coarsened for long uploads so at most ``SCAN_MAX_WINDOWS`` windows are judged);
-    ``token``: access token every request but ``/health`` and the page must carry (None: no
-    token); ``idle_timeout_s``: seconds a client may stay silent while the server waits for
-    its request head or body; ``enroll_out``: see the field."""
-
-    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
-    max_seconds: float = DEFAULT_MAX_SECONDS
-    hop_s: float = DEFAULT_HOP_S
-    token: str | None = field(default=None, repr=False)
-    idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S
-    enroll_out: str | None = None
-    """Voice gate: where ``POST /enroll`` and ``DELETE /enroll/{name}`` write the gate after
-    each change (None: enrolment over HTTP is off)."""
-    local_only: bool | None = None
-    """Answer only requests addressed to a loopback name (:class:`~.guard.LoopbackHostOnly`);
-    None: :func:`run_server` turns it on when there is no token and it listens on loopback."""
-
-    def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_seconds", "hop_s", "idle_timeout_s"):
-            value = getattr(self, name)
-            if not (value > 0 and np.isfinite(value)):
-                raise ConfigError(f"serve setting '{name}' must be > 0, got {value}")
-        check_token(self.token)
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * MiB)
 
 
 class UploadTooLarge(HTTPException):
@@ -179,38 +124,6 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-def display_spectrogram(*, wave: np.ndarray, frontend: LogMel,
-                        max_columns: int = SPECTROGRAM_COLUMNS) -> dict[str, Any]:
-    """Log-mel spectrogram for display: dB re max, floored at ``-top_db``, as uint8.
-
-    ``wave`` ``[shape=(n,)]`` at ``frontend.cfg.sr``. Returns ``n_mels``, ``n_frames`` (at most
-    ``max_columns``), ``seconds_per_column``, ``top_db`` and ``data``: base64 of uint8
-    ``[shape=(n_mels, n_frames)]`` row-major, lowest mel band first, 0 = ``-top_db``,
-    255 = 0 dB.
-    """
-    cfg: FeatureConfig = frontend.cfg
-    chunk = max(1, int(SPECTROGRAM_CHUNK_S * cfg.sr) // cfg.hop_length) * cfg.hop_length
-    wave = wave / max(1.0, float(np.abs(wave).max(initial=0.0)))  # one scale for all chunks
-    parts = []
-    with torch.no_grad():
-        for start in range(0, wave.size, chunk):
-            piece = torch.from_numpy(np.ascontiguousarray(wave[start:start + chunk]))
-            part = frontend.mel_power(piece[None])[0]
-            last = start + chunk >= wave.size
-            parts.append((part if last else part[:, :-1]).numpy())
-    power = np.concatenate(parts, axis=1).astype(np.float64)
-    factor = -(-power.shape[1] // max_columns)
-    if factor > 1:
-        pad = factor * -(-power.shape[1] // factor) - power.shape[1]
-        power = np.pad(power, ((0, 0), (0, pad)), mode="edge")
-        power = power.reshape(power.shape[0], -1, factor).mean(axis=2)
-    db = power_to_db(torch.from_numpy(power)[None], top_db=cfg.top_db)[0].numpy()
-    pixels = np.round((db + cfg.top_db) / cfg.top_db * UINT8_MAX).astype(np.uint8)
-    return {"n_mels": int(pixels.shape[0]), "n_frames": int(pixels.shape[1]),
-            "seconds_per_column": factor * cfg.hop_length / cfg.sr, "top_db": cfg.top_db,
-            "data": base64.b64encode(pixels.tobytes()).decode("ascii")}
-
-
 class StrictJSONResponse(JSONResponse):
     """JSON responses through :func:`audiogate.files.to_json`: a NaN or infinite number (a
     metric of a class missing from a subset) is sent as ``null``, never as invalid JSON."""
@@ -219,59 +132,7 @@ class StrictJSONResponse(JSONResponse):
         return to_json(content, indent=None).encode("utf-8")
 
 
-class Judge:
-    """The per-upload work: save to a temp folder, check, decode, predict, scan, draw."""
-
-    def __init__(self, gate: BaseClassifier, settings: ServeSettings) -> None:
-        self.gate = gate
-        self.settings = settings
-        self.frontend = LogMel(gate.features)
-        self.lock = threading.Lock()
-
-    def __call__(self, upload: IO[bytes], filename: str | None) -> dict[str, Any]:
-        began = time.perf_counter()
-        wave = self.decode(upload, filename)
-        sr = self.gate.features.sr
-        hop_s = max(self.settings.hop_s, wave.size / sr / SCAN_MAX_WINDOWS)
-        with self.lock:
-            pred = self.gate.predict(wave, sr=sr)
-            scan = scan_wave(self.gate, wave=wave, sr=sr, hop_s=hop_s, source="upload")
-        spectrogram = display_spectrogram(wave=wave, frontend=self.frontend)
-        elapsed_ms = 1000.0 * (time.perf_counter() - began)
-        log.info("predict %.2f s of audio -> %s (%.2f) in %.0f ms", wave.size / sr,
-                 pred.label, pred.confidence, elapsed_ms)
-        return {"label": pred.label, "confidence": pred.confidence,
-                "probabilities": pred.probabilities, "score": pred.score,
-                "threshold": pred.threshold, "n_windows": pred.n_windows,
-                "classes": list(self.gate.classes),
-                "duration_s": wave.size / sr, "window_s": self.gate.features.n_samples / sr,
-                "segments": [s.as_dict() for s in scan.segments], "hop_s": scan.hop_s,
-                "spectrogram": spectrogram, "elapsed_ms": round(elapsed_ms, 1)}
-
-    def decode(self, upload: IO[bytes], filename: str | None) -> np.ndarray:
-        """Upload -> mono float32 at ``features.sr``; HTTP 413/415/422 for unusable files."""
-        suffix = Path(filename or "").suffix.lower()
-        with tempfile.TemporaryDirectory(prefix="audiogate-upload-") as tmp:
-            path = Path(tmp) / ("upload" + (suffix if suffix in AUDIO_EXTENSIONS else ""))
-            with open(path, "wb") as out:
-                shutil.copyfileobj(upload, out)
-            if path.stat().st_size == 0:
-                raise HTTPException(422, "empty upload: the file has 0 bytes")
-            try:
-                info = probe(path)
-            except AudioError as exc:
-                raise HTTPException(415, f"unsupported audio file: {exc.reason}. Send WAV, "
-                                         "FLAC, OGG or MP3.") from None
-            if info.duration > self.settings.max_seconds:
-                raise HTTPException(413, f"recording too long: {info.duration:.1f} s; the "
-                                         f"limit is {self.settings.max_seconds:g} s")
-            try:
-                return load_audio(path, sr=self.gate.features.sr)
-            except AudioError as exc:
-                raise HTTPException(422, f"unusable audio: {exc.reason}") from None
-
-
-def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None,
+def create_app(gate: Gate, *, settings: ServeSettings | None = None,
                report: Path | None = None) -> FastAPI:
     """The FastAPI application serving ``gate``; ``report``: its run's ``report.html``."""
     settings = settings or ServeSettings()
@@ -331,12 +192,12 @@ def create_app(gate: BaseClassifier, *, settings: ServeSettings | None = None,
 
 
 def _version() -> str:
-    from .. import __version__
+    from ..core.version import __version__
 
     return __version__
 
 
-def run_server(gate: BaseClassifier, *, host: str = "127.0.0.1", port: int = 8000,
+def run_server(gate: Gate, *, host: str = "127.0.0.1", port: int = 8000,
                settings: ServeSettings | None = None, report: Path | None = None) -> None:
     """Serve ``gate`` (and ``report`` at ``/report``) with uvicorn until interrupted (Ctrl+C /
     SIGTERM)."""

@@ -1,9 +1,9 @@
 """Judge a long recording per speech segment: voice activity detection, then one verdict each.
 
-The recording is fed block by block (any length): Silero VAD (:mod:`audiogate.voice.vad`,
+The recording is fed block by block (any length): Silero VAD (:mod:`audiogate.speech.vad`,
 streaming, at 16 kHz whatever the model's rate) finds where speech starts and ends; each
 segment, once closed, is judged whole by the model as ``predict`` judges a clip
-(:meth:`~audiogate.deploy.inference.BaseClassifier.clip_probabilities`), in pieces of at most
+(:meth:`~audiogate.core.gate.Gate.clip_probabilities`), in pieces of at most
 ``max_clip_s`` seconds (equal lengths) when it is longer. Silence is skipped: it is in no
 segment. Only the samples of the segment still open (and a little context) are kept, so
 memory does not grow with the recording's length, only with the longest stretch of speech.
@@ -18,7 +18,8 @@ import itertools
 
 import numpy as np
 
-from ..voice.vad import (
+from ..core.gate import Gate
+from ..speech.vad import (
     CHUNK,
     SAMPLE_RATE,
     Segment,
@@ -26,16 +27,15 @@ from ..voice.vad import (
     VadSettings,
     VadStream,
 )
-from .inference import BaseClassifier
-from .scan import ScanResult
-from .scan import Segment as Verdict
+from .segments import ScanResult
+from .segments import Segment as Verdict
 
 
 class SpeechScanner:
     """Judges the speech segments of a recording as its samples arrive: :meth:`feed` mono
     samples at ``gate.features.sr``, then :meth:`finish`."""
 
-    def __init__(self, gate: BaseClassifier, *, settings: VadSettings | None = None,
+    def __init__(self, gate: Gate, *, settings: VadSettings | None = None,
                  source: str = "<array>") -> None:
         import soxr
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.gate import Gate, Prediction
 from ..core.tables import csv_text
 from ..data.discover import Clip, Skipped
-from ..deploy.inference import BaseClassifier, Prediction
 from ..errors import DataError
 from ..files import write_text
 
@@ -45,7 +45,7 @@ class Scored:
         return np.asarray([np.nan if p.score is None else p.score for p in self.predictions])
 
 
-def score_clips(gate: BaseClassifier, clips: Sequence[Clip], *,
+def score_clips(gate: Gate, clips: Sequence[Clip], *,
                 progress: bool = False) -> Scored:
     """Judge every clip with ``gate`` (as ``predict`` does); unreadable ones are skipped."""
     results = gate.predict_many([c.path for c in clips], progress=progress)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,22 +27,25 @@ import numpy as np
 import torch
 
 from ..config import Config, FeatureConfig
+from ..core.checkpoint import StoredGate, read_gate
+from ..core.gate import Gate
+from ..core.runs import RunPaths
 from ..data.audio_io import load_audio, probe, wav_bytes
 from ..data.discover import Skipped
 from ..data.prepare import suggest_fixed_length
 from ..data.split import read_split
-from ..deploy.inference import Classifier
 from ..errors import AudioError, AudiogateError, ConfigError, DataError
 from ..features.frontend import LogMel
 from ..files import write_text
-from ..training.checkpoint import Checkpoint, load_checkpoint
-from ..training.runs import RunPaths
 from . import plots
 from .predictions import Verdict, read_predictions, score_clips, worst_errors
 from .report_page import render
 from .run_table import RunSummary, read_json_object, summarize_run
 
 log = logging.getLogger(__name__)
+
+GateLoader = Callable[[Path], Gate]
+"""How a page loads a checkpoint as a gate (:func:`audiogate.gates.load`)."""
 
 REPORT_FILE = "report.html"
 ERROR_AUDIO_S = 4.0
@@ -155,45 +159,40 @@ def _png(path: Path) -> bytes | None:
         return None
 
 
-def _checkpoint(path: Path) -> Checkpoint | None:
-    from ..voice.checkpoint import is_voice_checkpoint  # local: voice gates load on demand
-
-    if is_voice_checkpoint(path):  # no network to show; its gate: _validation_gate
-        return None
+def _checkpoint(path: Path) -> StoredGate | None:
+    """The checkpoint's envelope (config, classes, operating point), whatever its kind."""
     try:
-        return load_checkpoint(path)
+        return read_gate(path)
     except (AudiogateError, OSError) as exc:
         log.warning("report: cannot read %s (%s)", path, exc)
         return None
 
 
-def _validation_gate(path: Path, best: Checkpoint | None) -> dict[str, Any] | None:
-    """The figures on validation of the operating point stored in a checkpoint (a trained
-    network's or a voice gate's)."""
-    from ..voice.checkpoint import is_voice_checkpoint, load_voice_checkpoint
-
-    if best is not None:
-        return (best.gate or {}).get("validation")
-    if path.is_file() and is_voice_checkpoint(path):
-        try:
-            return (load_voice_checkpoint(path).gate or {}).get("validation")
-        except AudiogateError as exc:
-            log.warning("report: cannot read %s (%s)", path, exc)
-    return None
+def _validation_gate(best: StoredGate | None) -> dict[str, Any] | None:
+    """The figures on validation of the operating point stored in a checkpoint."""
+    return None if best is None else (best.gate or {}).get("validation")
 
 
-def _run_config(run: RunPaths, best: Checkpoint | None) -> Config | None:
+def _features(config: Config | None) -> FeatureConfig:
+    """The front end a page draws spectrograms with (the default one when the run's is
+    unknown or still ``auto``)."""
+    return config.features() if config and not config.auto_window else Config().features()
+
+
+def _run_config(run: RunPaths, best: StoredGate | None) -> Config | None:
     try:
         return Config.from_toml(run.config)
     except AudiogateError:
         return best.config if best else None
 
 
-def load_run(run_dir: str | os.PathLike[str], *,
-             live: dict[str, Any] | None = None) -> ReportData:
+def load_run(run_dir: str | os.PathLike[str], *, live: dict[str, Any] | None = None,
+             load_gate: GateLoader | None = None) -> ReportData:
     """What the page of run folder ``run_dir`` shows; ``live``: fields that replace those of
     ``status.json`` (a run that is ending, see
-    :func:`~audiogate.reporting.run_table.summarize_run`)."""
+    :func:`~audiogate.reporting.run_table.summarize_run`); ``load_gate``: how to load
+    ``best.pt`` to judge the test split of a run made before ``test_predictions.csv`` was
+    written (None: such a run's page shows no verdicts)."""
     run = RunPaths(Path(run_dir))
     if not run.root.is_dir():
         raise DataError(f"run folder not found: {run.root}")
@@ -217,28 +216,33 @@ def load_run(run_dir: str | os.PathLike[str], *,
     data = ReportData(
         kind="run", folder=run.root, title=f"Run {run.root.name}", config=config,
         data_root=config.data if config else None,
-        features=config.features() if config and not config.auto_window else Config().features(),
+        features=_features(config),
         max_clip_s=config.max_clip_s if config else Config().max_clip_s,
         classes=classes, summary=summarize_run(run.root, live=live), metrics=metrics,
         test=test, counts=counts, skipped=read_skipped(run.skipped),
         durations=clip_durations(clips),
         figures={"curves": _png(run.curves), "roc": _png(run.outputs / "roc_test.png"),
                  "det": _png(run.outputs / "det_test.png")},
-        validation_gate=_validation_gate(run.best, best))
-    data.verdicts = _run_verdicts(run, best, split)
+        validation_gate=_validation_gate(best))
+    data.verdicts = _run_verdicts(run, split, load_gate)
     return data
 
 
-def _run_verdicts(run: RunPaths, best: Checkpoint | None, split: Any) -> list[Verdict]:
+def _run_verdicts(run: RunPaths, split: Any, load_gate: GateLoader | None) -> list[Verdict]:
     """``test_predictions.csv``; for a run made before it was written, the test split judged
     now by ``best.pt``."""
     if run.test_predictions.exists():
         return read_predictions(run.test_predictions)
-    if best is None or split is None or not split.test:
+    if load_gate is None or not run.best.is_file() or split is None or not split.test:
         return []
     log.info("report: judging the %d test clips with %s", len(split.test), run.best)
-    scored = score_clips(Classifier(best), split.test)
-    return [Verdict(path=c.path, true=best.classes[c.label], predicted=str(p.label),
+    try:
+        gate = load_gate(run.best)
+    except AudiogateError as exc:
+        log.warning("report: cannot load %s (%s)", run.best, exc)
+        return []
+    scored = score_clips(gate, split.test)
+    return [Verdict(path=c.path, true=gate.classes[c.label], predicted=str(p.label),
                     confidence=p.confidence, score=p.score, probabilities=p.probabilities)
             for c, p in zip(scored.clips, scored.predictions, strict=True)]
 
@@ -261,13 +265,13 @@ def load_evaluation(out_dir: str | os.PathLike[str]) -> ReportData:
         data_root=source if source and Path(source).is_dir() else
         (ckpt.config.data if ckpt else None),
         config=ckpt.config if ckpt else None,
-        features=ckpt.features if ckpt else Config().features(),
+        features=_features(ckpt.config if ckpt else None),
         max_clip_s=ckpt.config.max_clip_s if ckpt else Config().max_clip_s,
         classes=list(test.get("classes") or []), test=test, test_file="report.json",
         counts={"clips": counts}, skipped=read_skipped(folder / "skipped.csv"),
         durations=clip_durations([(v.path, v.true) for v in verdicts]),
         figures={"roc": _png(folder / "roc.png"), "det": _png(folder / "det.png")},
-        validation_gate=_validation_gate(ckpt_path, ckpt),
+        validation_gate=_validation_gate(ckpt),
         verdicts=verdicts)
 
 
@@ -277,7 +281,8 @@ def is_evaluation(folder: Path) -> bool:
 
 
 def write_report(folder: str | os.PathLike[str], *, errors: int | None = None,
-                 live: dict[str, Any] | None = None) -> Path:
+                 live: dict[str, Any] | None = None,
+                 load_gate: GateLoader | None = None) -> Path:
     """Write ``folder/report.html`` for a run folder or an ``evaluate`` output folder.
 
     ``errors``: how many wrong clips to embed (default: the model's ``report_errors``);
@@ -286,7 +291,8 @@ def write_report(folder: str | os.PathLike[str], *, errors: int | None = None,
     if errors is not None and errors < 0:
         raise ConfigError(f"the number of errors shown must be >= 0, got {errors}")
     root = Path(folder)
-    data = load_evaluation(root) if is_evaluation(root) else load_run(root, live=live)
+    data = load_evaluation(root) if is_evaluation(root) else load_run(root, live=live,
+                                                                       load_gate=load_gate)
     n = errors if errors is not None else (data.config.report_errors if data.config
                                            else Config().report_errors)
     frontend = LogMel(data.features)

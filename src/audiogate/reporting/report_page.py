@@ -67,9 +67,10 @@ def _header(data: ReportData) -> Html:
     tiles = [_tile(f"{on}macro-F1", num(test.get("macro_f1"), tf, "macro_f1"),
                    f"{test.get('n', 0)} clips")]
     if data.metrics:
+        best = data.metrics.get("best_epoch")
         tiles.append(_tile("best validation macro-F1",
                            num(data.metrics.get("best_val_f1"), "metrics.json", "best_val_f1"),
-                           f"epoch {data.metrics.get('best_epoch')}"))
+                           "fitted without epochs" if best is None else f"epoch {best}"))
     tiles.append(_tile(f"{on}accuracy", num(test.get("accuracy"), tf, "accuracy")))
     gate = test.get("gate")
     if isinstance(gate, dict):
@@ -139,6 +140,9 @@ def _skipped(data: ReportData) -> Html:
 # --------------------------------------------------------------------------- training
 def _training(data: ReportData) -> Html:
     metrics = data.metrics or {}
+    fit = metrics.get("fit")
+    if isinstance(fit, dict) and not metrics.get("epochs"):
+        return _fit(fit)
     epochs = metrics.get("epochs") or []
     best = metrics.get("best_epoch")
     rows = [[num(e.get("epoch"), "metrics.json", "epochs", i, "epoch"),
@@ -153,6 +157,16 @@ def _training(data: ReportData) -> Html:
     return section("training", "Training", curves, note,
                    tag("div", table(["epoch", *(h for _, h in EPOCH_COLUMNS)], rows,
                                     marked=marked), class_="scroll"))
+
+
+def _fit(fit: dict[str, Any]) -> Html:
+    """What a gate fitted without epochs (a voice gate) did and measured."""
+    rows = [[key, num(value, "metrics.json", "fit", key) if isinstance(value, int | float)
+             and not isinstance(value, bool) else fmt_value(value)]
+            for key, value in fit.items()]
+    note = tag("p", "This gate was fitted without training epochs (metrics.json, fit):",
+               class_="muted")
+    return section("training", "Training", note, table(["", "value"], rows, class_="text"))
 
 
 # ---------------------------------------------------------------------------- results
@@ -271,7 +285,7 @@ def _config(data: ReportData) -> Html:
 
 
 def _footer(data: ReportData) -> Html:
-    from .. import __version__
+    from ..core.version import __version__
 
     when = datetime.now().astimezone().isoformat(timespec="seconds")
     return tag("footer", f"Written by audiogate {__version__} on {when} from the files in "

@@ -26,10 +26,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..core.runs import RunPaths
 from ..core.tables import check_format, render_rows
 from ..errors import ConfigError, DataError
 from ..files import to_json
-from ..training.runs import RunPaths
 
 BROKEN = "broken"
 UNFINISHED = "unfinished"
@@ -169,7 +169,14 @@ def summarize_run(folder: str | os.PathLike[str], *,
         best_val_f1=_number(metrics.get("best_val_f1")) if metrics else None,
         test_f1=_number(test.get("macro_f1")) if test else None,
         threshold=_number(gate.get("threshold")) if isinstance(gate, dict) else None,
-        train_time_s=sum(s for s in seconds if s is not None) if epochs else None)
+        train_time_s=(sum(s for s in seconds if s is not None) if epochs
+                      else _fit_seconds(metrics)))
+
+
+def _fit_seconds(metrics: dict[str, Any] | None) -> float | None:
+    """How long a fit without epochs took (``metrics.json``'s ``fit``), if it says."""
+    fit = metrics.get("fit") if metrics else None
+    return _number(fit.get("seconds")) if isinstance(fit, dict) else None
 
 
 def _state(status: dict[str, Any] | None, metrics_problem: str | None,

@@ -1,10 +1,9 @@
-"""Training: the loop, its callbacks, checkpoints and the run folder.
+"""Training a network: the loop and what listens to it.
 
-* :mod:`.api`: :func:`train` and :func:`resume`, what the CLI calls;
 * :mod:`.trainer`: :class:`Trainer`, the loop, which emits events and writes no file;
-* :mod:`.callbacks`: checkpoints, metrics.json, curves, log, early stopping, test report;
-* :mod:`.checkpoint`: the checkpoint format (safe loading, atomic writing);
-* :mod:`.runs`: the layout of a run folder;
+* :mod:`.callbacks`: checkpoints, metrics.json, curves, log, early stopping, status, report;
+* :mod:`.tensorboard`: TensorBoard event files;
+* :mod:`.regularize`: mixup, SpecAugment, the learning-rate schedule;
 * :mod:`.signals`: Ctrl+C / SIGTERM handling; :mod:`.prefetch`: batch preparation thread;
 * :mod:`.device`: device resolution, autocast, gradient scaling;
 * :mod:`.distributed`: torchrun / torch.distributed: process group, rank 0's decisions,
@@ -17,16 +16,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import TrainResult, resume, train
     from .callbacks import Callback
     from .trainer import FitResult, Trainer, TrainState
 
-_LAZY = {"TrainResult": "api", "resume": "api", "train": "api", "Callback": "callbacks",
-         "FitResult": "trainer", "Trainer": "trainer", "TrainState": "trainer"}
-"""Imported on first use: loading a checkpoint (``.checkpoint``) for inference does not pull
-in the loop, its plots (matplotlib) and the data pipeline (scikit-learn)."""
+_LAZY = {"Callback": "callbacks", "FitResult": "trainer", "Trainer": "trainer",
+         "TrainState": "trainer"}
+"""Imported on first use: the device and distributed helpers do not pull in the loop, its
+plots (matplotlib) and the data pipeline (scikit-learn)."""
 
-__all__ = ["Callback", "FitResult", "TrainResult", "TrainState", "Trainer", "resume", "train"]
+__all__ = ["Callback", "FitResult", "TrainState", "Trainer"]
 
 
 def __getattr__(name: str) -> Any:

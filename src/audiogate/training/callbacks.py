@@ -17,24 +17,15 @@ Callbacks run in the order given. The TensorBoard logger is in :mod:`.tensorboar
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Sequence
-from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ..files import write_json
+from ..core.runs import RunPaths, StatusFile, stop_state, write_metrics
+from ..models.checkpoint import save_checkpoint
 from ..reporting import plots
-from ..reporting.metrics import choose_threshold, gate_report
-from .checkpoint import load_checkpoint, save_checkpoint
-from .runs import RunPaths
 
 if TYPE_CHECKING:
-    from ..reporting.predictions import Scored
     from .trainer import FitResult, Trainer
 
 log = logging.getLogger(__name__)
@@ -106,72 +97,37 @@ class CheckpointSaver(Callback):
 
 
 class RunStatus(Callback):
-    """Keeps ``status.json`` current: ``state`` (running, finished, interrupted, failed),
-    ``stop_reason``, ``error``, ``started`` and ``ended`` (ISO times), ``epochs_done``,
-    ``run_id``, and the ``pid`` and ``host`` of the process (a ``running`` run whose process
-    is gone was killed). A run that raises is marked by :meth:`failed` (``train``/``resume``
-    call it)."""
+    """Keeps the run's ``status.json`` (:class:`~audiogate.core.runs.StatusFile`) current with
+    the loop: running, epochs done, and how it ended. A run that raises is marked by
+    ``status.failed`` (the run's code calls it)."""
 
-    def __init__(self, run: RunPaths, *, run_id: str, started: str | None = None) -> None:
-        self.run = run
-        self.status: dict[str, Any] = {
-            "state": "running", "stop_reason": None, "error": None,
-            "started": started or _now(), "ended": None, "epochs_done": 0, "run_id": run_id,
-            "pid": os.getpid(), "host": socket.gethostname()}
-
-    def _write(self, **changes: Any) -> None:
-        self.status.update(changes)
-        write_json(self.run.status, self.status)
+    def __init__(self, status: StatusFile) -> None:
+        self.status = status
 
     def on_train_begin(self, trainer: Trainer) -> None:
-        self._write(state="running", stop_reason=None, error=None, ended=None,
-                    epochs_done=len(trainer.state.history))
+        self.status.running(epochs_done=len(trainer.state.history))
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        self._write(epochs_done=len(trainer.state.history))
+        self.status.write(epochs_done=len(trainer.state.history))
 
     def on_stop(self, trainer: Trainer, reason: str) -> None:
-        self.status["stop_reason"] = reason
+        self.status.status["stop_reason"] = reason
 
     def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
-        state = "interrupted" if result.stop_reason.startswith("interrupted") else "finished"
-        self._write(state=state, stop_reason=result.stop_reason, ended=_now(),
-                    epochs_done=result.epochs_done)
-
-    def begin(self) -> None:
-        """A run without a training loop (a voice gate) started: ``running``."""
-        self._write(state="running")
-
-    def finished(self, *, stop_reason: str, epochs_done: int) -> None:
-        """A run without a training loop ended: ``finished``."""
-        self._write(state="finished", stop_reason=stop_reason, ended=_now(),
-                    epochs_done=epochs_done)
-
-    def failed(self, error: BaseException) -> None:
-        """The run ended by an exception: ``interrupted`` for Ctrl+C, else ``failed``."""
-        if isinstance(error, KeyboardInterrupt):
-            self._write(state="interrupted", stop_reason="aborted (Ctrl+C)", ended=_now())
-        else:
-            self._write(state="failed", error=str(error) or type(error).__name__,
-                        ended=_now())
-
-
-def _now() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
+        self.status.ended(stop_reason=result.stop_reason, epochs_done=result.epochs_done)
 
 
 class MetricsWriter(Callback):
-    """Rewrites ``metrics.json`` after every epoch: all epochs so far and the best one."""
+    """Rewrites ``metrics.json`` (:func:`~audiogate.core.runs.write_metrics`) after every
+    epoch: all epochs so far and the best one."""
 
-    def __init__(self, run: RunPaths) -> None:
-        self.run = run
+    def __init__(self, run: RunPaths, *, kind: str) -> None:
+        self.run, self.kind = run, kind
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         state = trainer.state
-        write_json(self.run.metrics, {"best_epoch": state.best_epoch,
-                                      "best_val_f1": state.best_val_f1,
-                                      "classes": list(trainer.classes),
-                                      "epochs": state.history})
+        write_metrics(self.run, kind=self.kind, classes=trainer.classes, epochs=state.history,
+                      best_epoch=state.best_epoch, best_val_f1=state.best_val_f1)
 
 
 class CurvePlotter(Callback):
@@ -213,79 +169,6 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self._check(trainer)
-
-
-class OperatingPoint(Callback):
-    """At the end, chooses a two-class gate's threshold on P(positive) on the validation split
-    (``config.operating_point``: best F1, EER, or a target FAR/FRR), judging each validation
-    clip as ``predict`` will (whole clips), and stores it in ``best.pt``."""
-
-    def __init__(self, run: RunPaths) -> None:
-        self.run = run
-        self.gate: dict[str, Any] | None = None
-
-    def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
-        from ..deploy.inference import Classifier
-        from ..reporting.predictions import score_clips
-
-        if not self.run.best.exists() or len(trainer.classes) != 2:
-            return
-        best = load_checkpoint(self.run.best)
-        model = Classifier(replace(best, gate=None), workers=trainer.config.workers)
-        pos = model.decision.positive
-        scored = score_clips(model, trainer.data.val.clips)
-        y = (scored.y_true == pos).astype(np.int64)
-        if pos is None or y.min() == y.max():
-            return
-        rule = trainer.config.operating_point
-        threshold = choose_threshold(y, scored.scores(), rule=rule)
-        self.gate = {"positive": trainer.classes[pos], "threshold": threshold,
-                     "operating_point": rule,
-                     "validation": gate_report(y, scored.scores(), threshold=threshold)}
-        save_checkpoint(self.run.best, net=best.build_net(), spec=best.spec,
-                        config=best.config, classes=best.classes, epoch=best.epoch,
-                        metrics=best.metrics, gate=self.gate, run_id=best.run_id)
-        log.info("operating point (%s on validation): threshold %.4f, FAR %.4f, FRR %.4f",
-                 rule, threshold, self.gate["validation"]["far"],
-                 self.gate["validation"]["frr"])
-
-
-class TestReport(Callback):
-    """At the end, evaluates ``best.pt`` (chosen on validation, with its threshold) once on
-    the test split, judging clips as ``predict`` does: ``test_metrics.json``, every clip's
-    verdict in ``test_predictions.csv``, and the confusion matrix, ROC and DET curves in
-    ``outputs/``. ``report`` and ``scored`` keep the results for the callbacks after it."""
-
-    __test__ = False  # not a pytest test class, despite the name
-
-    def __init__(self, run: RunPaths) -> None:
-        self.run = run
-        self.report: dict[str, Any] | None = None
-        self.scored: Scored | None = None
-
-    def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
-        from ..deploy.inference import Classifier
-        from ..reporting.evaluate import build_report, write_figures
-        from ..reporting.predictions import score_clips, write_predictions
-
-        if not self.run.best.exists():
-            return
-        model = Classifier(load_checkpoint(self.run.best), workers=trainer.config.workers)
-        scored = score_clips(model, trainer.data.test.clips)
-        report = build_report(scored, model)
-        report["epoch"] = model.epoch
-        write_json(self.run.test_report, report)
-        write_predictions(scored, model.classes, self.run.test_predictions)
-        write_figures(scored, model, report, confusion=self.run.confusion,
-                      roc=self.run.outputs / "roc_test.png",
-                      det=self.run.outputs / "det_test.png",
-                      title=f"Test set, best epoch {model.epoch}")
-        self.report, self.scored = report, scored
-
-
-def stop_state(reason: str) -> str:
-    """``interrupted`` for a run stopped by a signal, else ``finished``."""
-    return "interrupted" if reason.startswith("interrupted") else "finished"
 
 
 class HtmlReport(Callback):

@@ -14,15 +14,16 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..config import Config
+from ..core.runs import RunPaths
 from ..errors import ConfigError
 from ..reporting.plots import colorize
-from .callbacks import Callback, TestReport
-from .runs import RunPaths
+from ..reporting.predictions import Scored
+from .callbacks import Callback
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -39,6 +40,14 @@ EXAMPLES_PER_CLASS = 2
 """Validation spectrograms logged per class."""
 IMAGE_SCALE = 3
 """Each spectrogram pixel is drawn as a square this many pixels wide."""
+
+
+class TestResults(Protocol):
+    """What the logger reads of the run's test report, once it is written (the callback that
+    writes it comes before the logger)."""
+
+    report: dict[str, Any] | None
+    scored: Scored | None
 
 
 def tensorboard_enabled(config: Config) -> bool:
@@ -70,11 +79,11 @@ def final_metrics(test: dict[str, Any] | None, best_val_f1: float,
 
 
 class TensorBoardLogger(Callback):
-    """Writes the run's event files. ``test``: the run's :class:`TestReport`, whose verdicts
-    give the precision-recall curves and whose report the final metrics (it must run before
-    this callback)."""
+    """Writes the run's event files. ``test``: the run's test report (:class:`TestResults`),
+    whose verdicts give the precision-recall curves and whose report the final metrics (it
+    must run before this callback)."""
 
-    def __init__(self, run: RunPaths, *, test: TestReport | None = None) -> None:
+    def __init__(self, run: RunPaths, *, test: TestResults | None = None) -> None:
         self.run, self.test = run, test
         self.writer: SummaryWriter | None = None
 

@@ -37,10 +37,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..core.decision import Decision, clip_windows, judged_samples
 from ..data.decode import ClipSet
 from ..data.prepare import PreparedData, window_samples
 from ..data.split import class_weights
-from ..deploy.decision import Decision, clip_windows, judged_samples
 from ..features.augment import AugmentedFrontEnd
 from ..features.frontend import LogMel
 from ..models import ModelSpec
@@ -94,7 +94,7 @@ class ClipWindows:
            device: torch.device, budget_bytes: int) -> ClipWindows:
         """A clip that fits the model window is its cached features; a longer one (over its
         first ``max_clip_s`` seconds) is every half window plus one at its end
-        (:func:`~audiogate.deploy.decision.clip_windows`), from the cached samples. A cache of
+        (:func:`~audiogate.core.decision.clip_windows`), from the cached samples. A cache of
         features only (neither ``augment`` nor ``random_crop``) gives first windows only.
         When some clip has several windows, the features of all windows are computed here
         and kept if they take at most ``budget_bytes``."""

@@ -19,7 +19,7 @@ from .embeddings import (
     embed_clips,
 )
 from .encoder import EncoderSettings, SpeakerEncoder, embed_utterances, load_encoder
-from .gate import VoiceProfile
+from .profile import VoiceProfile
 from .vad import SileroVad, VadSettings, VadStream, speech_segments, trim_silence
 
 __all__ = [

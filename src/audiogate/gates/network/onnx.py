@@ -30,23 +30,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import FeatureConfig
-from ..core.onnx import (
+from ...config import FeatureConfig
+from ...core.decision import Decision
+from ...core.onnx import (
     OnnxFormat,
     check_exported_from,
     cpu_session,
     to_onnx_bytes,
     with_metadata,
 )
-from ..core.onnx import read_metadata as read_onnx_metadata
-from ..errors import AudiogateError, CheckpointError
-from ..features.dft import DftLogMel
-from ..features.frontend import fit_length
-from ..files import sha256_file, to_json, write_bytes
-from ..models import WaveformClassifier
-from ..training.checkpoint import Checkpoint, load_checkpoint
-from .decision import Decision
-from .inference import BaseClassifier
+from ...core.onnx import read_metadata as read_onnx_metadata
+from ...data.synth import probe_waves
+from ...errors import AudiogateError, CheckpointError, ConfigError
+from ...features.dft import DftLogMel
+from ...files import sha256_file, to_json, write_bytes
+from ...models import WaveformClassifier
+from ...models.checkpoint import KIND, Checkpoint, load_checkpoint
+from ..base import WindowedGate
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,6 @@ FORMAT = OnnxFormat(
     unsupported="{label}: audiogate ONNX version {found} is not supported (this audiogate "
                 "reads version {version})")
 """The exported network's file format (:func:`read_metadata`)."""
-PROBE_SEED = 20240607
-"""Seed of the generated clips used to verify an export."""
-PROBE_CLIPS_PER_KIND = 3
 
 
 class ExportError(AudiogateError):
@@ -80,7 +77,7 @@ def exportable(model: WaveformClassifier) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class ExportReport:
+class NetworkExport:
     """What :func:`export_onnx` wrote and how closely it reproduces PyTorch."""
 
     path: str
@@ -90,27 +87,12 @@ class ExportReport:
     n_probe_clips: int
     bytes: int
 
-
-def probe_waves(features: FeatureConfig, *, seed: int = PROBE_SEED) -> np.ndarray:
-    """Realistic verification inputs ``[shape=(n_clips, features.n_samples)]`` float32.
-
-    Speech-like and confuser clips (full-length and short, i.e. zero-padded), a quiet clip
-    near the ``AMIN`` power floor, and digital silence.
-    """
-    from ..data.synth import confuser, voice_like  # local: only needed when verifying
-
-    rng = np.random.default_rng(seed)
-    sr, window_s = features.sr, features.n_samples / features.sr
-    clips: list[np.ndarray] = []
-    for _ in range(PROBE_CLIPS_PER_KIND):
-        snr = float(rng.uniform(5.0, 30.0))
-        clips.append(voice_like(rng=rng, duration=window_s, sr=sr, snr_db=snr))
-        clips.append(confuser(rng=rng, duration=window_s, sr=sr, snr_db=snr))
-        clips.append(voice_like(rng=rng, duration=window_s * rng.uniform(0.2, 0.6), sr=sr))
-    clips.append(1e-4 * confuser(rng=rng, duration=window_s, sr=sr, snr_db=10.0))
-    clips.append(np.zeros(features.n_samples, np.float32))
-    return np.stack([fit_length(np.asarray(c, np.float32), n_samples=features.n_samples)
-                     for c in clips])
+    def summary(self) -> str:
+        return (f"wrote {self.path} ({self.bytes / 1e6:.1f} MB): waveform -> logits, log-mel "
+                "front end included\n"
+                f"onnxruntime vs PyTorch on {self.n_probe_clips} probe clips: max |logit diff| "
+                f"{self.max_abs_diff:.2e} ({self.max_scaled_diff:.2e} relative to the logits' "
+                f"size), max |probability diff| {self.max_prob_diff:.2e}")
 
 
 def _to_onnx_bytes(module: nn.Module, *, n_samples: int) -> bytes:
@@ -132,14 +114,15 @@ def _metadata(ckpt: Checkpoint, *, sha256: str) -> dict[str, str]:
 
 
 def export_onnx(*, checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
-                tolerance: float = TOLERANCE) -> ExportReport:
+                tolerance: float | None = None) -> NetworkExport:
     """Export a checkpoint's waveform -> logits model to ``out`` (written atomically).
 
     Raises :class:`CheckpointError` for an unusable checkpoint and :class:`ExportError` if
     onnxruntime's logits differ from PyTorch's by more than ``tolerance`` (relative to the
     logits' size where it exceeds 1, see :class:`Parity`) on the probe clips
-    (:func:`probe_waves`); nothing is written then.
+    (:func:`probe_waves`; default :data:`TOLERANCE`); nothing is written then.
     """
+    tolerance = TOLERANCE if tolerance is None else tolerance
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model()
     data = with_metadata(_to_onnx_bytes(exportable(model), n_samples=ckpt.features.n_samples),
@@ -154,7 +137,7 @@ def export_onnx(*, checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     write_bytes(out_path, data)
     log.info("exported %s -> %s (max |logit diff| %.2e over %d probe clips)", checkpoint,
              out_path, parity.logit, parity.n_clips)
-    return ExportReport(path=str(out_path), max_abs_diff=parity.logit,
+    return NetworkExport(path=str(out_path), max_abs_diff=parity.logit,
                         max_scaled_diff=parity.scaled, max_prob_diff=parity.probability,
                         n_probe_clips=parity.n_clips, bytes=len(data))
 
@@ -194,9 +177,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-class OnnxClassifier(BaseClassifier):
-    """An exported model run by onnxruntime; same API as :class:`~audiogate.Classifier`."""
+class OnnxClassifier(WindowedGate):
+    """An exported network run by onnxruntime; same API as
+    :class:`~audiogate.gates.network.classifier.Classifier`, but fixed: it is saved and
+    exported from its checkpoint."""
 
+    kind = KIND
     backend = "onnx"
 
     def __init__(self, path: str | os.PathLike[str], *, workers: int = 1) -> None:
@@ -213,6 +199,19 @@ class OnnxClassifier(BaseClassifier):
 
     def _batch_probabilities(self, x: np.ndarray) -> np.ndarray:
         return softmax(self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        raise fixed_export()
+
+    def export(self, out: str | os.PathLike[str], *, source: Path,
+               tolerance: float | None = None) -> NetworkExport:
+        raise fixed_export()
+
+
+def fixed_export() -> ConfigError:
+    """What saving or exporting a gate loaded from an ONNX export raises."""
+    return ConfigError("an ONNX export is fixed: change its checkpoint (.pt), then export it "
+                       "again")
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""``train`` and ``resume``: a run folder, its data, a :class:`Trainer` and its callbacks.
+"""A trained network's run: ``fit`` and ``resume`` of the ``network`` gate kind.
 
+A run folder, its data, a :class:`~audiogate.training.trainer.Trainer` and its callbacks.
 Both run unchanged in one process or in each process of a torchrun job
-(:mod:`.distributed`): rank 0 fills the feature cache while the others wait, then they open
-it read-only and take rank 0's split; rank 0 alone makes the run folder and gets the callbacks
-(checkpoints, metrics, plots, logs, the test report).
+(:mod:`audiogate.training.distributed`): rank 0 fills the feature cache while the others wait,
+then they open it read-only and take rank 0's split; rank 0 alone makes the run folder and
+gets the callbacks (checkpoints, metrics, plots, logs, the operating point, the test report).
 """
 
 from __future__ import annotations
@@ -11,17 +12,38 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..config import RESUME_FIELDS, Config
-from ..data.discover import write_skipped
-from ..data.prepare import PreparedData, prepare_data, resolve_window
-from ..data.split import Split, read_split, write_split
-from ..errors import CheckpointError, ConfigError
-from .callbacks import (
+import numpy as np
+
+from ...config import RESUME_FIELDS, Config
+from ...core.runs import (
+    RunPaths,
+    StatusFile,
+    TrainResult,
+    check_run_name,
+    new_run,
+    new_run_id,
+    read_status,
+)
+from ...data.discover import write_skipped
+from ...data.prepare import PreparedData, prepare_data, resolve_window
+from ...data.split import Split, read_split, write_split
+from ...errors import CheckpointError, ConfigError
+from ...models.checkpoint import (
+    KIND,
+    Checkpoint,
+    ensure_compatible,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ...reporting.evaluate import test_report
+from ...reporting.metrics import choose_threshold, gate_report
+from ...reporting.predictions import Scored, score_clips
+from ...training.callbacks import (
     Callback,
     CheckpointSaver,
     CurvePlotter,
@@ -29,16 +51,13 @@ from .callbacks import (
     EpochLogger,
     HtmlReport,
     MetricsWriter,
-    OperatingPoint,
     RunStatus,
-    TestReport,
 )
-from .checkpoint import Checkpoint, ensure_compatible, load_checkpoint
-from .device import resolve_device
-from .distributed import Dist, from_env, session
-from .runs import RunPaths, check_run_name, new_run, new_run_id, read_status
-from .tensorboard import TensorBoardLogger, tensorboard_enabled
-from .trainer import Trainer
+from ...training.device import resolve_device
+from ...training.distributed import Dist, from_env, session
+from ...training.tensorboard import TensorBoardLogger, tensorboard_enabled
+from ...training.trainer import FitResult, Trainer
+from .classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -46,32 +65,74 @@ SKIPPED_SHOWN = 20
 """Skipped files listed in the log (all of them are in ``skipped.csv``)."""
 
 
-@dataclass
-class TrainResult:
-    """Where the run is and how it ended."""
+class OperatingPoint(Callback):
+    """At the end, chooses a two-class gate's threshold on P(positive) on the validation split
+    (``config.operating_point``: best F1, EER, or a target FAR/FRR), judging each validation
+    clip as ``predict`` will (whole clips), and stores it in ``best.pt``."""
 
-    run: RunPaths
-    best_epoch: int
-    best_val_f1: float
-    epochs_done: int
-    stop_reason: str
-    test_report: dict[str, Any] | None
+    def __init__(self, run: RunPaths) -> None:
+        self.run = run
+        self.gate: dict[str, Any] | None = None
+
+    def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
+        if not self.run.best.exists() or len(trainer.classes) != 2:
+            return
+        best = load_checkpoint(self.run.best)
+        model = Classifier(replace(best, gate=None), workers=trainer.config.workers)
+        pos = model.decision.positive
+        scored = score_clips(model, trainer.data.val.clips)
+        y = (scored.y_true == pos).astype(np.int64)
+        if pos is None or y.min() == y.max():
+            return
+        rule = trainer.config.operating_point
+        threshold = choose_threshold(y, scored.scores(), rule=rule)
+        self.gate = {"positive": trainer.classes[pos], "threshold": threshold,
+                     "operating_point": rule,
+                     "validation": gate_report(y, scored.scores(), threshold=threshold)}
+        save_checkpoint(self.run.best, net=best.build_net(), spec=best.spec,
+                        config=best.config, classes=best.classes, epoch=best.epoch,
+                        metrics=best.metrics, gate=self.gate, run_id=best.run_id)
+        log.info("operating point (%s on validation): threshold %.4f, FAR %.4f, FRR %.4f",
+                 rule, threshold, self.gate["validation"]["far"],
+                 self.gate["validation"]["frr"])
 
 
-def run_callbacks(config: Config, run: RunPaths, *, status: RunStatus) -> list[Callback]:
+class TestReport(Callback):
+    """At the end, evaluates ``best.pt`` (chosen on validation, with its threshold) once on
+    the test split, judging clips as ``predict`` does: ``test_metrics.json``, every clip's
+    verdict in ``test_predictions.csv``, and the confusion matrix, ROC and DET curves in
+    ``outputs/``. ``report`` and ``scored`` keep the results for the callbacks after it."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, run: RunPaths) -> None:
+        self.run = run
+        self.report: dict[str, Any] | None = None
+        self.scored: Scored | None = None
+
+    def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
+        if not self.run.best.exists():
+            return
+        model = Classifier(load_checkpoint(self.run.best), workers=trainer.config.workers)
+        self.report, self.scored = test_report(self.run, model, trainer.data.test.clips,
+                                               title=f"Test set, best epoch {model.epoch}")
+
+
+def run_callbacks(config: Config, run: RunPaths, *, status: StatusFile) -> list[Callback]:
     """The callbacks of a run folder, in order: checkpoints, metrics.json, curves, log, early
     stopping, then at the end the operating point (on validation), the test report, the
-    TensorBoard summaries (when on), report.html, and ``status`` (last: "finished" once all
+    TensorBoard summaries (when on), report.html, and the status (last: "finished" once all
     is written)."""
-    run_id = str(status.status["run_id"])
     test = TestReport(run)
     board = [TensorBoardLogger(run, test=test)] if tensorboard_enabled(config) else []
-    return [CheckpointSaver(run, keep_epochs=config.keep_epoch_checkpoints, run_id=run_id),
-            MetricsWriter(run), CurvePlotter(run), EpochLogger(), EarlyStopping(config.patience),
-            OperatingPoint(run), test, *board, HtmlReport(run), status]
+    return [CheckpointSaver(run, keep_epochs=config.keep_epoch_checkpoints,
+                            run_id=status.run_id),
+            MetricsWriter(run, kind=KIND), CurvePlotter(run), EpochLogger(),
+            EarlyStopping(config.patience), OperatingPoint(run), test, *board, HtmlReport(run),
+            RunStatus(status)]
 
 
-def _fit(trainer: Trainer, run: RunPaths, status: RunStatus | None) -> TrainResult:
+def _fit(trainer: Trainer, run: RunPaths, status: StatusFile | None) -> TrainResult:
     """Run the loop; ``status`` (rank 0's) records a failure before it is raised."""
     try:
         result = trainer.fit()
@@ -125,8 +186,8 @@ def _shared_data(config: Config, dist: Dist, *, split: Split | None = None,
 
 
 def _trainer(config: Config, data: PreparedData, run: RunPaths, dist: Dist,
-             status: RunStatus | None, *, progress: bool,
-             callbacks: tuple[Callback, ...]) -> Trainer:
+             status: StatusFile | None, *, progress: bool,
+             callbacks: Sequence[Callback]) -> Trainer:
     """The run's trainer: rank 0 (which holds ``status``) gets the callbacks (every file and
     log line), the others none (they follow rank 0's decisions to stop)."""
     listeners = ([*run_callbacks(config, run, status=status), *callbacks]
@@ -135,24 +196,14 @@ def _trainer(config: Config, data: PreparedData, run: RunPaths, dist: Dist,
                    dist=dist)
 
 
-def train(config: Config, *, progress: bool = True,
-          callbacks: tuple[Callback, ...] = ()) -> TrainResult:
+def fit_network(config: Config, *, progress: bool = True,
+                callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train a new run as described by ``config``; ``callbacks`` listen after the run's own
     (on rank 0 only, in a distributed run).
 
     The run folder is made once the data is ready, so a data set that cannot be used leaves
-    nothing behind. A voice gate (``model = "ge2e"``) enrols instead of training
-    (:func:`audiogate.voice.train.train_voice`; one process).
+    nothing behind.
     """
-    from ..voice.checkpoint import VOICE_MODELS  # local: the voice extra is optional
-
-    if config.model in VOICE_MODELS:
-        from ..voice.train import train_voice
-
-        if callbacks:
-            raise ConfigError("a voice gate run has no training loop to listen to; train it "
-                              "without callbacks")
-        return train_voice(config, progress=progress)
     config = replace(config, data=str(Path(config.data).resolve()))
     check_run_name(config)
     tensorboard_enabled(config)  # "on" without the package: refused before any work
@@ -162,7 +213,7 @@ def train(config: Config, *, progress: bool = True,
         data = _shared_data(config, dist, progress=progress)
         run = dist.broadcast(new_run(config) if dist.is_main else None)
         assert run is not None  # rank 0 always sends it
-        status = RunStatus(run, run_id=new_run_id()) if dist.is_main else None
+        status = StatusFile(run, run_id=new_run_id()) if dist.is_main else None
         try:
             if dist.is_main:
                 log.info("run folder: %s", run.root)
@@ -176,8 +227,8 @@ def train(config: Config, *, progress: bool = True,
         return _fit(trainer, run, status)
 
 
-def resume(run_dir: str | Path, *, progress: bool = True, callbacks: tuple[Callback, ...] = (),
-           **changes: Any) -> TrainResult:
+def resume_network(run_dir: str | Path, *, progress: bool = True,
+                   callbacks: Sequence[Callback] = (), **changes: Any) -> TrainResult:
     """Continue a run from ``run_dir/models/last.pt`` with its optimizer, RNG and history,
     with any number of processes and on any device.
 
@@ -186,7 +237,6 @@ def resume(run_dir: str | Path, *, progress: bool = True, callbacks: tuple[Callb
     :func:`resume_config`). Refuses a ``last.pt`` that another run wrote.
     """
     run = RunPaths(Path(run_dir))
-    _refuse_voice_run(run)
     last = load_checkpoint(run.last)
     if last.train_state is None:
         raise CheckpointError(f"{run.last} holds no training state; cannot resume")
@@ -205,21 +255,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, callbacks: tuple[Callb
         return _fit(trainer, run, status)
 
 
-def _refuse_voice_run(run: RunPaths) -> None:
-    """A voice gate run has no epochs to continue: say so, rather than "no last.pt"."""
-    try:
-        model = Config.from_toml(run.config).model if run.config.is_file() else None
-    except ConfigError:
-        return
-    from ..voice.checkpoint import VOICE_MODELS  # local: the voice extra is optional
-
-    if model in VOICE_MODELS:
-        raise ConfigError(f"{run.root} is a voice gate run: it trains no epochs, so there is "
-                          "nothing to resume; enrol or remove voices with `audiogate enroll`, "
-                          "or start a new run")
-
-
-def _own_status(run: RunPaths, last: Checkpoint) -> RunStatus:
+def _own_status(run: RunPaths, last: Checkpoint) -> StatusFile:
     """The run's status, after checking that ``last`` was written by this very run."""
     stored = read_status(run) or {}
     if stored.get("run_id") != last.run_id:
@@ -227,7 +263,7 @@ def _own_status(run: RunPaths, last: Checkpoint) -> RunStatus:
             f"{run.last} belongs to another run (its run id is {last.run_id}, this folder's "
             f"is {stored.get('run_id')}): it was copied here, or the folder was reused; "
             "refusing to resume from it")
-    return RunStatus(run, run_id=last.run_id or new_run_id(), started=stored.get("started"))
+    return StatusFile(run, run_id=last.run_id or new_run_id(), started=stored.get("started"))
 
 
 def resume_config(stored: Config, changes: Mapping[str, Any]) -> Config:

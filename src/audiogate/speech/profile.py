@@ -8,7 +8,7 @@ by :func:`audiogate.reporting.metrics.choose_threshold` and stored by the caller
 
 Enrolling or removing a voice returns a new profile; nothing is retrained. Profiles are saved
 atomically as plain tensors and data (``torch.load(weights_only=True)`` reads them: a profile
-cannot run code), together with the :class:`~audiogate.voice.embeddings.EmbedSpec` its
+cannot run code), together with the :class:`~audiogate.speech.embeddings.EmbedSpec` its
 embeddings were made with, so a clip is always embedded the same way before it is scored.
 """
 
@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.checkpoint import load_payload
 from ..errors import CheckpointError, ConfigError, DataError
 from ..files import atomic_write
-from ..training.checkpoint import load_payload
 from .embeddings import EmbedSpec
 from .encoder import EMBED_DIM
 

@@ -1,10 +1,10 @@
 """ONNX export of the speaker encoder, and an encoder that runs the export with onnxruntime.
 
-The exported graph is :class:`~audiogate.voice.encoder.SpeakerEncoder` with the DFT-convolution
-front end (:class:`~audiogate.voice.encoder.DftMelFrontEnd`): partial windows
+The exported graph is :class:`~audiogate.speech.encoder.SpeakerEncoder` with the DFT-convolution
+front end (:class:`~audiogate.speech.encoder.DftMelFrontEnd`): partial windows
 ``[shape=(batch, WINDOW_SAMPLES)]`` at 16 kHz -> unit window embeddings
 ``[shape=(batch, EMBED_DIM)]``, batch axis dynamic. Volume normalisation, cutting utterances into
-windows and averaging stay in Python (:func:`~audiogate.voice.encoder.embed_utterances`), shared
+windows and averaging stay in Python (:func:`~audiogate.speech.encoder.embed_utterances`), shared
 by both backends. :func:`export_encoder` checks onnxruntime's utterance embeddings against
 PyTorch's (``torch.stft`` front end) on generated probe clips and refuses to write a model that
 differs by more than ``TOLERANCE``.
@@ -22,6 +22,7 @@ import torch
 from ..config import Config
 from ..core.onnx import IN_MEMORY, OnnxFormat, cpu_session, to_onnx_bytes, with_metadata
 from ..core.onnx import read_metadata as read_onnx_metadata
+from ..data.synth import probe_waves
 from ..errors import AudiogateError, CheckpointError
 from ..files import write_bytes
 from .encoder import (
@@ -62,8 +63,6 @@ class EncoderExport:
 def probe_clips() -> list[np.ndarray]:
     """Generated verification clips at 16 kHz: speech-like, confusers, short, quiet, silent
     (those of the classifier's export check), one and several partial windows long."""
-    from ..deploy.onnx import probe_waves  # local: only needed when verifying
-
     clips: list[np.ndarray] = []
     for frames in PROBE_FRAMES:
         clips.extend(probe_waves(Config(sr=SAMPLE_RATE, fixed_length=frames).features()))
@@ -116,7 +115,7 @@ def verify(onnx_model: bytes | str) -> tuple[float, int]:
 
 
 class OnnxEncoder:
-    """An exported encoder run by onnxruntime; a :data:`~audiogate.voice.encoder.WindowRunner`.
+    """An exported encoder run by onnxruntime; a :data:`~audiogate.speech.encoder.WindowRunner`.
 
     ``model``: a path or the file's bytes. ``check`` refuses a file that is not an audiogate
     voice-encoder export or was made from other weights than the installed ones.

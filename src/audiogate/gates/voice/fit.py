@@ -5,18 +5,18 @@ The run folder is the one every run has (``config.toml``, ``status.json``, ``spl
 ``report.html``, ``models/best.pt``, ``outputs/``), made once the data is ready:
 
 1. the clips are discovered, embedded (cached) and split as for any run
-   (:func:`~audiogate.voice.dataset.prepare_voice_data`);
+   (:func:`~audiogate.gates.voice.data.prepare_voice_data`);
 2. the training ``allowed`` clips with speech are enrolled, one voice per first sub-folder of
    ``allowed/``; the training ``not_allowed`` clips are the impostor cohort;
 3. with ``voice_head = "logistic"`` and a cohort, the head is fitted on the training clips,
-   each scored leaving its own group out (:mod:`~audiogate.voice.scoring`);
+   each scored leaving its own group out (:mod:`~audiogate.speech.scoring`);
 4. the threshold is chosen on the validation clips plus any impostor voices
-   (:mod:`~audiogate.voice.impostors`) by ``operating_point``;
+   (:mod:`~audiogate.speech.impostors`) by ``operating_point``;
 5. ``best.pt`` is written, then the test split is judged by it exactly as ``predict`` judges
-   clips (``test_metrics.json`` by :func:`~audiogate.reporting.evaluate.build_report`).
+   clips (:func:`~audiogate.reporting.evaluate.test_report`).
 
-``metrics.json`` holds one record (``epoch`` 1) so that ``audiogate runs`` and the report
-read a voice run like any other.
+``metrics.json`` (:func:`~audiogate.core.runs.write_metrics`) records no epoch: its ``fit``
+holds what the fit did (voices, clips enrolled, cohort, impostors, head) and measured.
 """
 
 from __future__ import annotations
@@ -29,21 +29,29 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Config
-from ..data.discover import write_skipped
-from ..data.split import write_split
-from ..errors import ConfigError, DataError
-from ..files import write_json
-from ..reporting.metrics import choose_threshold, gate_report, macro_f1
-from ..training.api import TrainResult
-from ..training.callbacks import RunStatus
-from ..training.runs import RunPaths, check_run_name, new_run, new_run_id
-from .checkpoint import VoiceCheckpoint, save_voice_checkpoint
-from .dataset import VoiceData, prepare_voice_data, voice_name
-from .embeddings import EmbeddedClips
-from .gate import VoiceProfile
-from .impostors import Impostors, load_impostors, resolve_source
-from .scoring import VoiceScorer, fit_head, leave_group_out_features
+from ...config import Config
+from ...core.runs import (
+    RunPaths,
+    StatusFile,
+    TrainResult,
+    check_run_name,
+    new_run,
+    new_run_id,
+    write_metrics,
+)
+from ...data.discover import write_skipped
+from ...data.split import write_split
+from ...errors import ConfigError, DataError
+from ...reporting.evaluate import test_report
+from ...reporting.metrics import choose_threshold, gate_report, macro_f1
+from ...reporting.report import write_report
+from ...speech.embeddings import EmbeddedClips
+from ...speech.impostors import Impostors, load_impostors, resolve_source
+from ...speech.profile import VoiceProfile
+from ...speech.scoring import VoiceScorer, fit_head, leave_group_out_features
+from .checkpoint import KIND, VoiceCheckpoint, load_voice_checkpoint, save_voice_checkpoint
+from .classifier import VoiceClassifier
+from .data import VoiceData, prepare_voice_data, voice_name
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +60,8 @@ STOP_REASON = "voice gate: voices enrolled, threshold chosen (no training epochs
 
 @dataclass
 class BuiltGate:
-    """What :func:`build_gate` made: the scorer, the gate's decision record, the run's one
-    metrics record, and the impostors used."""
+    """What :func:`build_gate` made: the scorer, the gate's decision record, what the fit did
+    and measured, and the impostors used."""
 
     scorer: VoiceScorer
     gate: dict[str, Any]
@@ -132,11 +140,10 @@ def build_gate(data: VoiceData, impostors: Impostors, config: Config) -> BuiltGa
             "operating_point": config.operating_point, "validation": validation,
             "impostors": impostors.describe()}
     train_scores = _training_scores(train, scorer, vad=vad)
-    record = {"epoch": 1, "train_loss": None, "val_loss": None,
-              "train_f1": macro_f1(train.labels, (train_scores >= threshold).astype(int),
+    record = {"train_f1": macro_f1(train.labels, (train_scores >= threshold).astype(int),
                                    n_classes=2),
               "val_f1": macro_f1(y, (s >= threshold).astype(int), n_classes=2),
-              "test_f1": None, "voices": len(profile.voices),
+              "voices": len(profile.voices),
               "enrolled_clips": sum(len(v) for v in profile.voices.values()),
               "cohort_clips": len(scorer.cohort), "impostor_clips": len(impostors.clips.clips),
               "head": scorer.head.as_dict() if scorer.head else None}
@@ -148,28 +155,7 @@ def build_gate(data: VoiceData, impostors: Impostors, config: Config) -> BuiltGa
     return BuiltGate(scorer, gate, record, impostors)
 
 
-def _test_report(run: RunPaths, config: Config) -> dict[str, Any]:
-    """Judge the test split with ``best.pt`` as ``predict`` does; write its files."""
-    from ..data.split import read_split
-    from ..reporting.evaluate import build_report, write_figures
-    from ..reporting.predictions import score_clips, write_predictions
-    from .classifier import VoiceClassifier
-
-    model = VoiceClassifier.load(run.best, workers=config.workers)
-    scored = score_clips(model, read_split(run.split).test)
-    report = build_report(scored, model)
-    report["epoch"] = 1
-    write_json(run.test_report, report)
-    write_predictions(scored, model.classes, run.test_predictions)
-    write_figures(scored, model, report, confusion=run.confusion,
-                  roc=run.outputs / "roc_test.png", det=run.outputs / "det_test.png",
-                  title="Test set, voice gate")
-    return report
-
-
 def _html(run: RunPaths, config: Config, live: dict[str, Any]) -> None:
-    from ..reporting.report import write_report
-
     try:
         log.info("report: %s", write_report(run.root, errors=config.report_errors, live=live))
     except Exception:  # the run is saved; only its page is missing
@@ -177,7 +163,7 @@ def _html(run: RunPaths, config: Config, live: dict[str, Any]) -> None:
                       "with: audiogate report %s)", run.report, run.root)
 
 
-def train_voice(config: Config, *, progress: bool = True) -> TrainResult:
+def fit_voice(config: Config, *, progress: bool = True) -> TrainResult:
     """Build a voice gate run from ``config`` (see the module docstring)."""
     began = time.perf_counter()
     config = replace(config, data=str(Path(config.data).resolve()))
@@ -191,26 +177,26 @@ def train_voice(config: Config, *, progress: bool = True) -> TrainResult:
                                progress=progress)
     built = build_gate(data, impostors, config)
     run = new_run(config)
-    status = RunStatus(run, run_id=new_run_id())
+    status = StatusFile(run, run_id=new_run_id())
     try:
         log.info("run folder: %s", run.root)
-        status.begin()
+        status.running()
         write_skipped(data.skipped, run.skipped)
         write_split(data.split, run.split, classes=data.classes)
         record = {**built.record, "seconds": time.perf_counter() - began}
-        ckpt = VoiceCheckpoint(config=config, classes=data.classes, scorer=built.scorer,
-                               gate=built.gate, metrics=record,
-                               run_id=str(status.status["run_id"]))
-        save_voice_checkpoint(run.best, ckpt)
-        report = _test_report(run, config)
+        save_voice_checkpoint(run.best, VoiceCheckpoint(
+            config=config, classes=data.classes, scorer=built.scorer, gate=built.gate,
+            metrics=record, run_id=status.run_id))
+        gate = VoiceClassifier(load_voice_checkpoint(run.best), workers=config.workers)
+        report, _ = test_report(run, gate, data.split.test, title="Test set, voice gate")
         record = {**record, "test_f1": report["macro_f1"],
                   "seconds": time.perf_counter() - began}
-        write_json(run.metrics, {"best_epoch": 1, "best_val_f1": record["val_f1"],
-                                 "classes": list(data.classes), "epochs": [record]})
-        _html(run, config, {"state": "finished", "stop_reason": STOP_REASON, "epochs_done": 1})
-        status.finished(stop_reason=STOP_REASON, epochs_done=1)
+        write_metrics(run, kind=KIND, classes=data.classes, epochs=[], best_epoch=None,
+                      best_val_f1=float(record["val_f1"]), fit=record)
+        _html(run, config, {"state": "finished", "stop_reason": STOP_REASON, "epochs_done": 0})
+        status.ended(stop_reason=STOP_REASON, epochs_done=0)
     except BaseException as exc:
         status.failed(exc)
         raise
-    return TrainResult(run=run, best_epoch=1, best_val_f1=float(record["val_f1"]),
-                       epochs_done=1, stop_reason=STOP_REASON, test_report=report)
+    return TrainResult(run=run, best_epoch=None, best_val_f1=float(record["val_f1"]),
+                       epochs_done=0, stop_reason=STOP_REASON, test_report=report)

@@ -3,10 +3,10 @@
 :func:`prepare_voice_data` is :func:`~audiogate.data.prepare.prepare_data` for ``model =
 "ge2e"``: the same discovery (``group_by``, skipped files and why), copies of one file in one
 group, the same stratified group-aware split and training-only balance; but each clip is
-embedded by the speaker encoder (:func:`~audiogate.voice.embeddings.embed_clips`, in worker
+embedded by the speaker encoder (:func:`~audiogate.speech.embeddings.embed_clips`, in worker
 processes, into the embedding cache) instead of decoded into log-mel features. A data folder
 with only ``allowed/`` is accepted: the gate then learns no impostor from the data, and its
-threshold comes from impostor voices (:mod:`audiogate.voice.impostors`).
+threshold comes from impostor voices (:mod:`audiogate.speech.impostors`).
 """
 
 from __future__ import annotations
@@ -17,13 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
-from ..data.cache import fast_key
-from ..data.discover import SPEC_CLASSES, Clip, Skipped, discover, require_all_classes
-from ..data.split import Split, make_split, merge_identical
-from ..errors import DataError
-from .embeddings import EmbeddedClips, EmbeddingCache, EmbedSettings, EmbedSpec, embed_clips
-from .vad import VadSettings
+from ...config import Config
+from ...data.cache import fast_key
+from ...data.discover import SPEC_CLASSES, Clip, Skipped, discover, require_all_classes
+from ...data.split import Split, make_split, merge_identical
+from ...errors import DataError
+from ...speech.embeddings import (
+    EmbeddedClips,
+    EmbeddingCache,
+    EmbedSettings,
+    EmbedSpec,
+    embed_clips,
+)
+from ...speech.vad import VadSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ Windows are cut from the waveform, not the spectrogram: window ``s`` is the
 uncentred STFT frames are exactly frames ``s .. s + 159`` of the utterance's centred STFT. So
 the network's input is ``[shape=(batch, WINDOW_SAMPLES)]`` whatever the utterance length,
 windows of many clips go through it in one batch, and the exported ONNX graph needs no
-dynamic slicing (:mod:`audiogate.voice.export`).
+dynamic slicing (:mod:`audiogate.speech.export`).
 
 The weights are read from the ``resemblyzer`` package's ``pretrained.pt`` (Apache-2.0) with
 ``torch.load(weights_only=True)``; the package itself is never imported (its import needs

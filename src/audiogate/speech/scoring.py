@@ -1,7 +1,7 @@
 """How a voice gate scores a clip's embedding: pure functions of embedding arrays.
 
 A clip's *similarity* to the allowed voices is the mean of its ``top_k`` highest cosine
-similarities to the enrolled clips (:meth:`~audiogate.voice.gate.VoiceProfile.score`); its
+similarities to the enrolled clips (:meth:`~audiogate.speech.profile.VoiceProfile.score`); its
 *impostor similarity* is the same against a cohort of known impostor clips (the training
 ``not_allowed`` clips). The gate's score, in [0, 1]:
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import CheckpointError, DataError
 from .encoder import EMBED_DIM
-from .gate import VoiceProfile
+from .profile import VoiceProfile
 
 log = logging.getLogger(__name__)
 

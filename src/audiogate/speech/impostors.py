@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.discover import Clip, Skipped
+from ..data.discover import Clip, Skipped, expand_inputs
 from ..errors import DataError
 from .builtin import builtin_embeddings
 from .embeddings import EmbeddedClips, EmbeddingCache, embed_clips
@@ -66,8 +66,6 @@ def resolve_source(setting: str, *, has_negatives: bool) -> str:
 
 def folder_clips(folder: Path) -> list[Clip]:
     """Every audio file under ``folder``, grouped by its first sub-folder."""
-    from ..deploy.inference import expand_inputs  # local: deploy imports voice lazily
-
     if not folder.is_dir():
         raise DataError(f"impostor folder not found: {folder}")
     files, _ = expand_inputs([folder])

@@ -20,7 +20,10 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +31,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import ConfigError
-from ..files import write_text
+from ..files import write_json, write_text
 
 
 @dataclass(frozen=True)
@@ -146,3 +149,82 @@ def read_status(run: RunPaths) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return status if isinstance(status, dict) else None
+
+
+def write_metrics(run: RunPaths, *, kind: str, classes: Sequence[str],
+                  epochs: Sequence[dict[str, Any]], best_epoch: int | None, best_val_f1: float,
+                  fit: dict[str, Any] | None = None) -> None:
+    """``metrics.json``, one shape for every kind of gate::
+
+        kind          the gate kind
+        classes       class names in label order
+        epochs        one record per finished training epoch (none for a gate fitted without
+                      epochs)
+        best_epoch    the epoch chosen on validation (null without epochs)
+        best_val_f1   the validation macro-F1 of the chosen gate
+        fit           what a fit without epochs did and measured (null otherwise)
+    """
+    write_json(run.metrics, {"kind": kind, "classes": list(classes), "epochs": list(epochs),
+                             "best_epoch": best_epoch, "best_val_f1": best_val_f1, "fit": fit})
+
+
+@dataclass
+class TrainResult:
+    """Where a run is and how it ended (``best_epoch`` None: a gate fitted without epochs)."""
+
+    run: RunPaths
+    best_epoch: int | None
+    best_val_f1: float
+    epochs_done: int
+    stop_reason: str
+    test_report: dict[str, Any] | None
+
+
+class StatusFile:
+    """Keeps ``status.json`` current: ``state`` (running, finished, interrupted, failed),
+    ``stop_reason``, ``error``, ``started`` and ``ended`` (ISO times), ``epochs_done``,
+    ``run_id``, and the ``pid`` and ``host`` of the process (a ``running`` run whose process
+    is gone was killed)."""
+
+    def __init__(self, run: RunPaths, *, run_id: str, started: str | None = None) -> None:
+        self.run = run
+        self.status: dict[str, Any] = {
+            "state": "running", "stop_reason": None, "error": None,
+            "started": started or now(), "ended": None, "epochs_done": 0, "run_id": run_id,
+            "pid": os.getpid(), "host": socket.gethostname()}
+
+    @property
+    def run_id(self) -> str:
+        return str(self.status["run_id"])
+
+    def write(self, **changes: Any) -> None:
+        """Update the given fields and rewrite the file (atomically)."""
+        self.status.update(changes)
+        write_json(self.run.status, self.status)
+
+    def running(self, *, epochs_done: int = 0) -> None:
+        self.write(state="running", stop_reason=None, error=None, ended=None,
+                   epochs_done=epochs_done)
+
+    def ended(self, *, stop_reason: str, epochs_done: int) -> None:
+        """The run ended by itself: ``interrupted`` if a signal stopped it, else
+        ``finished``."""
+        self.write(state=stop_state(stop_reason), stop_reason=stop_reason, ended=now(),
+                   epochs_done=epochs_done)
+
+    def failed(self, error: BaseException) -> None:
+        """The run ended by an exception: ``interrupted`` for Ctrl+C, else ``failed``."""
+        if isinstance(error, KeyboardInterrupt):
+            self.write(state="interrupted", stop_reason="aborted (Ctrl+C)", ended=now())
+        else:
+            self.write(state="failed", error=str(error) or type(error).__name__, ended=now())
+
+
+def stop_state(reason: str) -> str:
+    """``interrupted`` for a run stopped by a signal, else ``finished``."""
+    return "interrupted" if reason.startswith("interrupted") else "finished"
+
+
+def now() -> str:
+    """The local time, ISO 8601, to the second."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")

@@ -1,8 +1,8 @@
 """Speaker embeddings of clips: computed in parallel worker processes, cached on disk.
 
 :class:`Embedder` turns waveforms into embeddings: each clip is volume-normalised, optionally
-cut to its speech (Silero VAD, :mod:`audiogate.voice.vad`), then embedded
-(:func:`~audiogate.voice.encoder.embed_utterances`); windows of many clips share a batch.
+cut to its speech (Silero VAD, :mod:`audiogate.speech.vad`), then embedded
+(:func:`~audiogate.speech.encoder.embed_utterances`); windows of many clips share a batch.
 A clip in which the VAD finds no speech is embedded whole and reported with 0 s of speech, so
 callers can tell (and, for a gate, reject) it.
 

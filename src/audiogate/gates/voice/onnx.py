@@ -4,7 +4,7 @@ The graph is the whole gate after the clip is cut into the encoder's windows: in
 ``windows`` ``[shape=(n_windows, WINDOW_SAMPLES)]`` (16 kHz waveform windows of one or more
 clips) and ``pool`` ``[shape=(n_clips, n_windows)]`` (row ``i`` averages clip ``i``'s windows:
 ``1 / count`` at its windows, 0 elsewhere); output ``score`` ``[shape=(n_clips,)]``. Inside:
-the speaker encoder (:class:`~audiogate.voice.encoder.SpeakerEncoder` with its DFT front end),
+the speaker encoder (:class:`~audiogate.speech.encoder.SpeakerEncoder` with its DFT front end),
 the mean and L2 norm of each clip's windows, the cosine similarities to the enrolled
 embeddings and the mean of the top-k (ONNX ``MatMul`` and ``TopK``), and the head when there is
 one (cosine and top-k against the impostor cohort, then a sigmoid). What stays in Python, as
@@ -22,29 +22,30 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config
-from ..core.onnx import (
+from ...config import Config
+from ...core.decision import Decision
+from ...core.gate import AudioInput, Enrolment
+from ...core.onnx import (
     OnnxFormat,
     check_exported_from,
     cpu_session,
     to_onnx_bytes,
     with_metadata,
 )
-from ..core.onnx import read_metadata as read_onnx_metadata
-from ..deploy.decision import Decision
-from ..errors import AudiogateError, CheckpointError, ConfigError
-from ..files import sha256_file, to_json, write_bytes
-from .classifier import VoiceClassifier, VoiceGateBase
-from .embeddings import Embedder, EmbedSpec
-from .encoder import (
+from ...core.onnx import read_metadata as read_onnx_metadata
+from ...errors import AudiogateError, CheckpointError, ConfigError
+from ...files import sha256_file, to_json, write_bytes
+from ...speech.embeddings import Embedder, EmbedSpec
+from ...speech.encoder import (
     NORM_EPS,
     RUN_THREADS,
     WINDOW_SAMPLES,
@@ -53,10 +54,15 @@ from .encoder import (
     normalize_volume,
     partial_windows,
 )
-from .export import ENCODER_NOISE, probe_clips
-from .scoring import LogisticHead, VoiceScorer
+from ...speech.export import ENCODER_NOISE, probe_clips
+from ...speech.scoring import LogisticHead, VoiceScorer
+from .base import VoiceGateBase
+from .checkpoint import VoiceCheckpoint
 
 log = logging.getLogger(__name__)
+
+Scorer = Callable[[Sequence[np.ndarray]], np.ndarray]
+"""The PyTorch gate's scores of encoder inputs (what the export must reproduce)."""
 
 INPUT_NAMES = ("windows", "pool")
 OUTPUT_NAME = "score"
@@ -105,7 +111,7 @@ class GateGraph(nn.Module):
 def graph_inputs(used: Sequence[np.ndarray], *, spec: EmbedSpec) -> tuple[np.ndarray,
                                                                           np.ndarray]:
     """``windows`` and ``pool`` of the encoder inputs ``used`` (1-D, 16 kHz), as
-    :func:`~audiogate.voice.encoder.embed_utterances` cuts them."""
+    :func:`~audiogate.speech.encoder.embed_utterances` cuts them."""
     settings = spec.settings.encoder
     parts = [partial_windows(normalize_volume(u, target_dbfs=settings.target_dbfs),
                              settings=settings) for u in used]
@@ -138,7 +144,7 @@ def _to_onnx_bytes(graph: GateGraph) -> bytes:
 
 
 @dataclass(frozen=True)
-class VoiceExportReport:
+class VoiceExport:
     """What :func:`export_voice_onnx` wrote and how closely it reproduces PyTorch."""
 
     path: str
@@ -146,39 +152,48 @@ class VoiceExportReport:
     n_probe_clips: int
     bytes: int
 
+    def summary(self) -> str:
+        return (f"wrote {self.path} ({self.bytes / 1e6:.1f} MB): speech windows -> voice gate "
+                "score, speaker encoder and enrolled voices included\n"
+                f"onnxruntime vs PyTorch on {self.n_probe_clips} probe clips: max |score diff| "
+                f"{self.max_abs_diff:.2e}")
 
-def _metadata(gate: VoiceClassifier, *, sha256: str) -> dict[str, str]:
-    ckpt = gate.checkpoint
+
+def _metadata(ckpt: VoiceCheckpoint, *, sha256: str) -> dict[str, str]:
+    voices = {name: len(v) for name, v in ckpt.profile.voices.items()}
     return {"classes": to_json(list(ckpt.classes), indent=None),
             "config": to_json(ckpt.config.to_dict(), indent=None),
             "spec": to_json(ckpt.profile.spec.as_dict(), indent=None),
-            "voices": to_json(gate.voices, indent=None),
+            "voices": to_json(voices, indent=None),
             "gate": to_json(ckpt.gate, indent=None), "metrics": to_json(ckpt.metrics, indent=None),
             "head": to_json(ckpt.scorer.head.as_dict() if ckpt.scorer.head else None,
                             indent=None),
             "top_k": str(ckpt.scorer.top_k), "checkpoint_sha256": sha256}
 
 
-def export_voice_onnx(*, checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
-                      tolerance: float = TOLERANCE) -> VoiceExportReport:
-    """Export a voice checkpoint's gate to ``out`` (written atomically) after checking that
-    onnxruntime's scores of the probe clips equal PyTorch's within ``tolerance``."""
-    gate = VoiceClassifier.load(checkpoint)
-    graph = GateGraph(encoder=load_encoder(exportable=True), scorer=gate.checkpoint.scorer)
+def export_voice_onnx(*, checkpoint: VoiceCheckpoint, score: Scorer,
+                      source: str | os.PathLike[str], out: str | os.PathLike[str],
+                      tolerance: float | None = None) -> VoiceExport:
+    """Export the voice gate ``checkpoint`` (read from file ``source``, whose hash the export
+    carries) to ``out`` (written atomically) after checking that onnxruntime's scores of the
+    probe clips equal ``score``'s (the PyTorch gate's) within ``tolerance`` (default
+    :data:`TOLERANCE`)."""
+    tolerance = TOLERANCE if tolerance is None else tolerance
+    graph = GateGraph(encoder=load_encoder(exportable=True), scorer=checkpoint.scorer)
     data = with_metadata(_to_onnx_bytes(graph.eval()), kind=FORMAT,
-                         metadata=_metadata(gate, sha256=sha256_file(checkpoint)))
+                         metadata=_metadata(checkpoint, sha256=sha256_file(source)))
     clips = probe_clips()
-    expected = gate._score_used(clips)
-    got = _run(_session(data), clips, spec=gate.checkpoint.profile.spec)
+    expected = score(clips)
+    got = _run(_session(data), clips, spec=checkpoint.profile.spec)
     diff = float(np.abs(got - expected).max())
     if diff > tolerance:
         raise AudiogateError(f"the ONNX voice gate differs from PyTorch by {diff:.3g} in its "
                              f"scores (tolerance {tolerance:g}); not written")
     write_bytes(out, data)
-    log.info("exported %s -> %s (max |score diff| %.2e over %d probe clips)", checkpoint, out,
+    log.info("exported %s -> %s (max |score diff| %.2e over %d probe clips)", source, out,
              diff, len(clips))
-    return VoiceExportReport(path=str(out), max_abs_diff=diff, n_probe_clips=len(clips),
-                             bytes=len(data))
+    return VoiceExport(path=str(out), max_abs_diff=diff, n_probe_clips=len(clips),
+                       bytes=len(data))
 
 
 def _no_torch_encoder(windows: np.ndarray) -> np.ndarray:
@@ -187,7 +202,8 @@ def _no_torch_encoder(windows: np.ndarray) -> np.ndarray:
 
 class OnnxVoiceClassifier(VoiceGateBase):
     """An exported voice gate run by onnxruntime (Silero VAD in its own session); same API
-    as :class:`~audiogate.voice.classifier.VoiceClassifier` except enrolment."""
+    as :class:`~audiogate.gates.voice.classifier.VoiceClassifier`, but fixed: no enrolment,
+    saved and exported from its checkpoint."""
 
     backend = "onnx"
 
@@ -199,8 +215,8 @@ class OnnxVoiceClassifier(VoiceGateBase):
         super().__init__(settings=meta["spec"].settings, classes=classes,
                          decision=Decision(classes, pooling=config.clip_pooling,
                                            threshold=gate["threshold"] if gate else None),
-                         epoch=int(meta["metrics"].get("epoch", 1)), metrics=meta["metrics"],
-                         max_clip_s=config.max_clip_s, workers=workers)
+                         metrics=meta["metrics"], max_clip_s=config.max_clip_s,
+                         workers=workers)
         spec: EmbedSpec = meta["spec"]
         if spec.vad_sha256 is not None and EmbedSpec.of(spec.settings).vad_sha256 != \
                 spec.vad_sha256:
@@ -223,12 +239,24 @@ class OnnxVoiceClassifier(VoiceGateBase):
     def _score_used(self, used: Sequence[np.ndarray]) -> np.ndarray:
         return _run(self.session, used, spec=self.spec)
 
-    def enroll(self, *args: Any, **kwargs: Any) -> Any:
-        raise ConfigError("an ONNX voice gate is fixed: enrol the voice in its checkpoint "
-                          "(audiogate enroll) and export it again")
+    def enroll(self, name: str, items: Sequence[AudioInput], *, sr: int | None = None,
+               replace_existing: bool = False) -> Enrolment:
+        raise _fixed()
 
-    remove = enroll
-    save = enroll
+    def remove(self, name: str) -> None:
+        raise _fixed()
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        raise _fixed()
+
+    def export(self, out: str | os.PathLike[str], *, source: Path,
+               tolerance: float | None = None) -> VoiceExport:
+        raise _fixed()
+
+
+def _fixed() -> ConfigError:
+    return ConfigError("an ONNX voice gate is fixed: enrol the voice in its checkpoint "
+                       "(audiogate enroll) and export it again")
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -244,16 +272,6 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
                 "top_k": int(meta["top_k"]), "checkpoint_sha256": meta["checkpoint_sha256"]}
     except (KeyError, TypeError, ValueError, AudiogateError) as exc:
         raise CheckpointError(f"{path}: incomplete voice gate metadata ({exc})") from None
-
-
-def is_voice_onnx(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is an exported voice gate (False for anything else, unreadable files
-    included: the caller's own loader reports those)."""
-    try:
-        read_metadata(path)
-    except (CheckpointError, ImportError):
-        return False
-    return True
 
 
 def load_voice_onnx(path: str | os.PathLike[str], *, workers: int = 1,
