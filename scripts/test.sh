@@ -16,6 +16,7 @@ fi
 . .venv/bin/activate
 ruff check src tests bench notebooks docs
 mypy
+lint-imports
 # The documentation site: broken links, anchors, API paths or a config reference that cannot be
 # generated fail the build. Built into a temporary folder (site/ is never committed).
 site_dir="$(mktemp -d)"

@@ -127,7 +127,7 @@ def test_validation_judges_whole_clips_as_predict_does(tmp_path: Path, pooling: 
     each clip's first window (no random crops, as the spec recipe). Windows past the memory
     budget are computed at each evaluation, to the same features and results."""
     from audiogate.models.checkpoint import save_checkpoint
-    from audiogate.training import trainer as trainer_module
+    from audiogate.training import windows as windows_module
 
     gen = np.random.default_rng(3)
     root = tmp_path / "data"
@@ -158,9 +158,9 @@ def test_validation_judges_whole_clips_as_predict_does(tmp_path: Path, pooling: 
     picked = probs[np.arange(len(val)), val.labels]
     assert loss == pytest.approx(-(weight * np.log(picked)).sum() / weight.sum(), rel=1e-4)
 
-    monkeypatch.setattr(trainer_module, "EVAL_BATCH", 3)  # several batches, some mixed
+    monkeypatch.setattr(windows_module, "EVAL_BATCH", 3)  # several batches, some mixed
     kept = trainer.val_windows
-    computed = trainer_module.ClipWindows.of(val, frontend=trainer.frontend,
+    computed = windows_module.ClipWindows.of(val, frontend=trainer.frontend,
                                              max_clip_s=config.max_clip_s,
                                              device=trainer.device, budget_bytes=0)
     assert kept.stored is not None and computed.stored is None

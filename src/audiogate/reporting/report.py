@@ -19,7 +19,6 @@ import csv
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,8 @@ from ..features.frontend import LogMel
 from ..files import write_text
 from . import plots
 from .predictions import Verdict, read_predictions, score_clips, worst_errors
-from .report_page import render
-from .run_table import RunSummary, read_json_object, summarize_run
+from .report_page import ErrorClip, ReportData, render
+from .run_table import read_json_object, summarize_run
 
 log = logging.getLogger(__name__)
 
@@ -50,52 +49,6 @@ GateLoader = Callable[[Path], Gate]
 REPORT_FILE = "report.html"
 ERROR_AUDIO_S = 4.0
 """Seconds of each wrong clip embedded (at least the model window, at most ``max_clip_s``)."""
-
-
-@dataclass
-class ErrorClip:
-    """One of the worst errors, with its media (``problem`` says why there is none)."""
-
-    verdict: Verdict
-    wav: bytes | None = None
-    spectrogram: bytes | None = None
-    seconds: float = 0.0
-    problem: str | None = None
-
-
-@dataclass
-class ReportData:
-    """Everything a page shows. ``kind``: ``"run"`` or ``"evaluation"``; ``test_file``: the
-    JSON file behind ``test`` (``test_metrics.json`` or ``report.json``)."""
-
-    kind: str
-    folder: Path
-    title: str
-    features: FeatureConfig
-    classes: list[str]
-    config: Config | None = None
-    summary: RunSummary | None = None
-    metrics: dict[str, Any] | None = None
-    test: dict[str, Any] | None = None
-    test_file: str = "test_metrics.json"
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Clips per subset (or ``"clips"``) per class."""
-    skipped: list[Skipped] = field(default_factory=list)
-    durations: dict[str, np.ndarray] = field(default_factory=dict)
-    figures: dict[str, bytes | None] = field(default_factory=dict)
-    validation_gate: dict[str, Any] | None = None
-    verdicts: list[Verdict] = field(default_factory=list)
-    errors: list[ErrorClip] = field(default_factory=list)
-    max_clip_s: float = 10.0
-    data_root: str | None = None
-    """The data folder clip names are shown relative to."""
-
-    @property
-    def threshold(self) -> float | None:
-        """The gate's threshold the test verdicts were decided by (None: not a gate)."""
-        gate = (self.test or {}).get("gate")
-        value = gate.get("threshold") if isinstance(gate, dict) else None
-        return float(value) if isinstance(value, int | float) else None
 
 
 def audio_seconds(features: FeatureConfig, *, max_clip_s: float) -> float:

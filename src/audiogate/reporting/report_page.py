@@ -1,4 +1,5 @@
-"""The layout of ``report.html``: the sections of a :class:`~.report.ReportData`, as HTML.
+"""The layout of ``report.html``: what a page shows (:class:`ReportData`), and its sections as
+HTML.
 
 Order: headline figures and facts, then what was trained (data), how it went (training), how
 good it is (test results), the worst errors (listen and look), and the full configuration.
@@ -9,10 +10,15 @@ Every number that comes from a JSON file of the folder is tagged with where it c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+
+from ..config import Config, FeatureConfig
+from ..data.discover import Skipped
 from .html import (
     Cell,
     Html,
@@ -28,10 +34,55 @@ from .html import (
     table,
     tag,
 )
-from .run_table import duration_text
+from .predictions import Verdict
+from .run_table import RunSummary, duration_text
 
-if TYPE_CHECKING:
-    from .report import ErrorClip, ReportData
+
+@dataclass
+class ErrorClip:
+    """One of the worst errors, with its media (``problem`` says why there is none)."""
+
+    verdict: Verdict
+    wav: bytes | None = None
+    spectrogram: bytes | None = None
+    seconds: float = 0.0
+    problem: str | None = None
+
+
+@dataclass
+class ReportData:
+    """Everything a page shows. ``kind``: ``"run"`` or ``"evaluation"``; ``test_file``: the
+    JSON file behind ``test`` (``test_metrics.json`` or ``report.json``)."""
+
+    kind: str
+    folder: Path
+    title: str
+    features: FeatureConfig
+    classes: list[str]
+    config: Config | None = None
+    summary: RunSummary | None = None
+    metrics: dict[str, Any] | None = None
+    test: dict[str, Any] | None = None
+    test_file: str = "test_metrics.json"
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Clips per subset (or ``"clips"``) per class."""
+    skipped: list[Skipped] = field(default_factory=list)
+    durations: dict[str, np.ndarray] = field(default_factory=dict)
+    figures: dict[str, bytes | None] = field(default_factory=dict)
+    validation_gate: dict[str, Any] | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    errors: list[ErrorClip] = field(default_factory=list)
+    max_clip_s: float = 10.0
+    data_root: str | None = None
+    """The data folder clip names are shown relative to."""
+
+    @property
+    def threshold(self) -> float | None:
+        """The gate's threshold the test verdicts were decided by (None: not a gate)."""
+        gate = (self.test or {}).get("gate")
+        value = gate.get("threshold") if isinstance(gate, dict) else None
+        return float(value) if isinstance(value, int | float) else None
+
 
 SKIPPED_SHOWN = 200
 """Skipped files listed on the page (all of them are in ``skipped.csv``)."""

@@ -16,10 +16,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .callbacks import Callback
-    from .trainer import FitResult, Trainer, TrainState
+    from .trainer import Callback, FitResult, Trainer, TrainState
 
-_LAZY = {"Callback": "callbacks", "FitResult": "trainer", "Trainer": "trainer",
+_LAZY = {"Callback": "trainer", "FitResult": "trainer", "Trainer": "trainer",
          "TrainState": "trainer"}
 """Imported on first use: the device and distributed helpers do not pull in the loop, its
 plots (matplotlib) and the data pipeline (scikit-learn)."""

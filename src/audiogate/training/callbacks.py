@@ -17,64 +17,15 @@ Callbacks run in the order given. The TensorBoard logger is in :mod:`.tensorboar
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.runs import RunPaths, StatusFile, stop_state, write_metrics
 from ..models.checkpoint import save_checkpoint
 from ..reporting import plots
-
-if TYPE_CHECKING:
-    from .trainer import FitResult, Trainer
+from .trainer import Callback, FitResult, Trainer
 
 log = logging.getLogger(__name__)
-
-
-class Callback:
-    """Base class: every event is a no-op until overridden."""
-
-    def on_train_begin(self, trainer: Trainer) -> None:
-        """Before the first epoch of this call to ``fit``."""
-
-    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
-        """Before epoch ``epoch`` trains."""
-
-    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        """After an epoch was trained and evaluated."""
-
-    def on_stop(self, trainer: Trainer, reason: str) -> None:
-        """The loop stops, for ``reason``."""
-
-    def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
-        """After the loop, with its result."""
-
-
-class CallbackList(Callback):
-    """Several callbacks as one, called in order."""
-
-    def __init__(self, callbacks: Sequence[Callback]) -> None:
-        self.callbacks = list(callbacks)
-
-    def on_train_begin(self, trainer: Trainer) -> None:
-        for cb in self.callbacks:
-            cb.on_train_begin(trainer)
-
-    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_begin(trainer, epoch)
-
-    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_end(trainer, record)
-
-    def on_stop(self, trainer: Trainer, reason: str) -> None:
-        for cb in self.callbacks:
-            cb.on_stop(trainer, reason)
-
-    def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
-        for cb in self.callbacks:
-            cb.on_train_end(trainer, result)
 
 
 class CheckpointSaver(Callback):

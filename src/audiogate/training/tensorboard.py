@@ -23,7 +23,7 @@ from ..core.runs import RunPaths
 from ..errors import ConfigError
 from ..reporting.plots import colorize
 from ..reporting.predictions import Scored
-from .callbacks import Callback
+from .trainer import Callback
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter

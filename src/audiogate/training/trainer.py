@@ -4,7 +4,7 @@ The loop owns the model, the optimizer, the random state and the record of finis
 (:class:`TrainState`), and chooses the best epoch on validation macro-F1 only, judging
 each clip over all its windows as ``predict`` does (:class:`ClipWindows`). It writes no
 file and knows no format: checkpoints, ``metrics.json``, curves, logs, early stopping and the
-final test report are :class:`~audiogate.training.callbacks.Callback` objects that listen to
+final test report are :class:`Callback` objects that listen to
 its events. Stops: ``max_epochs``, a callback's :meth:`Trainer.request_stop` (e.g. early
 stopping), or SIGINT/SIGTERM (the epoch in progress is dropped at the next batch).
 
@@ -24,7 +24,6 @@ should be given callbacks that write.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from collections.abc import Generator, Sequence
@@ -37,8 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..core.decision import Decision, clip_windows, judged_samples
-from ..data.decode import ClipSet
+from ..core.decision import Decision
 from ..data.prepare import PreparedData, window_samples
 from ..data.split import class_weights
 from ..features.augment import AugmentedFrontEnd
@@ -46,19 +44,13 @@ from ..features.frontend import LogMel
 from ..models import ModelSpec
 from ..models.dropout import clip_seeds
 from ..reporting.metrics import macro_f1
-from .callbacks import Callback, CallbackList
 from .device import Precision, resolve_device, to_cpu, to_device
 from .distributed import Dist
 from .prefetch import prefetch, split_threads
 from .regularize import Mix, SpecAugment, lr_factor, mixed_loss, mixup
 from .signals import StopFlag, graceful_stop
+from .windows import EVAL_BATCH, WINDOW_BUDGET_BYTES, ClipWindows
 
-EVAL_BATCH = 256
-"""Windows per forward pass when evaluating."""
-WINDOW_BUDGET_BYTES = 512 * 2**20
-"""Most bytes of window features :class:`ClipWindows` keeps in memory for the validation
-set (and as much for the test set); past it, each evaluation computes them again from the
-cache, a batch at a time."""
 AUGMENT_STREAM, DROPOUT_STREAM, CROP_STREAM, SPECAUG_STREAM, MIXUP_STREAM = range(5)
 """Independent random streams (:func:`clip_seed_array`)."""
 
@@ -69,75 +61,6 @@ def clip_seed_array(*, seed: int, epoch: int, rows: np.ndarray, stream: int) -> 
     or process it is in."""
     return np.asarray([np.random.SeedSequence([seed, epoch, int(r), stream]).generate_state(
         1, np.uint64)[0] for r in rows], dtype=np.uint64)
-
-
-@dataclass(frozen=True, eq=False)
-class ClipWindows:
-    """The windows that judge each clip of a set, as ``predict`` judges it: ``owner`` int64
-    ``[shape=(n_windows,)]``, the clip of each window (ascending), and ``starts``, the sample
-    each window starts at. :meth:`feats` gives their clean features: from ``stored`` when
-    :meth:`of` kept them (within its budget), else computed from the cache when asked."""
-
-    clips: ClipSet
-    cached: np.ndarray
-    """The clips' cached features, memory-mapped (:meth:`ClipSet.feature_matrix`)."""
-    owner: np.ndarray
-    starts: np.ndarray
-    single: np.ndarray
-    """Per clip: it fits the model window, so its cached features are its one window."""
-    frontend: LogMel
-    device: torch.device
-    stored: torch.Tensor | None = None
-
-    @classmethod
-    def of(cls, clips: ClipSet, *, frontend: LogMel, max_clip_s: float,
-           device: torch.device, budget_bytes: int) -> ClipWindows:
-        """A clip that fits the model window is its cached features; a longer one (over its
-        first ``max_clip_s`` seconds) is every half window plus one at its end
-        (:func:`~audiogate.core.decision.clip_windows`), from the cached samples. A cache of
-        features only (neither ``augment`` nor ``random_crop``) gives first windows only.
-        When some clip has several windows, the features of all windows are computed here
-        and kept if they take at most ``budget_bytes``."""
-        cfg = frontend.cfg
-        lengths = np.minimum(clips.lengths, judged_samples(
-            window=cfg.n_samples, sr=cfg.sr, max_clip_s=max_clip_s))
-        if not clips.cache.spec.n_keep:
-            lengths = np.minimum(lengths, cfg.n_samples)
-        starts = [clip_windows(n=int(n), window=cfg.n_samples) for n in lengths]
-        counts = np.asarray([len(w) for w in starts], dtype=np.int64)
-        cached = clips.feature_matrix()
-        windows = cls(clips=clips, cached=cached,
-                      owner=np.repeat(np.arange(len(clips), dtype=np.int64), counts),
-                      starts=np.concatenate([*starts, np.zeros(0, np.int64)]).astype(np.int64),
-                      single=counts == 1, frontend=frontend, device=device)
-        if windows.single.all():  # the memory map itself: nothing to compute or hold
-            return dataclasses.replace(windows, stored=torch.from_numpy(cached))
-        if len(windows.owner) * 4 * cfg.n_mels * cfg.fixed_length > budget_bytes:
-            return windows
-        return dataclasses.replace(windows, stored=windows.compute(np.arange(len(windows.owner))))
-
-    def feats(self, rows: np.ndarray) -> torch.Tensor:
-        """Clean features of the windows ``rows``, ``[shape=(len(rows), n_mels,
-        fixed_length)]`` on the CPU."""
-        return self.stored[rows] if self.stored is not None else self.compute(rows)
-
-    def compute(self, rows: np.ndarray) -> torch.Tensor:
-        """:meth:`feats` from the cache: the cached features of one-window clips, the
-        front end on the cached samples of the others, :data:`EVAL_BATCH` windows at a time."""
-        cfg = self.frontend.cfg
-        out = torch.empty((len(rows), cfg.n_mels, cfg.fixed_length))
-        owners = self.owner[rows]
-        one = self.single[owners]
-        if one.any():
-            out[np.flatnonzero(one)] = torch.from_numpy(self.cached[owners[one]])
-        many = np.flatnonzero(~one)
-        with torch.no_grad():
-            for i in range(0, len(many), EVAL_BATCH):
-                part = many[i:i + EVAL_BATCH]
-                waves = self.clips.waves(owners[part], starts=self.starts[rows[part]],
-                                         span=cfg.n_samples)
-                out[part] = self.frontend(to_device(waves, self.device)).cpu()
-        return out
 
 
 @dataclass(frozen=True)
@@ -183,6 +106,52 @@ class FitResult:
     best_val_f1: float
     epochs_done: int
     stop_reason: str
+
+
+class Callback:
+    """Base class: every event is a no-op until overridden."""
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """Before the first epoch of this call to ``fit``."""
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
+        """Before epoch ``epoch`` trains."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """After an epoch was trained and evaluated."""
+
+    def on_stop(self, trainer: Trainer, reason: str) -> None:
+        """The loop stops, for ``reason``."""
+
+    def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
+        """After the loop, with its result."""
+
+
+class CallbackList(Callback):
+    """Several callbacks as one, called in order."""
+
+    def __init__(self, callbacks: Sequence[Callback]) -> None:
+        self.callbacks = list(callbacks)
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        for cb in self.callbacks:
+            cb.on_train_begin(trainer)
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_begin(trainer, epoch)
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_end(trainer, record)
+
+    def on_stop(self, trainer: Trainer, reason: str) -> None:
+        for cb in self.callbacks:
+            cb.on_stop(trainer, reason)
+
+    def on_train_end(self, trainer: Trainer, result: FitResult) -> None:
+        for cb in self.callbacks:
+            cb.on_train_end(trainer, result)
 
 
 class Trainer:

@@ -44,7 +44,6 @@ from ...reporting.evaluate import test_report
 from ...reporting.metrics import choose_threshold, gate_report
 from ...reporting.predictions import Scored, score_clips
 from ...training.callbacks import (
-    Callback,
     CheckpointSaver,
     CurvePlotter,
     EarlyStopping,
@@ -56,7 +55,7 @@ from ...training.callbacks import (
 from ...training.device import resolve_device
 from ...training.distributed import Dist, from_env, session
 from ...training.tensorboard import TensorBoardLogger, tensorboard_enabled
-from ...training.trainer import FitResult, Trainer
+from ...training.trainer import Callback, FitResult, Trainer
 from .classifier import Classifier
 
 log = logging.getLogger(__name__)
