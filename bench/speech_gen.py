@@ -36,7 +36,7 @@ import soundfile as sf
 from scipy import fft
 
 from audiogate.data.audio_io import to_mono_resampled, write_wav
-from audiogate.data.decode import resolve_workers
+from audiogate.data.workers import resolve_workers
 from audiogate.errors import DataError
 
 ESPEAK: Final = "espeak-ng"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from audiogate.config import Config
-from audiogate.data import Clip
+from audiogate.data import Clip, store
 from audiogate.data import cache as cache_mod
 from audiogate.data import decode as clips_mod
 from audiogate.data.audio_io import load_audio, write_wav
@@ -166,11 +166,11 @@ def test_partial_writes_are_invisible_and_stale_temporaries_removed(
     (folder / "shard-1-broken.json").write_text("{not json")  # damaged index
     stale = folder / "shard-2.feats.npy.abc.tmp"
     stale.write_bytes(b"x")
-    old = time.time() - 2 * cache_mod.STALE_TMP_S
+    old = time.time() - 2 * store.STALE_TMP_S
     os.utime(stale, (old, old))
     fresh = FeatureCache(tmp_path / "cache", SPEC)
     assert not stale.exists()
-    key = cache_mod.fast_key(clips[0].path)
+    key = store.fast_key(clips[0].path)
     assert key is not None and fresh.source(key) is not None
     index.unlink()  # a shard without its index does not exist
     assert FeatureCache(tmp_path / "cache", SPEC).source(key) is None

@@ -18,10 +18,11 @@ import torch
 
 from audiogate.config import Config
 from audiogate.data import Clip
-from audiogate.data import decode as clips_mod
+from audiogate.data import workers as workers_mod
 from audiogate.data.audio_io import write_wav
 from audiogate.data.cache import CacheSpec, FeatureCache
-from audiogate.data.decode import cache_clips, decode_clips, resolve_workers
+from audiogate.data.decode import cache_clips, decode_clips
+from audiogate.data.workers import resolve_workers
 from audiogate.training.prefetch import prefetch, split_threads
 
 from .conftest import SR, TINY_FLAGS
@@ -48,7 +49,7 @@ def mixed_clips(tmp_path: Path, rng: np.random.Generator) -> list[Clip]:
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two files per task: more tasks than the in-flight window, so it refills."""
-    monkeypatch.setattr(clips_mod, "CHUNK", 2)
+    monkeypatch.setattr(workers_mod, "CHUNK", 2)
 
 
 @pytest.mark.usefixtures("small_chunks")
@@ -198,7 +199,7 @@ def test_watchdog_ends_an_orphan_without_the_death_signal() -> None:
     """The portable fallback alone (no prctl): a worker exits once its parent is gone."""
     script = (
         "import os, sys, time\n"
-        "from audiogate.data.decode import _watch_parent\n"
+        "from audiogate.data.workers import _watch_parent\n"
         "parent = os.getpid()\n"
         "child = os.fork()\n"
         "if child == 0:\n"

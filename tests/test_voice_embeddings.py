@@ -139,11 +139,12 @@ def test_parallel_workers_give_the_same_embeddings(tmp_path: Path) -> None:
 
 def test_settings_and_models_name_the_namespace(tmp_path: Path) -> None:
     base = EmbedSpec.of(EmbedSettings())
-    names = {base.namespace(), EmbedSpec.of(NO_VAD).namespace(),
-             EmbedSpec.of(EmbedSettings(encoder=EncoderSettings(partial_step=40))).namespace(),
-             EmbedSpec.of(EmbedSettings(vad=VadSettings(threshold=0.6))).namespace(),
-             EmbedSpec(base.settings, "0" * 64, base.vad_sha256).namespace()}
-    assert len(names) == 5
+    specs = [base, EmbedSpec.of(NO_VAD),
+             EmbedSpec.of(EmbedSettings(encoder=EncoderSettings(partial_step=40))),
+             EmbedSpec.of(EmbedSettings(vad=VadSettings(threshold=0.6))),
+             EmbedSpec(base.settings, "0" * 64, base.vad_sha256)]
+    names = {EmbeddingCache(tmp_path, spec).folder.name for spec in specs}
+    assert len(names) == 5 and all(n.startswith("embeddings-") for n in names)
     assert EmbedSpec.from_dict(base.as_dict()) == base
     with pytest.raises(ConfigError, match="embedding version"):
         EmbedSpec.from_dict({**base.as_dict(), "version": 0})

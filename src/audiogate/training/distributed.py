@@ -108,28 +108,39 @@ class Dist:
             return rows
         return np.array_split(rows, self.world_size)[self.rank]
 
-    def wrap(self, net: nn.Module, device: torch.device) -> nn.Module:
+    def wrap(self, net: nn.Module, device: torch.device, *,
+             sync_batchnorm: bool = True) -> nn.Module:
         """``net`` in :class:`~torch.nn.parallel.DistributedDataParallel` (which averages the
-        gradients over the ranks in the backward pass); ``net`` itself for one process.
-
-        On CUDA, batch-norm layers become :class:`~torch.nn.SyncBatchNorm` (statistics of the
-        whole global batch; PyTorch has it for GPUs only). Convolution weights are laid out
-        channels-last first: the networks run channels-last
-        activations, whose weight gradients come out channels-last, and DDP's gradient
-        buckets copy the parameters' layout (same values either way).
-        """
+        gradients over the ranks in the backward pass), made ready by :func:`ddp_ready`;
+        ``net`` itself for one process."""
         if not self.active:
             return net
         from torch.nn.parallel import DistributedDataParallel
 
-        if device.type == "cuda":  # batch statistics over the whole batch, not one share
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        for param in net.parameters():
-            if param.dim() == 4:
-                laid_out = torch.empty_like(param.data, memory_format=torch.channels_last)
-                param.data = laid_out.copy_(param.data)  # strides set even where C = 1
         return DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+            ddp_ready(net, device, sync_batchnorm=sync_batchnorm),
+            device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def ddp_ready(net: nn.Module, device: torch.device, *, sync_batchnorm: bool) -> nn.Module:
+    """``net`` ready for DDP on ``device``, changed in place.
+
+    With ``sync_batchnorm`` on CUDA, batch-norm layers become :class:`~torch.nn.SyncBatchNorm`
+    (statistics of the whole global batch, as one process computes them; PyTorch has it for
+    GPUs only). Elsewhere each process normalises its own share of the batch with its own
+    statistics, so a network with batch norm trains a little differently in N processes than
+    in one (a network without it, like ``simple``, trains the same). Convolution weights are
+    laid out channels-last: the networks run channels-last activations, whose weight
+    gradients come out channels-last, and DDP's gradient buckets copy the parameters' layout
+    (same values either way).
+    """
+    if sync_batchnorm and device.type == "cuda":
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    for param in net.parameters():
+        if param.dim() == 4:
+            laid_out = torch.empty_like(param.data, memory_format=torch.channels_last)
+            param.data = laid_out.copy_(param.data)  # strides set even where C = 1
+    return net
 
 
 def from_env() -> Dist:
@@ -181,7 +192,7 @@ def launch(argv: Sequence[str], *, nproc: int) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    from ..data.decode import resolve_workers
+    from ..data.workers import resolve_workers
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.WARNING)
     # torchrun would set 1 thread per process (and say so); share the cores out instead

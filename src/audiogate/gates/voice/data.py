@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from ...config import Config
-from ...data.cache import fast_key
 from ...data.discover import SPEC_CLASSES, Clip, Skipped, discover, require_all_classes
 from ...data.split import Split, make_split, merge_identical
 from ...errors import DataError
@@ -108,12 +107,8 @@ def prepare_voice_data(config: Config, *, progress: bool = True) -> VoiceData:
     skipped = found.skipped + bad
     usable = {name: int((embedded.labels == i).sum()) for i, name in enumerate(found.classes)}
     require_all_classes({ALLOWED: usable[ALLOWED]}, where=config.data, skipped=skipped)
-    keys = []
-    for clip in embedded.clips:
-        key = fast_key(clip.path)
-        source = cache.source(key) if key else None
-        keys.append(source.digest if source and source.digest else clip.path)
-    merged = merge_identical(embedded.clips, keys)
+    merged = merge_identical(embedded.clips, [cache.digest_of(c.path) or c.path
+                                              for c in embedded.clips])
     embedded = replace(embedded, clips=merged)
     split = _split(merged, config)
     log.info("classes %s, usable %s; split train %d / val %d / test %d", found.classes, usable,
