@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 
 from audiogate.cli import main
 from audiogate.gates import load
@@ -240,3 +241,25 @@ def test_sigterm_stops_every_rank_cleanly_and_one_process_resumes(
                  "--name", "s", "--max-epochs", str(done + 1), *ONE_LEFT]) == 0
     _same_metrics(_metrics(run), _metrics(tmp_path / "straight" / "s"))
     np.testing.assert_equal(len(_metrics(run)), done + 1)
+
+
+@pytest.mark.parametrize(("device", "sync", "synced"), [
+    ("cuda", True, True), ("cuda", False, False), ("cpu", True, False)])
+def test_batch_norm_is_synchronised_on_cuda_only_when_asked(device: str, sync: bool,
+                                                             synced: bool) -> None:
+    """The conversion runs without a GPU: only the module types change, so checkpoints keep
+    their keys. On CPU processes each keeps its own batch statistics (the equality of 2 x 16
+    and 1 x 32 above holds for a network without batch norm)."""
+    from torch import nn
+
+    from audiogate.config import Config
+    from audiogate.models import ModelSpec
+    from audiogate.training.distributed import ddp_ready
+
+    net = ModelSpec.of(Config(model="tcresnet"), n_classes=2).build()
+    keys = list(net.state_dict())
+    ready = ddp_ready(net, torch.device(device), sync_batchnorm=sync)
+    kinds = {type(m) for m in ready.modules()}
+    assert (nn.SyncBatchNorm in kinds) == synced
+    assert any(issubclass(k, nn.modules.batchnorm._BatchNorm) for k in kinds)
+    assert list(ready.state_dict()) == keys

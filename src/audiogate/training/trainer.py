@@ -176,7 +176,8 @@ class Trainer:
         self.spec = ModelSpec.of(config, n_classes=len(data.classes))
         self.net = self.spec.build().to(self.device)
         """The network itself (what checkpoints store); :attr:`model` trains it."""
-        self.model = self.dist.wrap(self.net, self.device)
+        self.model = self.dist.wrap(self.net, self.device,
+                                    sync_batchnorm=config.sync_batchnorm)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr,
                                           weight_decay=config.weight_decay)
         self.class_weight = np.ones(len(data.classes), np.float32)
