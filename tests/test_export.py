@@ -26,7 +26,6 @@ from audiogate.gates.network.onnx import (
     _to_onnx_bytes,
     export_onnx,
     exportable,
-    load_onnx,
     probe_waves,
     read_metadata,
     verify,
@@ -123,7 +122,7 @@ def test_onnxruntime_matches_pytorch_on_real_inputs(exported: dict[str, Path], n
 
 def test_onnx_classifier_matches_torch_classifier(exported: dict[str, Path],
                                                   tmp_path: Path) -> None:
-    torch_gate, onnx_gate = load(exported["band"]), load_onnx(exported["band.onnx"])
+    torch_gate, onnx_gate = load(exported["band"]), load(exported["band.onnx"])
     assert onnx_gate.classes == torch_gate.classes
     assert onnx_gate.features == torch_gate.features
     assert onnx_gate.describe() == {**torch_gate.describe(), "backend": "onnx"}
@@ -188,10 +187,10 @@ def test_metadata_travels_with_the_model(exported: dict[str, Path]) -> None:
 def test_refuses_foreign_missing_and_mismatched_models(exported: dict[str, Path],
                                                        tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
-        load_onnx(tmp_path / "nope.onnx")
+        load(tmp_path / "nope.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a protobuf at all")
     with pytest.raises(CheckpointError):
-        load_onnx(tmp_path / "junk.onnx")
+        load(tmp_path / "junk.onnx")
     bare = tmp_path / "bare.onnx"
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])
@@ -199,9 +198,9 @@ def test_refuses_foreign_missing_and_mismatched_models(exported: dict[str, Path]
                                    [x], [y])
     onnx.save(onnx.helper.make_model(graph), str(bare))
     with pytest.raises(CheckpointError, match="without audiogate metadata"):
-        load_onnx(bare)
+        load(bare)
     with pytest.raises(CheckpointError, match="not exported from"):
-        load_onnx(exported["random.onnx"], checkpoint=exported["band"])
+        load(exported["band"], backend="onnx", onnx=exported["random.onnx"])
 
 
 def test_export_with_non_finite_weights_is_refused(exported: dict[str, Path],
@@ -217,7 +216,7 @@ def test_export_with_non_finite_weights_is_refused(exported: dict[str, Path],
     init.CopyFrom(onnx.numpy_helper.from_array(bad, init.name))
     onnx.save(proto, str(tmp_path / "nan.onnx"))
     with pytest.raises(CheckpointError, match=f"initializer '{init.name}' holds NaN"):
-        load_onnx(tmp_path / "nan.onnx")
+        load(tmp_path / "nan.onnx")
 
 
 def test_export_refuses_to_write_a_model_outside_tolerance(exported: dict[str, Path],
@@ -272,7 +271,7 @@ def test_trained_model_exports_within_tolerance(tmp_path: Path, model: str) -> N
                    progress=False)
     report = export_onnx(checkpoint=result.run.last, out=tmp_path / "t.onnx")
     assert report.max_scaled_diff < TOL
-    gate, onnx_gate = load(result.run.last), load_onnx(tmp_path / "t.onnx")
+    gate, onnx_gate = load(result.run.last), load(tmp_path / "t.onnx")
     waves = real_waves(tmp_path, n_samples=gate.features.n_samples)
     assert np.abs(gate.probabilities(waves) - onnx_gate.probabilities(waves)).max() < TOL
     from fastapi.testclient import TestClient

@@ -105,6 +105,8 @@ class Gate(ABC):
     kind: ClassVar[str]
     """The name of its :class:`GateKind`, stored in its checkpoints."""
     backend: str = "none"
+    exported_from: str | None = None
+    """The SHA-256 of the checkpoint this gate was exported from (a gate run from an export)."""
     scan_by_speech: bool = False
     """Whether ``scan`` judges this gate's recordings per speech segment by default (its
     scores are of voices) rather than window by window."""
@@ -246,7 +248,5 @@ class GateKind(ABC):
         """The gate a checkpoint of this kind holds (read from ``path``)."""
 
     @abstractmethod
-    def load_onnx(self, path: Path, *, workers: int = 1,
-                  checkpoint: Path | None = None) -> Gate:
-        """The gate an ONNX export of this kind holds; with ``checkpoint``, refuse an export
-        of another checkpoint."""
+    def load_onnx(self, path: Path, *, workers: int = 1) -> Gate:
+        """The gate an ONNX export of this kind holds (its :attr:`Gate.exported_from` set)."""

@@ -105,18 +105,22 @@ class RunPaths:
 
 
 def check_run_name(config: Config) -> None:
-    """Refuse a ``name`` whose run folder already holds a finished epoch, before any work."""
+    """Refuse a ``name`` whose run folder already holds a finished epoch or a model, before
+    any work."""
     root = Path(config.runs_dir) / config.name
     if config.name and RunPaths(root).last.exists():
         raise ConfigError(f"run folder {root} already exists; pass --resume {root} to "
                           "continue it, or choose another --name")
+    if config.name and RunPaths(root).best.exists():
+        raise ConfigError(f"run folder {root} already holds a model; choose another --name")
 
 
 def new_run(config: Config) -> RunPaths:
     """Create ``runs_dir/name`` (a timestamp when ``name`` is empty) and save the config.
 
-    A named folder is reused only if it holds no finished epoch (``models/last.pt``), e.g.
-    after a run that failed on its data; a run with trained epochs is never overwritten.
+    A named folder is reused only if it holds no finished epoch or model (``models/last.pt``,
+    ``models/best.pt``), e.g. after a run that failed on its data; a run with trained epochs
+    or a fitted gate is never overwritten.
     """
     base = Path(config.runs_dir)
     check_run_name(config)

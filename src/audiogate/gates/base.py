@@ -9,17 +9,19 @@ voice gate judges a clip's speech whole) overrides :meth:`WindowedGate.clip_prob
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..core.decision import clip_windows
-from ..core.gate import AudioInput, Gate, Prediction
+from ..core.gate import AudioInput, Enrolment, ExportReport, Gate, Prediction
 from ..data.audio_io import to_mono_resampled
 from ..data.decode import decode_clips
 from ..data.discover import Clip
-from ..errors import AudioError
+from ..errors import AudioError, ConfigError
 from ..features.frontend import fit_length
 
 BATCH = 64
@@ -135,6 +137,29 @@ class WindowedGate(Gate):
                 Prediction(source=source_name(items[i]), label=None, index=None,
                            error=errors[i])
                 for i in range(len(items))]
+
+
+class FixedGate(WindowedGate):
+    """A gate run from an ONNX export by onnxruntime: fixed, so it is changed (enrolled),
+    saved and exported from the checkpoint it came from (:attr:`fixed_because` says so)."""
+
+    backend = "onnx"
+    fixed_because = ("an ONNX export is fixed: change its checkpoint (.pt), then export it "
+                     "again")
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        raise ConfigError(self.fixed_because)
+
+    def export(self, out: str | os.PathLike[str], *, source: Path,
+               tolerance: float | None = None) -> ExportReport:
+        raise ConfigError(self.fixed_because)
+
+    def enroll(self, name: str, items: Sequence[AudioInput], *, sr: int | None = None,
+               replace_existing: bool = False) -> Enrolment:
+        raise ConfigError(self.fixed_because)
+
+    def remove(self, name: str) -> None:
+        raise ConfigError(self.fixed_because)
 
 
 def source_name(item: AudioInput) -> str:

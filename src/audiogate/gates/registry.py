@@ -20,7 +20,7 @@ from typing import TypeVar
 from ..config import Config
 from ..core.checkpoint import read_gate
 from ..core.gate import Gate, GateKind
-from ..core.onnx import onnx_format
+from ..core.onnx import check_exported_from, onnx_format
 from ..errors import CheckpointError, ConfigError
 
 _KINDS: dict[str, GateKind] = {}
@@ -91,8 +91,9 @@ def load(path: str | os.PathLike[str], *, backend: str | None = None,
         gate = kind_named(stored.kind, where=path).load(stored, path=path, workers=workers)
     else:
         model = path if is_onnx else Path(onnx or path.with_suffix(".onnx"))
-        gate = _onnx_kind(model).load_onnx(model, workers=workers,
-                                           checkpoint=None if is_onnx else path)
+        gate = _onnx_kind(model).load_onnx(model, workers=workers)
+        if not is_onnx:
+            check_exported_from(model, checkpoint=path, sha256=str(gate.exported_from))
     return gate if threshold is None else gate.with_threshold(threshold)
 
 

@@ -22,7 +22,7 @@ from ...models.checkpoint import KIND, Checkpoint
 from ..registry import register_gate
 from .classifier import Classifier
 from .fit import fit_network, resume_network
-from .onnx import FORMAT, OnnxClassifier, load_onnx
+from .onnx import FORMAT, OnnxClassifier
 
 __all__ = ["Classifier", "NetworkKind", "OnnxClassifier"]
 
@@ -52,6 +52,5 @@ class NetworkKind(GateKind):
     def load(self, stored: StoredGate, *, path: Path, workers: int = 1) -> Classifier:
         return Classifier(Checkpoint.of(stored, where=str(path)), workers=workers)
 
-    def load_onnx(self, path: Path, *, workers: int = 1,
-                  checkpoint: Path | None = None) -> OnnxClassifier:
-        return load_onnx(path, workers=workers, checkpoint=checkpoint)
+    def load_onnx(self, path: Path, *, workers: int = 1) -> OnnxClassifier:
+        return OnnxClassifier(path, workers=workers)

@@ -25,13 +25,11 @@ from ...core.runs import (
     StatusFile,
     TrainResult,
     check_run_name,
-    new_run,
     new_run_id,
     read_status,
 )
-from ...data.discover import write_skipped
 from ...data.prepare import PreparedData, prepare_data, resolve_window
-from ...data.split import Split, read_split, write_split
+from ...data.split import Split, read_split
 from ...errors import CheckpointError, ConfigError
 from ...models.checkpoint import (
     KIND,
@@ -56,12 +54,11 @@ from ...training.device import resolve_device
 from ...training.distributed import Dist, from_env, session
 from ...training.tensorboard import TensorBoardLogger, tensorboard_enabled
 from ...training.trainer import Callback, FitResult, Trainer
+from ..runs import start_run, write_data_files
 from .classifier import Classifier
 
 log = logging.getLogger(__name__)
 
-SKIPPED_SHOWN = 20
-"""Skipped files listed in the log (all of them are in ``skipped.csv``)."""
 
 
 class OperatingPoint(Callback):
@@ -146,15 +143,6 @@ def _fit(trainer: Trainer, run: RunPaths, status: StatusFile | None) -> TrainRes
                        test_report=report)
 
 
-def _write_data_files(data: PreparedData, run: RunPaths) -> None:
-    write_skipped(data.skipped, run.skipped)
-    write_split(data.split, run.split, classes=data.classes)
-    if data.skipped:
-        log.warning("skipped %d file(s); reasons in %s", len(data.skipped), run.skipped)
-        for s in data.skipped[:SKIPPED_SHOWN]:
-            log.warning("  skipped %s: %s", s.path, s.reason)
-
-
 @contextlib.contextmanager
 def _job(config: Config) -> Iterator[Dist]:
     """This process's part of the job torchrun describes (a job of one without torchrun)."""
@@ -210,13 +198,14 @@ def fit_network(config: Config, *, progress: bool = True,
         # fixed_length = "auto" reads the clips' headers: rank 0 does it, the others follow
         config = dist.broadcast(resolve_window(config) if dist.is_main else config)
         data = _shared_data(config, dist, progress=progress)
-        run = dist.broadcast(new_run(config) if dist.is_main else None)
+        made = start_run(config) if dist.is_main else None
+        run = dist.broadcast(made[0] if made else None)
         assert run is not None  # rank 0 always sends it
-        status = StatusFile(run, run_id=new_run_id()) if dist.is_main else None
+        status = made[1] if made else None
         try:
             if dist.is_main:
-                log.info("run folder: %s", run.root)
-                _write_data_files(data, run)
+                write_data_files(run, split=data.split, classes=data.classes,
+                                 skipped=data.skipped)
             trainer = _trainer(config, data, run, dist, status, progress=progress,
                                callbacks=callbacks)
         except BaseException as exc:

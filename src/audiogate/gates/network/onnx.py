@@ -34,19 +34,18 @@ from ...config import FeatureConfig
 from ...core.decision import Decision
 from ...core.onnx import (
     OnnxFormat,
-    check_exported_from,
     cpu_session,
     to_onnx_bytes,
     with_metadata,
 )
 from ...core.onnx import read_metadata as read_onnx_metadata
 from ...data.synth import probe_waves
-from ...errors import AudiogateError, CheckpointError, ConfigError
+from ...errors import AudiogateError, CheckpointError
 from ...features.dft import DftLogMel
 from ...files import sha256_file, to_json, write_bytes
 from ...models import WaveformClassifier
 from ...models.checkpoint import KIND, Checkpoint, load_checkpoint
-from ..base import WindowedGate
+from ..base import FixedGate
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +176,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-class OnnxClassifier(WindowedGate):
+class OnnxClassifier(FixedGate):
     """An exported network run by onnxruntime; same API as
     :class:`~audiogate.gates.network.classifier.Classifier`, but fixed: it is saved and
     exported from its checkpoint."""
 
     kind = KIND
-    backend = "onnx"
 
     def __init__(self, path: str | os.PathLike[str], *, workers: int = 1) -> None:
         self.path = str(path)
@@ -194,24 +192,11 @@ class OnnxClassifier(WindowedGate):
         super().__init__(classes=meta["classes"], features=meta["features"],
                          epoch=meta["epoch"], metrics=meta["metrics"], decision=decision,
                          max_clip_s=meta["max_clip_s"], workers=workers)
-        self.checkpoint_sha256: str = meta["checkpoint_sha256"]
+        self.exported_from = meta["checkpoint_sha256"]
         self.session = cpu_session(self.path)
 
     def _batch_probabilities(self, x: np.ndarray) -> np.ndarray:
         return softmax(self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        raise fixed_export()
-
-    def export(self, out: str | os.PathLike[str], *, source: Path,
-               tolerance: float | None = None) -> NetworkExport:
-        raise fixed_export()
-
-
-def fixed_export() -> ConfigError:
-    """What saving or exporting a gate loaded from an ONNX export raises."""
-    return ConfigError("an ONNX export is fixed: change its checkpoint (.pt), then export it "
-                       "again")
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -230,12 +215,3 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
                 "max_clip_s": float(meta.get("max_clip_s", "10.0"))}
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: incomplete audiogate metadata ({exc})") from None
-
-
-def load_onnx(path: str | os.PathLike[str], *, workers: int = 1,
-              checkpoint: str | os.PathLike[str] | None = None) -> OnnxClassifier:
-    """Load an exported model. With ``checkpoint``, refuse an export of another checkpoint."""
-    gate = OnnxClassifier(path, workers=workers)
-    if checkpoint is not None:
-        check_exported_from(path, checkpoint=checkpoint, sha256=gate.checkpoint_sha256)
-    return gate

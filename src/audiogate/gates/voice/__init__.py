@@ -27,7 +27,7 @@ from .checkpoint import KIND, VOICE_MODELS, VoiceCheckpoint
 from .classifier import VoiceClassifier
 from .data import VoiceData, prepare_voice_data
 from .fit import fit_voice
-from .onnx import FORMAT, OnnxVoiceClassifier, load_voice_onnx
+from .onnx import FORMAT, OnnxVoiceClassifier
 
 __all__ = ["OnnxVoiceClassifier", "VoiceClassifier", "VoiceKind"]
 
@@ -65,6 +65,5 @@ class VoiceKind(GateKind):
     def load(self, stored: StoredGate, *, path: Path, workers: int = 1) -> VoiceClassifier:
         return VoiceClassifier(VoiceCheckpoint.of(stored, where=str(path)), workers=workers)
 
-    def load_onnx(self, path: Path, *, workers: int = 1,
-                  checkpoint: Path | None = None) -> OnnxVoiceClassifier:
-        return load_voice_onnx(path, workers=workers, checkpoint=checkpoint)
+    def load_onnx(self, path: Path, *, workers: int = 1) -> OnnxVoiceClassifier:
+        return OnnxVoiceClassifier(path, workers=workers)

@@ -32,16 +32,11 @@ import numpy as np
 from ...config import Config
 from ...core.runs import (
     RunPaths,
-    StatusFile,
     TrainResult,
     check_run_name,
-    new_run,
-    new_run_id,
     write_metrics,
 )
-from ...data.discover import write_skipped
-from ...data.split import write_split
-from ...errors import ConfigError, DataError
+from ...errors import DataError
 from ...reporting.evaluate import test_report
 from ...reporting.metrics import choose_threshold, gate_report, macro_f1
 from ...reporting.report import write_report
@@ -49,6 +44,7 @@ from ...speech.embeddings import EmbeddedClips
 from ...speech.impostors import Impostors, load_impostors, resolve_source
 from ...speech.profile import VoiceProfile
 from ...speech.scoring import VoiceScorer, fit_head, leave_group_out_features
+from ..runs import start_run, write_data_files
 from .checkpoint import KIND, VoiceCheckpoint, load_voice_checkpoint, save_voice_checkpoint
 from .classifier import VoiceClassifier
 from .data import VoiceData, prepare_voice_data, voice_name
@@ -168,21 +164,14 @@ def fit_voice(config: Config, *, progress: bool = True) -> TrainResult:
     began = time.perf_counter()
     config = replace(config, data=str(Path(config.data).resolve()))
     check_run_name(config)
-    if config.name and RunPaths(Path(config.runs_dir) / config.name).best.exists():
-        raise ConfigError(f"run folder {Path(config.runs_dir) / config.name} already holds a "
-                          "model; choose another --name")
     data = prepare_voice_data(config, progress=progress)
     source = resolve_source(config.impostors, has_negatives=data.usable["not_allowed"] > 0)
     impostors = load_impostors(source, cache=data.cache, workers=config.workers,
                                progress=progress)
     built = build_gate(data, impostors, config)
-    run = new_run(config)
-    status = StatusFile(run, run_id=new_run_id())
+    run, status = start_run(config)
     try:
-        log.info("run folder: %s", run.root)
-        status.running()
-        write_skipped(data.skipped, run.skipped)
-        write_split(data.split, run.split, classes=data.classes)
+        write_data_files(run, split=data.split, classes=data.classes, skipped=data.skipped)
         record = {**built.record, "seconds": time.perf_counter() - began}
         save_voice_checkpoint(run.best, VoiceCheckpoint(
             config=config, classes=data.classes, scorer=built.scorer, gate=built.gate,

@@ -24,7 +24,6 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,16 +32,14 @@ from torch import nn
 
 from ...config import Config
 from ...core.decision import Decision
-from ...core.gate import AudioInput, Enrolment
 from ...core.onnx import (
     OnnxFormat,
-    check_exported_from,
     cpu_session,
     to_onnx_bytes,
     with_metadata,
 )
 from ...core.onnx import read_metadata as read_onnx_metadata
-from ...errors import AudiogateError, CheckpointError, ConfigError
+from ...errors import AudiogateError, CheckpointError
 from ...files import sha256_file, to_json, write_bytes
 from ...speech.embeddings import Embedder, EmbedSpec
 from ...speech.encoder import (
@@ -56,6 +53,7 @@ from ...speech.encoder import (
 )
 from ...speech.export import ENCODER_NOISE, probe_clips
 from ...speech.scoring import LogisticHead, VoiceScorer
+from ..base import FixedGate
 from .base import VoiceGateBase
 from .checkpoint import VoiceCheckpoint
 
@@ -200,12 +198,13 @@ def _no_torch_encoder(windows: np.ndarray) -> np.ndarray:
     raise AudiogateError("an ONNX voice gate embeds clips inside its graph")
 
 
-class OnnxVoiceClassifier(VoiceGateBase):
+class OnnxVoiceClassifier(FixedGate, VoiceGateBase):
     """An exported voice gate run by onnxruntime (Silero VAD in its own session); same API
     as :class:`~audiogate.gates.voice.classifier.VoiceClassifier`, but fixed: no enrolment,
     saved and exported from its checkpoint."""
 
-    backend = "onnx"
+    fixed_because = ("an ONNX voice gate is fixed: enrol the voice in its checkpoint "
+                     "(audiogate enroll) and export it again")
 
     def __init__(self, path: str | os.PathLike[str], *, workers: int = 1) -> None:
         meta = read_metadata(path)
@@ -222,7 +221,7 @@ class OnnxVoiceClassifier(VoiceGateBase):
                 spec.vad_sha256:
             raise CheckpointError(f"{path}: made with another VAD model than the installed one")
         self.path, self.spec, self.meta = str(path), spec, meta
-        self.checkpoint_sha256: str = meta["checkpoint_sha256"]
+        self.exported_from = meta["checkpoint_sha256"]
         self.session = _session(self.path)
 
     def _make_embedder(self) -> Embedder:
@@ -239,25 +238,6 @@ class OnnxVoiceClassifier(VoiceGateBase):
     def _score_used(self, used: Sequence[np.ndarray]) -> np.ndarray:
         return _run(self.session, used, spec=self.spec)
 
-    def enroll(self, name: str, items: Sequence[AudioInput], *, sr: int | None = None,
-               replace_existing: bool = False) -> Enrolment:
-        raise _fixed()
-
-    def remove(self, name: str) -> None:
-        raise _fixed()
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        raise _fixed()
-
-    def export(self, out: str | os.PathLike[str], *, source: Path,
-               tolerance: float | None = None) -> VoiceExport:
-        raise _fixed()
-
-
-def _fixed() -> ConfigError:
-    return ConfigError("an ONNX voice gate is fixed: enrol the voice in its checkpoint "
-                       "(audiogate enroll) and export it again")
-
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The audiogate metadata of an exported voice gate; :class:`CheckpointError` if it is
@@ -272,12 +252,3 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
                 "top_k": int(meta["top_k"]), "checkpoint_sha256": meta["checkpoint_sha256"]}
     except (KeyError, TypeError, ValueError, AudiogateError) as exc:
         raise CheckpointError(f"{path}: incomplete voice gate metadata ({exc})") from None
-
-
-def load_voice_onnx(path: str | os.PathLike[str], *, workers: int = 1,
-                    checkpoint: str | os.PathLike[str] | None = None) -> OnnxVoiceClassifier:
-    """Load an exported voice gate; with ``checkpoint``, refuse an export of another one."""
-    gate = OnnxVoiceClassifier(path, workers=workers)
-    if checkpoint is not None:
-        check_exported_from(path, checkpoint=checkpoint, sha256=gate.checkpoint_sha256)
-    return gate
