@@ -194,8 +194,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(out=Path(args.out), n_per_class=args.n_per_class, epochs=args.epochs,
-             progress=not args.quiet)
+    sizes = {k: v for k, v in (("n_per_class", args.n_per_class), ("epochs", args.epochs))
+             if v is not None}
+    run_demo(out=Path(args.out), **sizes, progress=not args.quiet)
     return 0
 
 
@@ -483,8 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="generate a demo data set and run eda, train, evaluate, "
                                     "predict on it")
     p.add_argument("--out", default="demo", help="folder for the demo data and run")
-    p.add_argument("--n-per-class", type=int, default=120)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--n-per-class", type=int, help="clips generated per class (default 200)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 10)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -75,18 +75,29 @@ class Prediction:
                 "n_windows": self.n_windows, "error": self.error}
 
 
-class ExportReport(Protocol):
-    """What an export wrote (``path``, ``bytes``) and how closely it reproduces PyTorch."""
+@dataclass(frozen=True)
+class ExportReport:
+    """What an ONNX export wrote (``path``, ``bytes``), what its graph computes (``graph``,
+    for people), and how closely onnxruntime reproduces PyTorch on the probe clips: the
+    largest absolute difference of ``compared`` (``logit``, ``score``) over
+    ``n_probe_clips``."""
 
-    @property
-    def path(self) -> str: ...
+    path: str
+    bytes: int
+    graph: str
+    compared: str
+    max_abs_diff: float
+    n_probe_clips: int
 
-    @property
-    def bytes(self) -> int: ...
+    def details(self) -> str:
+        """More of the comparison, for people (a kind's report adds its own figures)."""
+        return ""
 
     def summary(self) -> str:
-        """Two lines for people: what the graph computes; its parity with PyTorch."""
-        ...
+        """Two lines for people: what was written; its parity with PyTorch."""
+        return (f"wrote {self.path} ({self.bytes / 1e6:.1f} MB): {self.graph}\n"
+                f"onnxruntime vs PyTorch on {self.n_probe_clips} probe clips: max "
+                f"|{self.compared} diff| {self.max_abs_diff:.2e}{self.details()}")
 
 
 @dataclass(frozen=True)

@@ -32,27 +32,42 @@ NOISE_SEEDS = 2**63 - 1
 """Noise generators are seeded with integers below this."""
 
 
-def _check_p(p: float) -> None:
-    if not 0.0 <= p <= 1.0:
-        raise ConfigError(f"augmentation probability p must be in [0, 1], got {p}")
+@dataclass(frozen=True)
+class Transform:
+    """What every augmentation shares: it fires on a clip with probability ``p``; its
+    parameters are drawn first (:meth:`fired`), then applied deterministically."""
+
+    p: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p <= 1.0:
+            raise ConfigError(f"augmentation probability p must be in [0, 1], got {self.p}")
+        self.check()
+
+    def check(self) -> None:
+        """Refuse parameters out of range (:class:`ConfigError`)."""
+
+    def fired(self, rng: np.random.Generator, drawn: np.ndarray, *,
+              identity: float) -> np.ndarray:
+        """``drawn`` where the transform fires (probability ``p``, one draw per clip),
+        ``identity`` (the value that leaves a clip unchanged) elsewhere."""
+        return np.where(rng.random(len(drawn)) < self.p, drawn, identity)
 
 
 @dataclass(frozen=True)
-class AddNoise:
+class AddNoise(Transform):
     """White Gaussian noise at an SNR (dB) drawn uniformly from ``snr_db``."""
 
-    p: float = 0.5
     snr_db: tuple[float, float] = (10.0, 40.0)
 
-    def __post_init__(self) -> None:
-        _check_p(self.p)
+    def check(self) -> None:
         if self.snr_db[0] > self.snr_db[1]:
             raise ConfigError(f"AddNoise snr_db must be (low, high), got {self.snr_db}")
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """SNR in dB per clip ``[shape=(n,)]``; ``inf`` means no noise."""
-        snr = rng.uniform(self.snr_db[0], self.snr_db[1], size=n)
-        return np.where(rng.random(n) < self.p, snr, np.inf)
+        return self.fired(rng, rng.uniform(self.snr_db[0], self.snr_db[1], size=n),
+                          identity=np.inf)
 
     @staticmethod
     def apply(wave: torch.Tensor, *, snr_db: torch.Tensor, lengths: torch.Tensor,
@@ -90,39 +105,35 @@ class AddNoise:
 
 
 @dataclass(frozen=True)
-class PitchShift:
+class PitchShift(Transform):
     """Shift by a number of semitones drawn uniformly from ``[-semitones, semitones]``."""
 
-    p: float = 0.5
     semitones: float = 2.0
 
-    def __post_init__(self) -> None:
-        _check_p(self.p)
+    def check(self) -> None:
         if self.semitones < 0:
             raise ConfigError(f"PitchShift semitones must be >= 0, got {self.semitones}")
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Semitones per clip ``[shape=(n,)]``; 0 means unchanged."""
-        steps = rng.uniform(-self.semitones, self.semitones, size=n)
-        return np.where(rng.random(n) < self.p, steps, 0.0)
+        return self.fired(rng, rng.uniform(-self.semitones, self.semitones, size=n),
+                          identity=0.0)
 
 
 @dataclass(frozen=True)
-class TimeStretch:
+class TimeStretch(Transform):
     """Speed up (``rate > 1``) or slow down, rate drawn log-uniformly from ``rate``."""
 
-    p: float = 0.5
     rate: tuple[float, float] = (0.8, 1.25)
 
-    def __post_init__(self) -> None:
-        _check_p(self.p)
+    def check(self) -> None:
         if not 0 < self.rate[0] <= self.rate[1]:
             raise ConfigError(f"TimeStretch rate must be (low, high) > 0, got {self.rate}")
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Rate per clip ``[shape=(n,)]``; 1 means unchanged."""
         rate = np.exp(rng.uniform(np.log(self.rate[0]), np.log(self.rate[1]), size=n))
-        return np.where(rng.random(n) < self.p, rate, 1.0)
+        return self.fired(rng, rate, identity=1.0)
 
 
 def warp_filterbank(mel: torch.Tensor, *, semitones: torch.Tensor) -> torch.Tensor:

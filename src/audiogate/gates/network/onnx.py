@@ -32,6 +32,7 @@ from torch import nn
 
 from ...config import FeatureConfig
 from ...core.decision import Decision
+from ...core.gate import ExportReport
 from ...core.onnx import (
     OnnxFormat,
     cpu_session,
@@ -49,6 +50,7 @@ from ..base import FixedGate
 
 log = logging.getLogger(__name__)
 
+GRAPH = "waveform -> logits, log-mel front end included"
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "logits"
 TOLERANCE = 1e-4
@@ -76,22 +78,17 @@ def exportable(model: WaveformClassifier) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class NetworkExport:
-    """What :func:`export_onnx` wrote and how closely it reproduces PyTorch."""
+class NetworkExport(ExportReport):
+    """:class:`~audiogate.core.gate.ExportReport` of a network, with the logit difference
+    relative to the logits' size (what the tolerance bounds, :class:`Parity`) and the largest
+    probability difference."""
 
-    path: str
-    max_abs_diff: float
     max_scaled_diff: float
     max_prob_diff: float
-    n_probe_clips: int
-    bytes: int
 
-    def summary(self) -> str:
-        return (f"wrote {self.path} ({self.bytes / 1e6:.1f} MB): waveform -> logits, log-mel "
-                "front end included\n"
-                f"onnxruntime vs PyTorch on {self.n_probe_clips} probe clips: max |logit diff| "
-                f"{self.max_abs_diff:.2e} ({self.max_scaled_diff:.2e} relative to the logits' "
-                f"size), max |probability diff| {self.max_prob_diff:.2e}")
+    def details(self) -> str:
+        return (f" ({self.max_scaled_diff:.2e} relative to the logits' size), max "
+                f"|probability diff| {self.max_prob_diff:.2e}")
 
 
 def _to_onnx_bytes(module: nn.Module, *, n_samples: int) -> bytes:
@@ -136,9 +133,9 @@ def export_onnx(*, checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     write_bytes(out_path, data)
     log.info("exported %s -> %s (max |logit diff| %.2e over %d probe clips)", checkpoint,
              out_path, parity.logit, parity.n_clips)
-    return NetworkExport(path=str(out_path), max_abs_diff=parity.logit,
-                        max_scaled_diff=parity.scaled, max_prob_diff=parity.probability,
-                        n_probe_clips=parity.n_clips, bytes=len(data))
+    return NetworkExport(path=str(out_path), bytes=len(data), graph=GRAPH, compared="logit",
+                         max_abs_diff=parity.logit, n_probe_clips=parity.n_clips,
+                         max_scaled_diff=parity.scaled, max_prob_diff=parity.probability)
 
 
 @dataclass(frozen=True)

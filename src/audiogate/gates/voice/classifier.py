@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ...core.decision import Decision
-from ...core.gate import AudioInput, Enrolment
+from ...core.gate import AudioInput, Enrolment, ExportReport
 from ...core.runs import now
 from ...errors import DataError
 from ...speech.encoder import embed_utterances
@@ -35,7 +35,7 @@ from ...speech.profile import VoiceProfile
 from ..base import source_name
 from .base import NO_SPEECH, VoiceGateBase
 from .checkpoint import VoiceCheckpoint, save_voice_checkpoint
-from .onnx import VoiceExport, export_voice_onnx
+from .onnx import export_voice_onnx
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,6 @@ class VoiceClassifier(VoiceGateBase):
         save_voice_checkpoint(path, self.checkpoint)
 
     def export(self, out: str | os.PathLike[str], *, source: Path,
-               tolerance: float | None = None) -> VoiceExport:
+               tolerance: float | None = None) -> ExportReport:
         return export_voice_onnx(checkpoint=self.checkpoint, score=self._score_used,
                                  source=source, out=out, tolerance=tolerance)

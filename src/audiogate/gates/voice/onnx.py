@@ -23,7 +23,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from torch import nn
 
 from ...config import Config
 from ...core.decision import Decision
+from ...core.gate import ExportReport
 from ...core.onnx import (
     OnnxFormat,
     cpu_session,
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 Scorer = Callable[[Sequence[np.ndarray]], np.ndarray]
 """The PyTorch gate's scores of encoder inputs (what the export must reproduce)."""
 
+GRAPH = "speech windows -> voice gate score, speaker encoder and enrolled voices included"
 INPUT_NAMES = ("windows", "pool")
 OUTPUT_NAME = "score"
 TOLERANCE = 1e-4
@@ -141,22 +142,6 @@ def _to_onnx_bytes(graph: GateGraph) -> bytes:
                          outputs={OUTPUT_NAME: {0: "clips"}}, quiet=ENCODER_NOISE)
 
 
-@dataclass(frozen=True)
-class VoiceExport:
-    """What :func:`export_voice_onnx` wrote and how closely it reproduces PyTorch."""
-
-    path: str
-    max_abs_diff: float
-    n_probe_clips: int
-    bytes: int
-
-    def summary(self) -> str:
-        return (f"wrote {self.path} ({self.bytes / 1e6:.1f} MB): speech windows -> voice gate "
-                "score, speaker encoder and enrolled voices included\n"
-                f"onnxruntime vs PyTorch on {self.n_probe_clips} probe clips: max |score diff| "
-                f"{self.max_abs_diff:.2e}")
-
-
 def _metadata(ckpt: VoiceCheckpoint, *, sha256: str) -> dict[str, str]:
     voices = {name: len(v) for name, v in ckpt.profile.voices.items()}
     return {"classes": to_json(list(ckpt.classes), indent=None),
@@ -171,7 +156,7 @@ def _metadata(ckpt: VoiceCheckpoint, *, sha256: str) -> dict[str, str]:
 
 def export_voice_onnx(*, checkpoint: VoiceCheckpoint, score: Scorer,
                       source: str | os.PathLike[str], out: str | os.PathLike[str],
-                      tolerance: float | None = None) -> VoiceExport:
+                      tolerance: float | None = None) -> ExportReport:
     """Export the voice gate ``checkpoint`` (read from file ``source``, whose hash the export
     carries) to ``out`` (written atomically) after checking that onnxruntime's scores of the
     probe clips equal ``score``'s (the PyTorch gate's) within ``tolerance`` (default
@@ -190,8 +175,8 @@ def export_voice_onnx(*, checkpoint: VoiceCheckpoint, score: Scorer,
     write_bytes(out, data)
     log.info("exported %s -> %s (max |score diff| %.2e over %d probe clips)", source, out,
              diff, len(clips))
-    return VoiceExport(path=str(out), max_abs_diff=diff, n_probe_clips=len(clips),
-                       bytes=len(data))
+    return ExportReport(path=str(out), bytes=len(data), graph=GRAPH, compared="score",
+                        max_abs_diff=diff, n_probe_clips=len(clips))
 
 
 def _no_torch_encoder(windows: np.ndarray) -> np.ndarray:
