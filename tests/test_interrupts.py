@@ -215,3 +215,35 @@ def test_second_ctrl_c_from_outside(data: Path, tmp_path: Path, second: str) -> 
     assert_aborted_cleanly(proc.returncode, out, tmp_path / "run")
     if second != "soon":  # it waited there: the test report was written before
         assert json.loads((tmp_path / "run" / "test_metrics.json").read_text())["epoch"] >= 1
+
+
+def test_the_first_signal_is_announced_without_the_buffered_stream(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler may interrupt a write to stderr (a progress bar, a log line): writing to
+    the buffered stream again there raises "reentrant call inside BufferedWriter", so it
+    announces itself with one os.write, and only where warnings are shown."""
+    import logging
+    import os
+    import signal as signals_mod
+
+    from audiogate.training import signals
+
+    written: list[bytes] = []
+    monkeypatch.setattr(os, "write", lambda fd, data: written.append(data) or len(data))
+    monkeypatch.setattr(signals, "mark_interrupted", lambda: None)
+
+    class Broken:
+        def fileno(self) -> int:
+            return 2
+
+        def write(self, text: str) -> int:
+            raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+
+    monkeypatch.setattr(sys, "stderr", Broken())
+    flag = signals.StopFlag()
+    flag(signals_mod.SIGTERM, None)
+    assert flag.reason == "interrupted (SIGTERM)"
+    assert len(written) == 1 and b"SIGTERM: stopping at the next safe point" in written[0]
+    monkeypatch.setattr(signals.log, "isEnabledFor", lambda level: level > logging.WARNING)
+    signals.StopFlag()(signals_mod.SIGTERM, None)  # another rank: it logs errors only
+    assert len(written) == 1

@@ -39,15 +39,22 @@ class _Process:
     """A first Ctrl+C or SIGTERM has been received."""
 
 
-def abort_now() -> NoReturn:
-    """Print ``audiogate: aborted``, delete unfinished temporary files, exit 130 at once."""
-    remove_temporaries()
+def say_now(text: str) -> None:
+    """Write ``text`` and a newline to standard error with one ``os.write``: safe inside a
+    signal handler, where the ``print`` or ``logging`` the signal interrupted may hold the
+    buffered stream (writing to it again raises "reentrant call")."""
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # stderr replaced, e.g. captured
         fd = 2
     with contextlib.suppress(OSError):
-        os.write(fd, f"\n{ABORTED}\n".encode())
+        os.write(fd, f"{text}\n".encode())
+
+
+def abort_now() -> NoReturn:
+    """Print ``audiogate: aborted``, delete unfinished temporary files, exit 130 at once."""
+    remove_temporaries()
+    say_now(f"\n{ABORTED}")
     os._exit(EXIT_ABORTED)
 
 

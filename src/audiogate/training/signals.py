@@ -10,7 +10,7 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
-from ..console import mark_interrupted, second_interrupt
+from ..console import mark_interrupted, say_now, second_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ class StopFlag:
             second_interrupt()
         mark_interrupted()
         self.reason = f"interrupted ({name})"
-        log.warning("%s: stopping at the next safe point; finished epochs are saved "
-                    "(Ctrl+C again to abort now)", name)
+        if log.isEnabledFor(logging.WARNING):  # no logging here: see console.say_now
+            say_now(f"WARNING {log.name}: {name}: stopping at the next safe point; finished "
+                    "epochs are saved (Ctrl+C again to abort now)")
 
 
 @contextlib.contextmanager
