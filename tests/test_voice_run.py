@@ -5,7 +5,9 @@ unheard impostors, and a gate is built from allowed clips only with impostor voi
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +185,28 @@ def test_train_refuses_callbacks_and_a_used_name(voice_run: Path) -> None:
     with pytest.raises(ConfigError, match="already holds a model"):
         train(Config.from_dict({**config.to_dict(), "runs_dir": str(voice_run.parent),
                                 "name": voice_run.name}), progress=False)
+
+
+def test_group_by_folder_enrols_every_allowed_person(voice_words: VoiceWords,
+                                                      tmp_path: Path) -> None:
+    """README's way to train a voice gate (one sub-folder per person, ``--group-by folder``)
+    used to hold whole allowed people out for validation and test: never enrolled, always
+    rejected. Every allowed person is now enrolled and judged on held-out clips of their own;
+    impostors stay whole."""
+    data = tmp_path / "data"
+    for name, src in ((ALLOWED, voice_words.data / "allowed" / ALLOWED),
+                      (NEW_VOICE, voice_words.enrol)):
+        (data / "allowed" / name).mkdir(parents=True)
+        for f in src.iterdir():
+            os.link(f, data / "allowed" / name / f.name)
+    shutil.copytree(voice_words.data / "not_allowed", data / "not_allowed")
+    result = train(voice_config(voice_words, tmp_path / "runs", "people", data=str(data),
+                                group_by="folder"), progress=False)
+    assert set(load_voice_checkpoint(result.run.best).profile.voices) == {ALLOWED, NEW_VOICE}
+    split = read_split(result.run.split)
+    for subset in ("train", "test"):
+        people = {Path(c.path).parent.name for c in getattr(split, subset) if c.label == 1}
+        assert people == {ALLOWED, NEW_VOICE}, subset
+    impostors = [{c.group for c in getattr(split, s) if c.label == 0}
+                 for s in ("train", "val", "test")]
+    assert not (impostors[0] & impostors[2]) and not (impostors[1] & impostors[2])

@@ -37,10 +37,10 @@ class VoiceKind(GateKind):
     """Enrolled voices against a speaker encoder's embeddings (``model = "ge2e"``)."""
 
     name = KIND
-    ignores = ("sr", "n_mels", "fixed_length", "batch_size", "lr", "weight_decay",
+    ignores = ("sr", "n_mels", "fixed_length", "batch_size", "lr", "weight_decay", "balance",
                *section_fields(FRONT_END, AUGMENT, TRAINING, HARDWARE))
-    """The speaker encoder has its own fixed front end (16 kHz, 40 mel bands) and nothing is
-    trained."""
+    """The speaker encoder has its own fixed front end (16 kHz, 40 mel bands), nothing is
+    trained, and every training clip of an allowed voice is enrolled (no balancing)."""
     onnx_format = FORMAT.format
 
     def models(self) -> tuple[str, ...]:

@@ -2,9 +2,10 @@
 
 :func:`prepare_voice_data` is :func:`~audiogate.data.prepare.prepare_data` for ``model =
 "ge2e"``: the same discovery (``group_by``, skipped files and why), copies of one file in one
-group, the same stratified group-aware split and training-only balance; but each clip is
-embedded by the speaker encoder (:func:`~audiogate.speech.embeddings.embed_clips`, in worker
-processes, into the embedding cache) instead of decoded into log-mel features. A data folder
+group; the split is by person (:func:`person_split`: every allowed voice split within itself,
+impostors held out whole); each clip is embedded by the speaker encoder
+(:func:`~audiogate.speech.embeddings.embed_clips`, in worker processes, into the embedding
+cache) instead of decoded into log-mel features. A data folder
 with only ``allowed/`` is accepted: the gate then learns no impostor from the data, and its
 threshold comes from impostor voices (:mod:`audiogate.speech.impostors`).
 """
@@ -12,6 +13,7 @@ threshold comes from impostor voices (:mod:`audiogate.speech.impostors`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from ...config import Config
 from ...data.discover import SPEC_CLASSES, Clip, Skipped, discover, require_all_classes
-from ...data.split import Split, make_split, merge_identical
+from ...data.split import Split, merge_identical, stratified_split
 from ...errors import DataError
 from ...speech.embeddings import (
     EmbeddedClips,
@@ -77,18 +79,46 @@ def voice_name(clip: Clip, *, root: str) -> str:
     return parts[0] if len(parts) > 1 else ALLOWED
 
 
-def _split(clips: list[Clip], config: Config) -> Split:
-    """The run's split; clips of one class only (``allowed/`` alone) are split as one
-    class."""
-    labels = {c.label for c in clips}
-    if len(labels) > 1:
-        return make_split(clips, test_size=config.test_size, val_size=config.val_size,
-                          seed=config.seed, balance_by=config.balance)
-    (label,) = labels
-    one = make_split([replace(c, label=0) for c in clips], test_size=config.test_size,
-                     val_size=config.val_size, seed=config.seed, balance_by="none")
-    return Split(**{k: [replace(c, label=label) for c in getattr(one, k)]
-                    for k in ("train", "val", "test")})
+def person_split(clips: Sequence[Clip], *, root: str, content: Mapping[str, str],
+                 test_size: float, val_size: float, seed: int) -> Split:
+    """A voice gate's split, by person:
+
+    * each allowed voice (:func:`voice_name`) is split *within* itself: its clips go to
+      train, validation and test in the configured fractions (at least one to train), so
+      every allowed voice is enrolled from training clips and judged on held-out clips of its
+      own, whatever ``group_by`` says; clips of the same ``content`` (path -> a digest of the
+      file's bytes) stay together;
+    * the ``not_allowed`` clips are split by their groups (``group_by``): an impostor held out
+      whole is never heard before the test, which is what makes its false-accept rate honest.
+
+    (:func:`~audiogate.gates.voice.fit.enrol_training` refuses a voice whose training clips
+    hold no speech.)
+    """
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[Clip]] = {"train": [], "val": [], "test": []}
+    allowed = [c for c in clips if c.label == 1]
+    voices: dict[str, dict[str, list[Clip]]] = {}
+    for clip in allowed:  # copies of one file move together
+        voices.setdefault(voice_name(clip, root=root), {}).setdefault(
+            content.get(clip.path, clip.path), []).append(clip)
+    for name in sorted(voices):
+        units = [voices[name][k] for k in sorted(voices[name])]
+        order = rng.permutation(len(units))
+        n = len(units)
+        n_test = max(1, round(test_size * n)) if n >= 3 else 0
+        n_val = max(1, round(val_size * n)) if n >= 3 else 0
+        for rank, i in enumerate(order):
+            subset = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            parts[subset].extend(units[i])
+        if n < 3:
+            log.warning("voice %r has %d clip(s): all enrolled, none held out to judge it",
+                        name, n)
+    impostors = [replace(c, label=0) for c in clips if c.label == 0]
+    if impostors:
+        held = stratified_split(impostors, test_size=test_size, val_size=val_size, seed=seed)
+        for subset in parts:
+            parts[subset].extend(getattr(held, subset))
+    return Split(**parts)
 
 
 def prepare_voice_data(config: Config, *, progress: bool = True) -> VoiceData:
@@ -107,10 +137,11 @@ def prepare_voice_data(config: Config, *, progress: bool = True) -> VoiceData:
     skipped = found.skipped + bad
     usable = {name: int((embedded.labels == i).sum()) for i, name in enumerate(found.classes)}
     require_all_classes({ALLOWED: usable[ALLOWED]}, where=config.data, skipped=skipped)
-    merged = merge_identical(embedded.clips, [cache.digest_of(c.path) or c.path
-                                              for c in embedded.clips])
+    content = {c.path: cache.digest_of(c.path) or c.path for c in embedded.clips}
+    merged = merge_identical(embedded.clips, [content[c.path] for c in embedded.clips])
     embedded = replace(embedded, clips=merged)
-    split = _split(merged, config)
+    split = person_split(merged, root=config.data, content=content,
+                         test_size=config.test_size, val_size=config.val_size, seed=config.seed)
     log.info("classes %s, usable %s; split train %d / val %d / test %d", found.classes, usable,
              len(split.train), len(split.val), len(split.test))
     return VoiceData(found.classes, embedded, split, cache, skipped, usable)

@@ -85,6 +85,11 @@ def enrol_training(data: VoiceData, config: Config) -> VoiceProfile:
                         "(the VAD found none; check the recordings or set voice_vad = false)")
     names = np.asarray([voice_name(c, root=config.data) if c.label == 1 else ""
                         for c in train.clips])
+    silent = sorted(set(names[train.labels == 1].tolist()) - set(names[keep].tolist()))
+    if silent:
+        raise DataError(f"{config.data}: no training clip of voice(s) {', '.join(silent)} holds "
+                        "speech, so they cannot be enrolled and the gate would reject them; "
+                        "add recordings of them, or set voice_vad = false")
     profile = VoiceProfile(spec=data.cache.spec, top_k=config.voice_top_k)
     for name in dict.fromkeys(names[keep].tolist()):
         profile = profile.enrol(name, train.vectors[keep & (names == name)])
