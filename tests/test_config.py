@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from audiogate.cli import build_parser, config_from_args
@@ -102,3 +103,72 @@ def test_empty_mel_bands_are_refused_where_features_are_built() -> None:
     config = Config(n_mels=128, n_fft=256, win_length=256)
     with pytest.raises(ConfigError, match=r"'n_mels'.*empty"):
         LogMel(config.features())
+
+
+# ----- bounds on the fields that size memory (issue 22, item 11) -----
+SIZE_BOUNDS = [  # field, largest accepted, first refused, what the message says why
+    ("fixed_length", 6000, 6001, "60 s at a 10 ms hop"),
+    ("max_clip_s", 600.0, 600.5, "10 minutes"),
+    ("batch_size", 4096, 4097, "in memory at once"),
+    ("n_mels", 512, 513, "each band is a row"),
+    ("n_fft", 8192, 16384, "DFT basis"),
+    ("sr", 192_000, 192_001, "fastest audio interfaces"),
+    ("width", 16, 17, "activations grow"),
+    ("depth", 8, 9, "activations grow"),
+    ("specaug_freq_masks", 64, 65, "a pass over the batch"),
+    ("specaug_time_masks", 64, 65, "a pass over the batch"),
+    ("specaug_freq_width", 512, 513, "covers all of it"),
+    ("specaug_time_width", 6000, 6001, "covers all of it"),
+    ("workers", 256, 257, "add memory, not speed"),
+    ("report_errors", 500, 501, "100 MB page"),
+    ("voice_top_k", 1000, 1001, "averages them all"),
+]
+
+
+@pytest.mark.parametrize(("name", "largest", "refused", "why"), SIZE_BOUNDS)
+def test_memory_sizing_fields_are_bounded_with_a_reason(name: str, largest: float,
+                                                        refused: float, why: str) -> None:
+    """Each field that sizes memory has a bound: the largest value is accepted, the next is a
+    ConfigError naming the field and why, and the field's help (CLI and docs) states it."""
+    from audiogate.config import reference
+
+    assert getattr(Config(**{name: largest}), name) == largest
+    with pytest.raises(ConfigError, match=f"'{name}' must be .*{why}"):
+        Config(**{name: refused})
+    bound = f"{largest:g}" if isinstance(largest, float) else str(largest)
+    assert bound in {d.name: d for d in reference()}[name].help
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("fixed_length = 100000000\n", "fixed_length"),
+    ("max_clip_s = 1e12\n", "max_clip_s"),
+    ("n_mels = 100000000\n", "n_mels"),
+    ("win_length = 100000000\n", "win_length"),
+    ("hop_length = 100000000\n", "hop_length"),
+])
+def test_huge_sizes_in_a_config_file_are_refused_before_any_allocation(
+        tmp_path: Path, text: str, name: str) -> None:
+    """Issue 22, item 11: these gave a 59.6 GiB / 56.8 PiB allocation traceback; now a
+    ConfigError naming the file and the field (win_length and hop_length are bounded by
+    n_fft, itself bounded)."""
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"c.toml: config field '{name}'"):
+        Config.from_toml(path)
+
+
+def test_the_window_is_bounded_in_seconds_too() -> None:
+    """6000 frames at a 25 ms hop would be a 150 s window: refused, saying why; the longest
+    window the bounds allow is what fixed_length = "auto" is capped at."""
+    from audiogate.config import max_fixed_length
+    from audiogate.data.prepare import suggest_fixed_length
+
+    with pytest.raises(ConfigError, match=r"'fixed_length' gives a 99.975 s window.*at most "
+                                          r"60 s"):
+        Config(fixed_length=4000, hop_length=400)
+    assert Config(fixed_length=2400, hop_length=400).fixed_length == 2400
+    assert max_fixed_length(sr=16000, hop_length=400) == 2400
+    assert max_fixed_length(sr=16000, hop_length=160) == 6000
+    hour = np.full(10, 3600.0)  # an hour-long clip: the window stops at the bound
+    assert suggest_fixed_length(hour, features=Config(hop_length=400).features()) == 2400
+    assert suggest_fixed_length(hour, features=Config().features()) == 6000

@@ -47,6 +47,40 @@ AUTO_WINDOW = 0
 """``fixed_length = "auto"`` is held as this value until ``train`` resolves it."""
 MAX_SEED = 2**63 - 1
 """Largest seed: TOML integers and ``torch.manual_seed`` both take 64-bit signed values."""
+MIN_SR, MAX_SR = 4000, 192_000
+"""Sample rates a run may resample to: telephone speech's 4 kHz band up to the 192 kHz the
+fastest audio interfaces record. Every clip is resampled to ``sr``, so the memory of each
+second of audio grows with it."""
+MAX_N_MELS = 512
+"""Most mel bands: speech front ends use 40 to 128; each band is a row of every
+spectrogram."""
+MAX_N_FFT = 8192
+"""Largest FFT: 170 ms at 48 kHz. The exported front end holds an ``(n_fft + 2) x
+win_length`` DFT basis: 268 MB at 8192."""
+MAX_FRAMES = 6000
+"""Longest model window in frames: 60 s at the default 10 ms hop."""
+MAX_WINDOW_S = 60.0
+"""Longest model window in seconds: a gate judges short utterances and sounds; a longer
+clip is judged over several windows (up to ``max_clip_s``)."""
+MAX_BATCH = 4096
+"""Most clips per batch: every clip of a batch is in memory at once, with the network's
+activations for it."""
+MAX_CLIP_S = 600.0
+"""Longest part of a clip used (10 minutes): a clip is decoded and held in memory whole up to
+it, and stored in the cache; longer recordings are for ``scan``, which reads them in
+blocks."""
+MAX_WORKERS = 256
+"""Most decoding processes: each has its own memory, and more than the machine's cores (``0``
+takes them all) add memory, not speed."""
+MAX_REPORT_ERRORS = 500
+"""Most errors shown in ``report.html``: each is embedded as audio and a spectrogram (about
+0.2 MB for 4 s at 16 kHz), so 500 make a page of about 100 MB."""
+MAX_SPECAUG_MASKS = 64
+"""Most SpecAugment masks per clip and axis (papers use 2 to 20): each is one more pass over
+the batch's features."""
+MAX_TOP_K = 1000
+"""Largest ``voice_top_k``: more clips than a voice has enrolled in practice; a k beyond them
+averages them all."""
 GROUP_BY_HELP = ("none | folder (the first sub-folder under a class folder, e.g. a speaker) "
                  "| regex:PATTERN (the first capture group of PATTERN in the file name)")
 
@@ -152,13 +186,19 @@ class Config:
 
     # --- the specification's Args ---
     data: str = _f("./dataset", "data set root: one sub-folder per class", section=ARGS)
-    sr: int = _f(16000, "sample rate (Hz) every clip is resampled to", section=ARGS)
-    n_mels: int = _f(64, "number of mel bands", section=ARGS)
+    sr: int = _f(16000, f"sample rate (Hz) every clip is resampled to, {MIN_SR} to {MAX_SR} "
+                        "(the fastest audio interfaces' rate: memory per second of audio grows "
+                        "with it)", section=ARGS)
+    n_mels: int = _f(64, f"number of mel bands, at most {MAX_N_MELS} (speech uses 40 to 128; "
+                         "each band is a row of every spectrogram)", section=ARGS)
     fixed_length: int = _f(200, "spectrogram frames per clip (pad or truncate); \"auto\": "
-                                "enough for 90% of the training clips, chosen by train",
+                                "enough for 90% of the training clips, chosen by train; at "
+                                f"most {MAX_FRAMES} frames and {MAX_WINDOW_S:g} s (a longer "
+                                "clip is judged over several windows, up to max_clip_s)",
                            section=ARGS)
     batch_size: int = _f(32, "clips per training batch (with several processes: in all of "
-                             "them together)", section=ARGS)
+                             f"them together), at most {MAX_BATCH} (a batch is in memory "
+                             "at once, with its activations)", section=ARGS)
     lr: float = _f(1e-3, "Adam learning rate", section=ARGS)
     weight_decay: float = _f(1e-4, "Adam weight decay (L2)", section=ARGS)
     test_size: float = _f(0.15, "fraction of clips held out for the final test", section=ARGS)
@@ -175,9 +215,13 @@ class Config:
                                 "a pretrained speaker encoder and enrolled voices, no "
                                 "training); the model chooses the gate kind", section=ARGS)
     # --- front end ---
-    n_fft: int = _f(1024, "FFT size (samples)", section=FRONT_END)
-    win_length: int = _f(400, "STFT window (samples); 400 = 25 ms at 16 kHz", section=FRONT_END)
-    hop_length: int = _f(160, "STFT hop (samples); 160 = 10 ms at 16 kHz", section=FRONT_END)
+    n_fft: int = _f(1024, f"FFT size (samples), at most {MAX_N_FFT} (170 ms at 48 kHz; the "
+                          "exported front end holds an (n_fft + 2) x win_length DFT basis, "
+                          "268 MB at 8192)", section=FRONT_END)
+    win_length: int = _f(400, "STFT window (samples), at most n_fft; 400 = 25 ms at 16 kHz",
+                         section=FRONT_END)
+    hop_length: int = _f(160, "STFT hop (samples), at most win_length (or samples fall "
+                              "between frames); 160 = 10 ms at 16 kHz", section=FRONT_END)
     fmin: float = _f(0.0, "lowest mel frequency (Hz)", section=FRONT_END)
     fmax: float = _f(0.0, "highest mel frequency (Hz); 0 = sr / 2", section=FRONT_END)
     top_db: float = _f(80.0, "dynamic range kept below each clip's maximum (dB)",
@@ -195,7 +239,9 @@ class Config:
                        section=DATA)
     seed: int = _f(0, "seed for balancing, split, shuffling, augmentation and init",
                    section=DATA)
-    workers: int = _f(0, "processes for decoding audio; 0 = all cores", section=DATA)
+    workers: int = _f(0, f"processes for decoding audio; 0 = all cores; at most {MAX_WORKERS} "
+                         "(each has its own memory; more than the cores add memory, not "
+                         "speed)", section=DATA)
     cache: bool = _f(True, "keep decoded audio and clean features in an on-disk cache, so "
                            "later runs skip decoding; off = a temporary cache for this run",
                      section=DATA)
@@ -213,22 +259,25 @@ class Config:
     stretch_min: float = _f(0.8, "lowest time-stretch rate (<1 slows down)", section=AUGMENT)
     stretch_max: float = _f(1.25, "highest time-stretch rate (>1 speeds up)", section=AUGMENT)
     # --- model and training ---
-    width: int = _f(2, "channel width multiplier of tcresnet and bcresnet", section=TRAINING)
+    width: int = _f(2, "channel width multiplier of tcresnet and bcresnet, 1 to 16 (weights "
+                       "and activations grow with it)", section=TRAINING)
     depth: int = _f(1, "residual blocks per stage of tcresnet (1: TC-ResNet8, 2: "
-                       "TC-ResNet14)", section=TRAINING)
+                       "TC-ResNet14), 1 to 8 (activations grow with it)", section=TRAINING)
     dropout: float = _f(0.3, "dropout before the classifier", section=TRAINING)
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing (0 = off)",
                                 section=TRAINING)
     mixup_alpha: float = _f(0.0, "mixup of pairs of training clips, Beta(alpha, alpha) "
                                  "weights (0 = off)", section=TRAINING)
-    specaug_freq_masks: int = _f(0, "SpecAugment: masked bands of mel channels per clip",
+    specaug_freq_masks: int = _f(0, "SpecAugment: masked bands of mel channels per clip, at "
+                                    f"most {MAX_SPECAUG_MASKS} (each is a pass over the batch)",
                                  section=TRAINING)
-    specaug_freq_width: int = _f(8, "SpecAugment: widest masked band (mel channels)",
+    specaug_freq_width: int = _f(8, "SpecAugment: widest masked band (mel channels), at most "
+                                    f"{MAX_N_MELS} (n_mels' bound)", section=TRAINING)
+    specaug_time_masks: int = _f(0, "SpecAugment: masked stretches of frames per clip, at "
+                                    f"most {MAX_SPECAUG_MASKS} (each is a pass over the batch)",
                                  section=TRAINING)
-    specaug_time_masks: int = _f(0, "SpecAugment: masked stretches of frames per clip",
-                                 section=TRAINING)
-    specaug_time_width: int = _f(20, "SpecAugment: longest masked stretch (frames)",
-                                 section=TRAINING)
+    specaug_time_width: int = _f(20, "SpecAugment: longest masked stretch (frames), at most "
+                                     f"{MAX_FRAMES} (fixed_length's bound)", section=TRAINING)
     lr_schedule: Schedule = _f("cosine", "learning-rate schedule over max_epochs: none | "
                                          "cosine | onecycle (with max_epochs = 0: the peak "
                                          "rate after the warm-up)", section=TRAINING)
@@ -262,7 +311,9 @@ class Config:
     runs_dir: str = _f("runs", "folder that holds one sub-folder per run", section=OUTPUTS)
     name: str = _f("", "run name; empty = a timestamp", section=OUTPUTS)
     report_errors: int = _f(12, "wrong test clips (the most confident errors) played and drawn "
-                                "in report.html; 0 = none", section=OUTPUTS)
+                                f"in report.html; 0 = none; at most {MAX_REPORT_ERRORS} (each "
+                                "is embedded, about 0.2 MB: 500 make a 100 MB page)",
+                            section=OUTPUTS)
     # --- the gate's decision ---
     operating_point: str = _f("f1", "how a two-class gate's threshold on P(allowed) is chosen "
                                     "on validation: f1 | eer | far=X | frr=X", section=DECISION)
@@ -270,10 +321,15 @@ class Config:
                                        "windows: mean | max of their probabilities",
                                section=DECISION)
     max_clip_s: float = _f(10.0, "seconds of each clip used: training crops come from them, "
-                                 "predictions pool windows over them", section=DECISION)
+                                 "predictions pool windows over them; at most "
+                                 f"{MAX_CLIP_S:g} (10 minutes: a clip is held in memory "
+                                 "and in the cache whole up to it; scan reads longer "
+                                 "recordings in blocks)", section=DECISION)
     # --- the voice gate (model = "ge2e") ---
     voice_top_k: int = _f(5, "a clip's similarity to the allowed voices is the mean of its "
-                             "top-k cosine similarities to the enrolled clips", section=VOICE)
+                             "top-k cosine similarities to the enrolled clips; 1 to "
+                             f"{MAX_TOP_K} (a k beyond a voice's clips averages them all)",
+                          section=VOICE)
     voice_head: VoiceHead = _f("none", "none (the score is the top-k similarity) | logistic "
                                        "(logistic regression on it and on the similarity to "
                                        "the training not_allowed clips, fitted on training "
@@ -419,14 +475,7 @@ def _require(ok: bool, name: str, message: str) -> None:
 
 
 def _validate(c: Config) -> None:
-    for name in ("sr", "n_mels", "batch_size", "n_fft", "win_length", "hop_length"):
-        _require(getattr(c, name) > 0, name, f"must be > 0, got {getattr(c, name)}")
-    _require(c.sr >= 4000, "sr", f"must be at least 4000 Hz, got {c.sr}")
-    _require(c.auto_window or c.fixed_length >= 4, "fixed_length",
-             f"must be 'auto' or >= 4 (two 2x2 poolings), got {c.fixed_length}")
-    _require(c.win_length <= c.n_fft, "win_length", f"must be <= n_fft ({c.n_fft})")
-    _require(c.hop_length <= c.win_length, "hop_length",
-             f"must be <= win_length ({c.win_length}), or samples fall between frames")
+    _validate_sizes(c)
     for name in ("lr", "top_db"):
         _require(getattr(c, name) > 0 and math.isfinite(getattr(c, name)), name, "must be > 0")
     _require(c.weight_decay >= 0, "weight_decay", "must be >= 0")
@@ -445,7 +494,6 @@ def _validate(c: Config) -> None:
             check(getattr(c, name))
         except ConfigError as exc:
             raise ConfigError(f"config field '{name}': {exc}") from None
-    _require(math.isfinite(c.max_clip_s) and c.max_clip_s > 0, "max_clip_s", "must be > 0")
     for name in ("noise_p", "pitch_p", "stretch_p", "dropout"):
         _require(0 <= getattr(c, name) <= 1, name, "must be in [0, 1]")
     _require(c.dropout < 1, "dropout", "must be < 1")
@@ -453,12 +501,9 @@ def _validate(c: Config) -> None:
     _require(0 <= c.pitch_semitones <= 12, "pitch_semitones", "must be in [0, 12]")
     _require(0.25 <= c.stretch_min <= c.stretch_max <= 4, "stretch_min",
              "and stretch_max must satisfy 0.25 <= stretch_min <= stretch_max <= 4")
-    _require(1 <= c.width <= 16, "width", f"must be in [1, 16], got {c.width}")
-    _require(1 <= c.depth <= 8, "depth", f"must be in [1, 8], got {c.depth}")
     _require(0 <= c.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
     _require(c.mixup_alpha >= 0 and math.isfinite(c.mixup_alpha), "mixup_alpha", "must be >= 0")
-    for name in ("specaug_freq_masks", "specaug_freq_width", "specaug_time_masks",
-                 "specaug_time_width", "max_epochs", "patience", "workers", "report_errors"):
+    for name in ("max_epochs", "patience"):
         _require(getattr(c, name) >= 0, name, "must be >= 0")
     _require(c.warmup_epochs >= 0 and math.isfinite(c.warmup_epochs), "warmup_epochs",
              "must be >= 0")
@@ -466,10 +511,80 @@ def _validate(c: Config) -> None:
     _require(c.seed <= MAX_SEED, "seed", f"must be <= {MAX_SEED} (a 63-bit integer)")
     _require("/" not in c.name and c.name not in (".", ".."), "name", "must be a plain name")
     _require(bool(c.model.strip()), "model", "must name a registered model, got ''")
-    _require(1 <= c.voice_top_k <= 1000, "voice_top_k",
-             f"must be in [1, 1000], got {c.voice_top_k}")
     _require(bool(c.impostors.strip()), "impostors",
              "must be auto, builtin, none or a folder, got an empty value")
+
+
+def _validate_sizes(c: Config) -> None:
+    """The fields that size memory (or the work per clip): each has a bound, and its message
+    says why (the constants above)."""
+    for name in ("sr", "n_mels", "batch_size", "n_fft", "win_length", "hop_length"):
+        _require(getattr(c, name) > 0, name, f"must be > 0, got {getattr(c, name)}")
+    _require(c.sr >= MIN_SR, "sr", f"must be at least {MIN_SR} Hz, got {c.sr}")
+    _require(c.sr <= MAX_SR, "sr", f"must be at most {MAX_SR} Hz (the fastest audio interfaces' "
+             f"rate; memory per second of audio grows with it), got {c.sr}")
+    _require(c.n_mels <= MAX_N_MELS, "n_mels", f"must be at most {MAX_N_MELS} (speech front "
+             f"ends use 40 to 128; each band is a row of every spectrogram), got {c.n_mels}")
+    _require(c.n_fft <= MAX_N_FFT, "n_fft", f"must be at most {MAX_N_FFT} (170 ms at 48 kHz; "
+             "the exported front end holds an (n_fft + 2) x win_length DFT basis, 268 MB at "
+             f"8192), got {c.n_fft}")
+    _require(c.win_length <= c.n_fft, "win_length",
+             f"must be <= n_fft ({c.n_fft}): the STFT window lies within the FFT frame")
+    _require(c.hop_length <= c.win_length, "hop_length",
+             f"must be <= win_length ({c.win_length}), or samples fall between frames")
+    _validate_window(c)
+    _require(c.batch_size <= MAX_BATCH, "batch_size", f"must be at most {MAX_BATCH} (a batch "
+             f"is in memory at once, with its activations), got {c.batch_size}")
+    _require(math.isfinite(c.max_clip_s) and c.max_clip_s > 0, "max_clip_s", "must be > 0")
+    _require(c.max_clip_s <= MAX_CLIP_S, "max_clip_s", f"must be at most {MAX_CLIP_S:g} s (10 "
+             "minutes: a clip is held in memory and in the cache whole up to it; use scan for "
+             f"longer recordings), got {c.max_clip_s:g}")
+    _require(0 <= c.workers <= MAX_WORKERS, "workers", f"must be in [0, {MAX_WORKERS}] (0 = all "
+             "cores; each is a process with its own memory, and more than the cores add "
+             f"memory, not speed), got {c.workers}")
+    _require(0 <= c.report_errors <= MAX_REPORT_ERRORS, "report_errors",
+             f"must be in [0, {MAX_REPORT_ERRORS}] (each is embedded in report.html, about "
+             f"0.2 MB: 500 make a 100 MB page), got {c.report_errors}")
+    _require(1 <= c.width <= 16, "width",
+             f"must be in [1, 16] (weights and activations grow with it), got {c.width}")
+    _require(1 <= c.depth <= 8, "depth",
+             f"must be in [1, 8] (activations grow with it), got {c.depth}")
+    for name in ("specaug_freq_masks", "specaug_time_masks"):
+        _require(0 <= getattr(c, name) <= MAX_SPECAUG_MASKS, name,
+                 f"must be in [0, {MAX_SPECAUG_MASKS}] (papers use 2 to 20; each mask is a "
+                 f"pass over the batch), got {getattr(c, name)}")
+    for name, most, why in (("specaug_freq_width", MAX_N_MELS, "n_mels"),
+                            ("specaug_time_width", MAX_FRAMES, "fixed_length")):
+        _require(0 <= getattr(c, name) <= most, name, f"must be in [0, {most}] (no {why} is "
+                 f"larger, and a mask wider than the spectrogram covers all of it), got "
+                 f"{getattr(c, name)}")
+    _require(1 <= c.voice_top_k <= MAX_TOP_K, "voice_top_k",
+             f"must be in [1, {MAX_TOP_K}] (a k beyond a voice's enrolled clips averages them "
+             f"all), got {c.voice_top_k}")
+
+
+def _validate_window(c: Config) -> None:
+    if c.auto_window:
+        return
+    _require(c.fixed_length >= 4, "fixed_length",
+             f"must be 'auto' or >= 4 (two 2x2 poolings), got {c.fixed_length}")
+    _require(c.fixed_length <= MAX_FRAMES, "fixed_length",
+             f"must be at most {MAX_FRAMES} frames ({MAX_WINDOW_S:g} s at a 10 ms hop: a "
+             "longer clip is judged over several windows, up to max_clip_s), got "
+             f"{c.fixed_length}")
+    seconds = (c.fixed_length - 1) * c.hop_length / c.sr
+    _require(seconds <= MAX_WINDOW_S, "fixed_length",
+             f"gives a {seconds:g} s window ((fixed_length - 1) x hop_length / sr); it must be "
+             f"at most {MAX_WINDOW_S:g} s (a longer clip is judged over several windows, up "
+             "to max_clip_s)")
+
+
+def max_fixed_length(*, sr: int, hop_length: int) -> int:
+    """The largest ``fixed_length`` a multiple of 4 (the two 2x2 poolings) that the bounds
+    allow at ``sr`` and ``hop_length``: :data:`MAX_FRAMES` frames, :data:`MAX_WINDOW_S`
+    seconds."""
+    frames = min(MAX_FRAMES, 1 + math.floor(MAX_WINDOW_S * sr / hop_length))
+    return 4 * (frames // 4)
 
 
 def check_group_by(group_by: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..config import Config, FeatureConfig
+from ..config import Config, FeatureConfig, max_fixed_length
 from ..errors import AudioError, DataError
 from ..features.frontend import mel_filterbank
 from .audio_io import probe
@@ -84,12 +84,15 @@ COVER_QUANTILE = 0.9
 def suggest_fixed_length(durations: np.ndarray, *, features: FeatureConfig,
                          quantile: float = COVER_QUANTILE) -> int:
     """The fewest frames, a multiple of 4 (the two 2x2 poolings), whose window
-    (``(frames - 1) * hop_length`` samples) holds at least ``quantile`` of the clips whole."""
+    (``(frames - 1) * hop_length`` samples) holds at least ``quantile`` of the clips whole;
+    at most the longest window the config allows
+    (:func:`~audiogate.config.max_fixed_length`: longer clips are judged over several)."""
     if durations.size == 0:
         return features.fixed_length
     longest = float(np.quantile(durations, quantile, method="higher"))
     frames = 1 + math.ceil(round(longest * features.sr, 6) / features.hop_length)
-    return max(4, 4 * math.ceil(frames / 4))
+    return min(max(4, 4 * math.ceil(frames / 4)),
+               max_fixed_length(sr=features.sr, hop_length=features.hop_length))
 
 
 def resolve_window(config: Config) -> Config:
