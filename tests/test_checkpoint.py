@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from audiogate import load
+from audiogate import files, load
 from audiogate.cli import main
 from audiogate.config import Config
 from audiogate.errors import CheckpointError
@@ -232,3 +236,89 @@ def test_predict_many_in_chunks_keeps_order(tmp_path: Path, rng: np.random.Gener
         assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
     assert [r.ok for r in chunked] == [True, True, True, True, False, True]
     assert chunked[0].probabilities == pytest.approx(chunked[5].probabilities, abs=1e-6)
+
+
+# ---------------------------------------------------------------- a full disk (issue 22, 10)
+class SmallDisk:
+    """A file system with ``free`` bytes left, for the temporary files of
+    :func:`audiogate.files.atomic_write` whose target matches ``pattern``: a write past
+    ``free`` bytes raises ``ENOSPC`` as the kernel does; ``shutil.disk_usage`` says ``free``.
+    ``fills_after``: the disk has room until a temporary file of that name has been closed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, free: int, pattern: str = ".pt.",
+                 fills_after: str | None = None) -> None:
+        self.free, self.pattern, self.full = free, pattern, fills_after is None
+        self.fills_after = fills_after
+        disk = self
+
+        class Writer(io.BufferedWriter):
+            def __init__(self, path: str) -> None:
+                super().__init__(io.FileIO(path, "wb"))
+                self.name_ = Path(path).name
+                self.used = 0
+
+            def write(self, data: Any) -> int:
+                size = memoryview(data).nbytes
+                if disk.full and self.used + size > disk.free:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                self.used += size
+                return super().write(data)
+
+            def close(self) -> None:
+                super().close()
+                if disk.fills_after and self.name_.startswith(f".{disk.fills_after}."):
+                    disk.full = True
+
+        def fake_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            if mode == "wb" and self.pattern in Path(path).name:
+                return Writer(str(path))
+            return open(path, mode, *args, **kwargs)
+
+        usage = shutil.disk_usage(".")
+        monkeypatch.setattr(files, "open", fake_open, raising=False)
+        monkeypatch.setattr(shutil, "disk_usage",
+                            lambda _: usage._replace(free=self.free))
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC inside torch's writer gave two chained tracebacks (the OSError, then torch's
+    'enforce fail at inline_container.cc'); now one error names the file, the bytes it needs
+    and the bytes free, and the previous checkpoint keeps its bytes."""
+    path = tmp_path / "last.pt"
+    _save(path)
+    before = path.read_bytes()
+    SmallDisk(monkeypatch, free=1000)
+    with pytest.raises(files.DiskFullError) as caught:
+        _save(path, _net(seed=1))
+    message = str(caught.value)
+    assert message == (f"disk full: cannot write {path}: it needs "
+                       f"{files.human_bytes(len(before))}, 1000 B free on {tmp_path}; free "
+                       "some space or write elsewhere")
+    assert caught.value.errno == errno.ENOSPC and caught.value.__cause__ is None
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_run_that_fills_the_disk_says_so_in_one_line_and_in_its_status(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The disk fills after epoch 1's checkpoints: the run fails with one line on stderr, the
+    same words in status.json, and epoch 1's last.pt intact (issue 22, item 10)."""
+    from .conftest import TINY_FLAGS, make_toy_dataset
+
+    data = make_toy_dataset(tmp_path / "data", n_per_class=12, seconds=0.4)
+    SmallDisk(monkeypatch, free=4096, fills_after="last.pt")
+    assert main(["-q", "train", "--data", str(data), "--runs-dir", str(tmp_path / "runs"),
+                 "--name", "full", *TINY_FLAGS, "--max-epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    models = tmp_path / "runs" / "full" / "models"
+    line = next(x for x in err.splitlines() if x.startswith("audiogate: error:"))
+    epoch_2 = models / "model_epoch_002.pt"
+    assert line.startswith(f"audiogate: error: disk full: cannot write {epoch_2}: it needs ")
+    assert "4.0 KiB free on" in line
+    assert "Traceback" not in err
+    status = json.loads((models.parent / "status.json").read_text())
+    assert status["state"] == "failed" and status["error"] == line[len("audiogate: error: "):]
+    assert load_checkpoint(models / "last.pt").epoch == 1
+    assert not [p for p in models.iterdir() if p.name.startswith(".")]

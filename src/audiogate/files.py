@@ -2,7 +2,8 @@
 
 Every file audiogate writes goes through :func:`atomic_write`: a temporary file beside the
 target, flushed and fsync-ed, then renamed over it. A crash, ``kill -9`` or a full disk leaves
-either the old file or the new one, never half of one.
+either the old file or the new one, never half of one; a full disk is reported as one
+:class:`DiskFullError` naming the file, the bytes it needed and the bytes free.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,24 +27,78 @@ HASH_CHUNK = 1 << 20
 _IN_PROGRESS: set[Path] = set()
 """Temporary files of the :func:`atomic_write` calls under way (see :func:`remove_temporaries`)."""
 
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""The errors of a file system without room: no space left, or the user's quota exceeded."""
+
 before_rename: Callable[[Path], None] | None = None
 """Test hook: called with the temporary file of each :func:`atomic_write` once the caller has
 written its content, before it is flushed and renamed over the target (a test stops the
 process there, in the middle of a write)."""
 
 
+class DiskFullError(OSError):
+    """A write found no room on its file system (``ENOSPC``, or a quota: ``EDQUOT``). Its
+    message is one line: the file, the bytes it needed and the bytes free (see
+    :func:`disk_full`)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def disk_full(path: Path, *, size: int | None, written: int) -> DiskFullError:
+    """The :class:`DiskFullError` of a write of ``path`` that ran out of room: ``size``, the
+    bytes it was writing (None: unknown, then at least the ``written`` ones), against the
+    bytes its folder's file system has free now (the partial file removed)."""
+    try:
+        free = f"{human_bytes(shutil.disk_usage(path.parent).free)} free"
+    except OSError:
+        free = "free space unknown"
+    needed = human_bytes(size) if size is not None else f"more than {human_bytes(written)}"
+    return DiskFullError(errno.ENOSPC, f"disk full: cannot write {path}: it needs {needed}, "
+                         f"{free} on {path.parent}; free some space or write elsewhere",
+                         str(path))
+
+
+def human_bytes(n: int) -> str:
+    """``n`` bytes as people read it: ``512 B``, ``3.4 MiB``, ``1.2 GiB``."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024:
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from (a library may wrap the ``OSError``,
+    as ``torch.save`` does in a ``RuntimeError``), says the file system has no room."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL:
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[IO[bytes]]:
+def atomic_write(path: str | os.PathLike[str], *, durable: bool = True,
+                 size: int | None = None) -> Iterator[IO[bytes]]:
     """Open a temporary file beside ``path`` for binary writing; on success rename it over
-    ``path``. On any exception the temporary file is removed and ``path`` is untouched.
+    ``path``. On any exception the temporary file is removed and ``path`` is untouched; a
+    full disk raises :class:`DiskFullError` instead of the error that said so.
 
     ``durable``: fsync the file and its folder, so the new content survives a power cut (off
-    for bulk cache data that can be rebuilt).
+    for bulk cache data that can be rebuilt). ``size``: the bytes about to be written, if known
+    (a full disk's message says how many were needed).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
     _IN_PROGRESS.add(tmp)
+    full = False
+    written = 0
     try:
         with open(tmp, "wb") as fh:
             yield fh
@@ -52,9 +108,17 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
             if durable:
                 os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except BaseException as exc:
+        if not is_disk_full(exc):
+            raise
+        full = True
+        with contextlib.suppress(OSError):
+            written = tmp.stat().st_size
     finally:
         tmp.unlink(missing_ok=True)
         _IN_PROGRESS.discard(tmp)
+    if full:
+        raise disk_full(target, size=size, written=written) from None
     if durable:
         with contextlib.suppress(OSError):  # make the rename itself durable
             dir_fd = os.open(target.parent, os.O_RDONLY)
@@ -74,7 +138,7 @@ def remove_temporaries() -> None:
 
 def write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
     """Write ``data`` to ``path`` atomically."""
-    with atomic_write(path, durable=durable) as fh:
+    with atomic_write(path, durable=durable, size=len(data)) as fh:
         fh.write(data)
 
 

@@ -15,15 +15,16 @@ atomically and read safely.
     body              what the kind needs: a network's spec, weights and training state, a
                       voice gate's enrolled voices, cohort and head
 
-Files are written through :func:`audiogate.files.atomic_write` (a crash or ``kill -9`` never
-leaves half a file) and read with ``torch.load(weights_only=True)``, which refuses anything
-but tensors and plain data: a checkpoint cannot run code. Files of audiogate 0.1 and 0.2 still
-load: network checkpoints (versions 1 and 2, which had no kind) and voice gate checkpoints
-(format ``audiogate.voice-checkpoint``, version 1).
+Files are written through :func:`audiogate.files.atomic_write` (a crash, ``kill -9`` or a
+full disk never leaves half a file) and read with ``torch.load(weights_only=True)``, which
+refuses anything but tensors and plain data: a checkpoint cannot run code. Files of audiogate
+0.1 and 0.2 still load: network checkpoints (versions 1 and 2, which had no kind) and voice
+gate checkpoints (format ``audiogate.voice-checkpoint``, version 1).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -37,7 +38,7 @@ import torch
 
 from ..config import Config
 from ..errors import AudiogateError, CheckpointError
-from ..files import atomic_write
+from ..files import write_bytes
 
 FORMAT = "audiogate.checkpoint"
 VERSION = 3
@@ -80,8 +81,9 @@ def save_gate(path: str | os.PathLike[str], stored: StoredGate) -> None:
         "epoch": stored.epoch, "metrics": dict(stored.metrics), "gate": stored.gate,
         "run_id": stored.run_id, "history": list(stored.history), "body": stored.body,
     }
-    with atomic_write(Path(path)) as fh:
-        torch.save(payload, fh)
+    buffer = io.BytesIO()  # serialised first: a full disk fails one plain write, whose size
+    torch.save(payload, buffer)  # is known (not torch's writer, which hides the OSError)
+    write_bytes(Path(path), buffer.getvalue())
 
 
 def read_gate(path: str | os.PathLike[str]) -> StoredGate:

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import socket
@@ -32,6 +33,8 @@ from typing import Any
 from ..config import Config
 from ..errors import ConfigError
 from ..files import write_json, write_text
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -217,11 +220,17 @@ class StatusFile:
                    epochs_done=epochs_done)
 
     def failed(self, error: BaseException) -> None:
-        """The run ended by an exception: ``interrupted`` for Ctrl+C, else ``failed``."""
-        if isinstance(error, KeyboardInterrupt):
-            self.write(state="interrupted", stop_reason="aborted (Ctrl+C)", ended=now())
-        else:
-            self.write(state="failed", error=str(error) or type(error).__name__, ended=now())
+        """The run ended by an exception: ``interrupted`` for Ctrl+C, else ``failed``. If the
+        file cannot be written either (the disk that failed the run is full), a warning says
+        so and ``error`` stays the one the caller raises."""
+        try:
+            if isinstance(error, KeyboardInterrupt):
+                self.write(state="interrupted", stop_reason="aborted (Ctrl+C)", ended=now())
+            else:
+                self.write(state="failed", error=str(error) or type(error).__name__,
+                           ended=now())
+        except OSError as exc:
+            log.warning("could not record how the run ended in %s (%s)", self.run.status, exc)
 
 
 def stop_state(reason: str) -> str:
