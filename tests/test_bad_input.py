@@ -402,6 +402,72 @@ def test_unusable_data_set_gives_one_clear_message(case: str, tmp_path: Path,
     assert not (tmp_path / "runs" / "x").exists()
 
 
+def _nothing_usable(root: Path) -> Path:
+    """Class folders whose every file is unusable: a bad header, a text file, a hidden one."""
+    for name in ("allowed", "not_allowed"):
+        (root / name).mkdir(parents=True)
+        (root / name / "broken.wav").write_bytes(b"RIFF")
+        (root / name / "notes.txt").write_text("not audio")
+    (root / "allowed" / ".hidden.wav").write_bytes(_wav_bytes())
+    return root
+
+
+REFUSED: dict[str, tuple[Callable[[Path], Path], dict[str, str]]] = {
+    "nothing_usable": (_nothing_usable, {
+        **{f"{c}/broken.wav": "not a readable audio file" for c in ("allowed", "not_allowed")},
+        **{f"{c}/notes.txt": "not an audio file extension" for c in ("allowed", "not_allowed")},
+        "allowed/.hidden.wav": "hidden file"}),
+    "all_bad_class": (_all_bad_class, {f"not_allowed/broken_{i}.wav": "not a readable audio"
+                                       for i in range(3)}),
+    "too_few_per_class": (lambda p: make_toy_dataset(p, n_per_class=4), {}),
+}
+
+
+@pytest.mark.parametrize(("case", "command"), [
+    (case, command) for case in sorted(REFUSED)
+    for command in ("eda", "train", "train_unnamed", "cache")
+    if not (command == "eda" and case == "too_few_per_class")])  # eda makes no split
+def test_a_refused_data_set_still_writes_skipped_csv(case: str, command: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 22, item 13: data that cannot make a run (no usable clip at all, a class without
+    one, too few to split) stops with one line and still writes skipped.csv: into eda's
+    --out, or for train and cache beside where the run folder would be
+    (<runs_dir>/<name>.skipped.csv, <runs_dir>/skipped.csv unnamed), since no run folder is
+    made for such data. The message says where it is."""
+    make, expected = REFUSED[case]
+    data, runs = make(tmp_path / "data"), tmp_path / "runs"
+    argv = {"eda": ["-q", "eda", "--data", str(data), "--out", str(tmp_path / "eda")],
+            "train": train_argv(data, runs, "x"),
+            "train_unnamed": ["-q", "train", "--data", str(data), "--runs-dir", str(runs),
+                              *TINY_FLAGS],
+            "cache": ["-q", "cache", "--data", str(data), "--runs-dir", str(runs), "--name", "x",
+                      *TINY_FLAGS]}[command]
+    written = {"eda": tmp_path / "eda" / "skipped.csv", "train": runs / "x.skipped.csv",
+               "train_unnamed": runs / "skipped.csv", "cache": runs / "x.skipped.csv"}[command]
+    res = run(capsys, *argv)
+    assert res.rc == 2 and res.err.count("\n") == 1, res.err
+    assert res.err.rstrip().endswith(f"every file left out, and why: {written}"), res.err
+    assert_reasons(read_skipped(written), {str(data / k): v for k, v in expected.items()})
+    if command != "eda":  # no run folder: only the list beside where it would have been
+        assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == [
+            written.name]
+
+
+def test_a_refused_voice_data_set_writes_skipped_csv_too(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The voice gate's data is refused the same way, with the same list (before any speaker
+    model is loaded: nothing under allowed/ is audio)."""
+    (tmp_path / "data" / "allowed").mkdir(parents=True)
+    (tmp_path / "data" / "allowed" / "notes.txt").write_text("not audio")
+    res = run(capsys, "-q", "train", "--recipe", "voice", "--data", str(tmp_path / "data"),
+              "--runs-dir", str(tmp_path / "runs"), "--name", "v")
+    written = tmp_path / "runs" / "v.skipped.csv"
+    assert res.rc == 2 and f"every file left out, and why: {written}" in res.err, res.err
+    assert_reasons(read_skipped(written), {
+        str(tmp_path / "data" / "allowed" / "notes.txt"): "not an audio file extension"})
+    assert not (tmp_path / "runs" / "v").exists()
+
+
 @pytest.mark.slow
 def test_evaluate_on_a_folder_without_a_class(trained: tuple[Path, str, int], tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:

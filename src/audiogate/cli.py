@@ -62,11 +62,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 # ----------------------------------------------------------------- commands
 def cmd_eda(args: argparse.Namespace) -> int:
+    from .data.discover import skipped_written_on_refusal
     from .data.prepare import resolve_window
     from .reporting.eda import analyse, write_eda
 
-    config = resolve_window(config_from_args(args))  # "auto": the window train would use
-    report = analyse(config.data, features=config.features())
+    with skipped_written_on_refusal(Path(args.out) / "skipped.csv"):
+        config = resolve_window(config_from_args(args))  # "auto": the window train would use
+        report = analyse(config.data, features=config.features())
     paths = write_eda(report, Path(args.out))
     summary = report.summary()
     print(f"classes: {summary['counts']}")
@@ -128,12 +130,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .data.prepare import prepare_data, resolve_window
+    from .data.discover import skipped_written_on_refusal
+    from .data.prepare import prepare_data, refused_skipped_path, resolve_window
 
-    config = resolve_window(config_from_args(args))  # "auto": the window train would use
-    if not config.cache:
-        raise ConfigError("audiogate cache fills the on-disk cache; drop --no-cache")
-    data = prepare_data(config, progress=not args.quiet)
+    config = config_from_args(args)
+    with skipped_written_on_refusal(refused_skipped_path(config)):
+        config = resolve_window(config)  # "auto": the window train would use
+        if not config.cache:
+            raise ConfigError("audiogate cache fills the on-disk cache; drop --no-cache")
+        data = prepare_data(config, progress=not args.quiet)
     print(f"cache: {data.cache.folder}")
     print(f"clips usable per class: {data.usable}; split train {len(data.train)} / val "
           f"{len(data.val)} / test {len(data.test)}")
@@ -410,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eda", help="class counts and duration histogram of a data folder")
     p.add_argument("--config", help="TOML file of config fields")
-    p.add_argument("--out", default="eda", help="folder for durations.png, eda.json")
+    p.add_argument("--out", default="eda", help="folder for durations.png, eda.json and "
+                                                "skipped.csv (written even when the data is "
+                                                "refused)")
     add_config_flags(p)
     p.set_defaults(func=cmd_eda)
 

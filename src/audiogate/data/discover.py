@@ -3,15 +3,18 @@
 Layout: one sub-folder per class under the data root. The specification's layout,
 ``allowed/`` and ``not_allowed/``, maps to labels 1 and 0; any other set of folders maps to
 labels in sorted name order. Files that cannot be used are never silently dropped: they are
-returned as :class:`Skipped` records with a reason.
+returned as :class:`Skipped` records with a reason, and a data set that cannot make a run
+raises :class:`UnusableData`, which carries them (:func:`skipped_written_on_refusal` writes
+them to a ``skipped.csv`` before the error is shown).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +44,30 @@ class Skipped:
 
     path: str
     reason: str
+
+
+class UnusableData(DataError):
+    """The data cannot make a run (a class without usable clips, too few to split);
+    ``skipped`` lists every file left out, with the reason."""
+
+    def __init__(self, message: str, *, skipped: Sequence[Skipped]) -> None:
+        super().__init__(message)
+        self.skipped = list(skipped)
+
+
+@contextlib.contextmanager
+def skipped_written_on_refusal(path: Path) -> Iterator[None]:
+    """An :class:`UnusableData` raised inside first writes its files left out to ``path``
+    (``skipped.csv``, even when empty), then is raised again with the path in its message."""
+    try:
+        yield
+    except UnusableData as exc:
+        try:
+            write_skipped(exc.skipped, path)
+            where = f"every file left out, and why: {path}"
+        except OSError as err:
+            where = f"could not write {path} ({err.strerror or err})"
+        raise UnusableData(f"{exc}; {where}", skipped=exc.skipped) from None
 
 
 @dataclass
@@ -160,6 +187,8 @@ def discover(root: str | os.PathLike[str], *, group_by: str = "none",
     clips: list[Clip] = []
     skipped: list[Skipped] = []
     for label, name in enumerate(classes):
+        if allowed_only and not (root_path / name).exists():
+            continue  # a voice gate's data without not_allowed/: nothing to list there
         for path, problem in _walk_files(root_path / name):
             if problem:
                 skipped.append(Skipped(str(path), problem))
@@ -176,8 +205,8 @@ def discover(root: str | os.PathLike[str], *, group_by: str = "none",
 
 def require_all_classes(counts: dict[str, int], *, where: str,
                         skipped: Sequence[Skipped] = ()) -> None:
-    """Raise :class:`DataError` naming every class that has no usable clip, with the first
-    few files skipped there and why."""
+    """Raise :class:`UnusableData` naming every class that has no usable clip, with the first
+    few files skipped there and why (and carrying every file of ``skipped``)."""
     empty = [name for name, n in counts.items() if n == 0]
     if not empty:
         return
@@ -189,7 +218,7 @@ def require_all_classes(counts: dict[str, int], *, where: str,
         listed = "; ".join(f"{s.path}: {s.reason}" for s in inside[:5])
         more = f"; ... and {len(inside) - 5} more" if len(inside) > 5 else ""
         message += f"; skipped there: {listed}{more}"
-    raise DataError(message)
+    raise UnusableData(message, skipped=skipped)
 
 
 def write_skipped(skipped: Sequence[Skipped], path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from ..features.frontend import mel_filterbank
 from .audio_io import probe
 from .cache import CacheSpec, FeatureCache
 from .decode import ClipSet, cache_clips
-from .discover import Discovery, Skipped, discover, require_all_classes
+from .discover import Discovery, Skipped, UnusableData, discover, require_all_classes
 from .split import Split, make_split, merge_identical
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,17 @@ def resolve_window(config: Config) -> Config:
     return replace(config, fixed_length=frames)
 
 
+def refused_skipped_path(config: Config) -> Path:
+    """Where ``skipped.csv`` goes when ``config``'s data cannot make a run
+    (:class:`~audiogate.data.discover.UnusableData`). The run folder is made only once the
+    data is ready, so that a refused data set leaves no run behind; the list goes beside where
+    it would have been: ``<runs_dir>/<name>.skipped.csv``, or ``<runs_dir>/skipped.csv`` for a
+    run without a name (its folder would have been named by the time it started). A plain
+    file: ``audiogate runs`` lists folders only, and the name stays free."""
+    return Path(config.runs_dir) / (f"{config.name}.skipped.csv" if config.name
+                                    else "skipped.csv")
+
+
 def prepare_data(config: Config, *, split: Split | None = None,
                  classes: tuple[str, ...] | None = None, progress: bool = True,
                  read_only: bool = False) -> PreparedData:
@@ -136,7 +148,9 @@ def prepare_data(config: Config, *, split: Split | None = None,
     distributed run, with rank 0's ``split``).
     Raises :class:`~audiogate.errors.ConfigError` for a front end with empty mel bands
     (:func:`~audiogate.features.frontend.mel_filterbank`), before anything is read or written,
-    and :class:`~audiogate.errors.DataError` when the data cannot make a run.
+    and :class:`~audiogate.errors.DataError` when the data cannot make a run
+    (:class:`~audiogate.data.discover.UnusableData`, with the files left out, when no class
+    may be empty or too small; see :func:`refused_skipped_path`).
     """
     mel_filterbank(config.features())
     if split is not None:
@@ -159,8 +173,11 @@ def _prepare_new(config: Config, found: Discovery, cache: FeatureCache,
     usable = {name: int((arrays.labels == i).sum()) for i, name in enumerate(found.classes)}
     require_all_classes(usable, where=config.data, skipped=skipped)
     clips = merge_identical(arrays.clips, [tuple(ref) for ref in arrays.refs.tolist()])
-    split = make_split(clips, test_size=config.test_size, val_size=config.val_size,
-                       seed=config.seed, balance_by=config.balance)
+    try:
+        split = make_split(clips, test_size=config.test_size, val_size=config.val_size,
+                           seed=config.seed, balance_by=config.balance)
+    except DataError as exc:  # too few clips: the files left out may be why
+        raise UnusableData(str(exc), skipped=skipped) from None
     log.info("classes %s, usable %s; split train %d / val %d / test %d", found.classes, usable,
              len(split.train), len(split.val), len(split.test))
     return PreparedData(found.classes, arrays.subset(split.train), arrays.subset(split.val),

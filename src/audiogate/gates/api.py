@@ -14,7 +14,8 @@ from typing import Any
 from ..config import Config
 from ..core.checkpoint import read_gate
 from ..core.runs import RunPaths, TrainResult
-from ..data.discover import Skipped, discover, write_skipped
+from ..data.discover import Skipped, discover, skipped_written_on_refusal, write_skipped
+from ..data.prepare import refused_skipped_path
 from ..data.split import read_split
 from ..errors import AudiogateError, CheckpointError, DataError
 from ..files import write_json
@@ -31,13 +32,15 @@ def train(config: Config, *, progress: bool = True,
     """Make a new run as ``config`` describes, by the gate kind its ``model`` selects
     (:func:`~audiogate.gates.registry.kind_for`); ``callbacks`` listen to a training loop
     (a kind without one refuses them). Fields the kind does not read but the user set are
-    named in one warning."""
+    named in one warning. Data that cannot make a run leaves no run folder; its files left
+    out are written to :func:`~audiogate.data.prepare.refused_skipped_path`."""
     kind = kind_for(config)
     ignored = config.changed(kind.ignores)
     if ignored:
         log.warning("a %s gate does not read %s; they are ignored", kind.name,
                     ", ".join(ignored))
-    return kind.fit(config, progress=progress, callbacks=callbacks)
+    with skipped_written_on_refusal(refused_skipped_path(config)):
+        return kind.fit(config, progress=progress, callbacks=callbacks)
 
 
 def resume(run_dir: str | os.PathLike[str], *, progress: bool = True,
