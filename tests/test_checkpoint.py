@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -92,8 +93,11 @@ def test_malicious_pickle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def _with_nan(src: Path, dst: Path, *, tensor: str, value: float) -> None:
+    """A diverged checkpoint as audiogate wrote them before it refused to save one, and before
+    it recorded the SHA-256 of each tensor (which would refuse the edit first)."""
     payload = torch.load(src, weights_only=True)
     payload["body"]["weights"][tensor].view(-1)[3] = value
+    del payload["sha256"]
     torch.save(payload, dst)
 
 
@@ -322,3 +326,69 @@ def test_a_run_that_fills_the_disk_says_so_in_one_line_and_in_its_status(
     assert status["state"] == "failed" and status["error"] == line[len("audiogate: error: "):]
     assert load_checkpoint(models / "last.pt").epoch == 1
     assert not [p for p in models.iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------ weights checked on load (issue 22, 9)
+def _flip_exponent(path: Path, tensor: str) -> float:
+    """Change one byte of ``path``: the exponent byte of ``tensor``'s first value (torch stores
+    tensors uncompressed, with no checksum of its own). Returns the value it now reads."""
+    values = torch.load(path, weights_only=True)["body"]["weights"][tensor]
+    data = bytearray(path.read_bytes())
+    at = data.find(values.numpy().tobytes())
+    assert at >= 0 and data.find(values.numpy().tobytes(), at + 1) < 0
+    data[at + 3] ^= 0x01  # little-endian float32: byte 3 holds the sign and 7 exponent bits
+    path.write_bytes(bytes(data))
+    changed = torch.load(path, weights_only=True)["body"]["weights"][tensor]
+    return float(changed.view(-1)[0])
+
+
+def test_a_changed_weight_is_refused_by_name(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """One flipped exponent byte of fc.bias loaded silently and could flip verdicts."""
+    path = tmp_path / "best.pt"
+    _save(path)
+    before = float(load_checkpoint(path).weights["fc.bias"][0])
+    after = _flip_exponent(path, "fc.bias")
+    assert np.isfinite(after) and after in (4 * before, before / 4)
+    with pytest.raises(CheckpointError, match=r"best\.pt: tensor 'weights\.fc\.bias' changed "
+                                              "since it was saved"):
+        load_checkpoint(path)
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(16000, np.float32), 16000)
+    assert main(["-q", "predict", "--checkpoint", str(path), str(clip)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "'weights.fc.bias' changed" in err
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    ("missing", "tensor 'weights.fc.bias' is missing"),
+    ("added", "tensor 'weights.extra' was added"),
+    ("reshaped", "tensor 'weights.fc.bias' changed"),  # same bytes, another shape
+])
+def test_missing_added_and_reshaped_tensors_are_refused(tmp_path: Path, edit: str,
+                                                        says: str) -> None:
+    _save(tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    weights = payload["body"]["weights"]
+    if edit == "missing":
+        del weights["fc.bias"]
+    elif edit == "added":
+        weights["extra"] = torch.zeros(3)
+    else:
+        weights["fc.bias"] = weights["fc.bias"].reshape(1, -1)
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match=re.escape(says)):
+        load_checkpoint(tmp_path / "edited.pt")
+
+
+def test_checkpoints_written_before_the_hashes_still_load(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    _save(tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert set(payload["sha256"]) == set(f"weights.{k}" for k in payload["body"]["weights"])
+    del payload["sha256"]
+    torch.save(payload, tmp_path / "old.pt")
+    with caplog.at_level("DEBUG", logger="audiogate.core.checkpoint"):
+        assert load_checkpoint(tmp_path / "old.pt").epoch == 3
+    assert [r.levelname for r in caplog.records] == ["DEBUG"]
+    assert "not checked" in caplog.records[0].getMessage()

@@ -14,17 +14,23 @@ atomically and read safely.
     history           changes made after training (enrolments), oldest first
     body              what the kind needs: a network's spec, weights and training state, a
                       voice gate's enrolled voices, cohort and head
+    sha256            the SHA-256 of every tensor of ``body`` (dtype, shape and bytes), by
+                      its path (``weights.fc.bias``): checked on every read, so a changed
+                      weight is refused by name instead of judging with it
 
 Files are written through :func:`audiogate.files.atomic_write` (a crash, ``kill -9`` or a
 full disk never leaves half a file) and read with ``torch.load(weights_only=True)``, which
 refuses anything but tensors and plain data: a checkpoint cannot run code. Files of audiogate
 0.1 and 0.2 still load: network checkpoints (versions 1 and 2, which had no kind) and voice
-gate checkpoints (format ``audiogate.voice-checkpoint``, version 1).
+gate checkpoints (format ``audiogate.voice-checkpoint``, version 1); so do version 3 files
+written before ``sha256`` existed, unchecked (a debug log line says so).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
 import os
 import pickle
 import re
@@ -39,6 +45,8 @@ import torch
 from ..config import Config
 from ..errors import AudiogateError, CheckpointError
 from ..files import write_bytes
+
+log = logging.getLogger(__name__)
 
 FORMAT = "audiogate.checkpoint"
 VERSION = 3
@@ -80,6 +88,7 @@ def save_gate(path: str | os.PathLike[str], stored: StoredGate) -> None:
         "config": stored.config.to_dict(), "classes": list(stored.classes),
         "epoch": stored.epoch, "metrics": dict(stored.metrics), "gate": stored.gate,
         "run_id": stored.run_id, "history": list(stored.history), "body": stored.body,
+        "sha256": tensor_digests(stored.body),
     }
     buffer = io.BytesIO()  # serialised first: a full disk fails one plain write, whose size
     torch.save(payload, buffer)  # is known (not torch's writer, which hides the OSError)
@@ -97,6 +106,7 @@ def read_gate(path: str | os.PathLike[str]) -> StoredGate:
     fmt, version = payload.get("format"), payload.get("version")
     if fmt == FORMAT and version == VERSION:
         envelope = payload
+        check_tensors(payload.get("body"), payload.get("sha256"), where=str(path))
     elif fmt == FORMAT and version in LEGACY_NETWORK_VERSIONS:
         envelope = _legacy(payload, kind="network", body=("model", "weights", "train_state"))
     elif fmt == LEGACY_VOICE_FORMAT and version == 1:
@@ -134,6 +144,57 @@ def _legacy(payload: dict[str, Any], *, kind: str, body: tuple[str, ...]) -> dic
     out["body"] = {**{k: payload[k] for k in body if k in payload},
                    "version": payload["version"]}
     return out
+
+
+def tensor_digests(body: Any) -> dict[str, str]:
+    """The SHA-256 of every tensor in ``body`` (dicts and lists walked), by its path: keys and
+    list positions joined by dots (``weights.fc.bias``). Each covers the tensor's dtype, shape
+    and bytes."""
+    found: dict[str, str] = {}
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, torch.Tensor):
+            found[where] = _tensor_sha256(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, f"{where}.{i}" if where else str(i))
+
+    walk(body, "")
+    return found
+
+
+def _tensor_sha256(tensor: torch.Tensor) -> str:
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    digest = hashlib.sha256(f"{flat.dtype} {tuple(tensor.shape)}\n".encode())
+    digest.update(flat.view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def check_tensors(body: Any, recorded: Any, *, where: str) -> None:
+    """Raise :class:`CheckpointError` naming the tensors of ``body`` whose SHA-256 is not the
+    one ``recorded`` at save (changed, missing or added: the file was damaged or edited).
+    ``recorded`` None: a file written before checkpoints recorded them, read unchecked."""
+    if recorded is None:
+        log.debug("%s: written before checkpoints recorded the SHA-256 of their tensors; "
+                  "not checked", where)
+        return
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{where}: incomplete checkpoint (its sha256 is not a table)")
+    found = tensor_digests(body)
+    changed = [name for name in recorded if name in found and found[name] != recorded[name]]
+    missing = [name for name in recorded if name not in found]
+    added = [name for name in found if name not in recorded]
+    problems = ([f"tensor '{n}' changed" for n in changed]
+                + [f"tensor '{n}' is missing" for n in missing]
+                + [f"tensor '{n}' was added" for n in added])
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CheckpointError(f"{where}: {problems[0]}{more} since it was saved (its SHA-256 "
+                              "is not the one recorded): the file is damaged or was edited; "
+                              "use another copy, or train again")
 
 
 def require_finite(weights: dict[str, Any], *, where: str) -> None:

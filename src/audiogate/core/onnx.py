@@ -5,9 +5,14 @@ extra packages), checked and stamped with its audiogate metadata (:func:`with_me
 properties named ``audiogate.<key>``, the first two ``format`` and ``version``), run on the CPU
 by onnxruntime (:func:`cpu_session`) and recognised again by its metadata
 (:func:`read_metadata`), and tied to the checkpoint it came from
-(:func:`check_exported_from`). Each kind of file (the network's export, the speaker encoder's, the
-voice gate's) is one :class:`OnnxFormat`, which also words the errors that refuse a file of
-another kind.
+(:func:`check_exported_from`). Each kind of file (the network's export, the speaker encoder's,
+the voice gate's) is one :class:`OnnxFormat`, which also words the errors that refuse a file
+of another kind.
+
+The metadata also records the SHA-256 of the graph it was exported with
+(:func:`graph_digests`: its initializers; its nodes, inputs and outputs), checked on every
+read: a graph edited, or another model's graph carrying this one's metadata, is refused.
+Files exported before these digests existed are read unchecked.
 
 ``onnx`` and ``onnxruntime`` are optional dependencies: they are imported inside the functions
 that need them.
@@ -15,6 +20,8 @@ that need them.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import tempfile
 import warnings
@@ -29,6 +36,8 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..files import sha256_file, to_json
+
+log = logging.getLogger(__name__)
 
 OPSET = 17
 """ONNX opset of every exported graph."""
@@ -99,7 +108,9 @@ def with_metadata(model: bytes, *, kind: OnnxFormat, metadata: Mapping[str, str]
 
     proto = onnx.load_from_string(model)
     onnx.checker.check_model(proto)
-    for key, value in {"format": kind.format, "version": kind.version, **metadata}.items():
+    stamped = {"format": kind.format, "version": kind.version, **metadata,
+               **graph_digests(proto.graph)}
+    for key, value in stamped.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_PREFIX + key, value
     proto.producer_name = PRODUCER
@@ -138,6 +149,7 @@ def read_metadata(model: bytes | str | os.PathLike[str], *, kind: OnnxFormat) ->
     meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
             if p.key.startswith(META_PREFIX)}
     if meta.get("format") == kind.format and meta.get("version") == kind.version:
+        _check_graph(proto, meta, label=label)
         return meta
     if meta.get("format") == kind.format and kind.unsupported is not None:
         raise CheckpointError(kind.unsupported.format(label=label, found=meta.get("version"),
@@ -171,6 +183,48 @@ def check_exported_from(model: str | os.PathLike[str], *, checkpoint: str | os.P
     if sha256_file(checkpoint) != sha256:
         raise CheckpointError(f"{model} was not exported from {checkpoint} (or the checkpoint "
                               "changed since); export it again with `audiogate export`")
+
+
+GRAPH_DIGESTS = {"initializers_sha256": "weights (initializers)",
+                 "nodes_sha256": "nodes, inputs or outputs"}
+"""The metadata keys of :func:`graph_digests`, and what each covers, as errors name it."""
+
+
+def graph_digests(graph: Any) -> dict[str, str]:
+    """SHA-256 of an ONNX graph's parts: ``initializers_sha256`` over every initializer's
+    name, type, shape and values (whatever their encoding in the file), ``nodes_sha256`` over
+    the rest of the graph (nodes with their attributes, inputs, outputs, value infos)."""
+    import onnx  # local: optional dependency
+
+    weights = hashlib.sha256()
+    for init in graph.initializer:
+        values = np.ascontiguousarray(onnx.numpy_helper.to_array(init))
+        weights.update(f"{init.name}\n{init.data_type}\n{list(init.dims)}\n".encode())
+        weights.update(values.tobytes())
+    rest = onnx.GraphProto()
+    rest.CopyFrom(graph)
+    del rest.initializer[:]
+    return {"initializers_sha256": weights.hexdigest(),
+            "nodes_sha256": hashlib.sha256(rest.SerializeToString(deterministic=True)).hexdigest()}
+
+
+def _check_graph(proto: Any, meta: Mapping[str, str], *, label: str) -> None:
+    """:class:`CheckpointError` naming the part of ``proto``'s graph whose SHA-256 is not the
+    one its metadata recorded at export (an export without them is read unchecked)."""
+    if not any(key in meta for key in GRAPH_DIGESTS):
+        log.debug("%s: exported before audiogate recorded the graph's SHA-256; not checked",
+                  label)
+        return
+    try:
+        found = graph_digests(proto.graph)
+    except Exception as exc:  # onnx raises assorted errors for unreadable tensors
+        raise CheckpointError(f"{label}: cannot read its weights ({exc})") from None
+    for key, part in GRAPH_DIGESTS.items():
+        if meta.get(key) != found[key]:
+            raise CheckpointError(
+                f"{label}: its graph's {part} are not the ones exported with its metadata "
+                "(SHA-256 differs): the file was edited, or holds another model's graph; "
+                "export it again with `audiogate export`")
 
 
 def _check_finite(proto: Any, *, label: str) -> None:
