@@ -3,6 +3,11 @@
 Reading decodes with libsndfile (WAV, FLAC, OGG/Vorbis, MP3 and more, any bit depth), mixes to
 mono, checks the samples are usable and resamples with soxr. Every way a file can be unusable
 becomes an :class:`~audiogate.errors.AudioError` whose ``reason`` a user can read.
+
+Untrusted files (the service's uploads) are read within a :class:`DecodeBudget` by
+:func:`load_audio_within`: refused from their header when they would decode to too much, then
+decoded block by block, so memory stays near the mono result whatever the file's rate and
+channel count.
 """
 
 from __future__ import annotations
@@ -44,6 +49,11 @@ _DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFEr
                   OverflowError, MemoryError)
 
 
+class AudioTooLarge(AudioError):
+    """A file over a :class:`DecodeBudget`: refused from its header before it is decoded, or
+    when its decoding goes past the budget."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """Header facts of one file, read without decoding the samples."""
@@ -59,6 +69,53 @@ class AudioInfo:
     def duration(self) -> float:
         """Length in seconds."""
         return self.frames / self.sr if self.sr else 0.0
+
+    @property
+    def samples(self) -> int:
+        """Samples it decodes to: frames x channels, at its own rate."""
+        return self.frames * self.channels
+
+    def resampled_length(self, sr: int) -> int:
+        """Samples of its mono mix at ``sr`` Hz (soxr's length: round half up)."""
+        return (2 * self.frames * sr + self.sr) // (2 * self.sr)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeBudget:
+    """The most one file (or a request's files together) may cost to decode:
+    ``max_seconds`` of recording and ``max_samples`` samples decoded (frames x channels, at the
+    file's own rate). The second bounds the decoding work whatever the rate and channel count:
+    a 4-channel 192 kHz file decodes to 48 times the samples of the same length at 16 kHz mono.
+    """
+
+    max_seconds: float
+    max_samples: int
+
+    def check(self, info: AudioInfo, *, seconds: float = 0.0, samples: int = 0) -> None:
+        """Refuse ``info`` from its header (before any decoding) with
+        :class:`AudioTooLarge`; ``seconds`` and ``samples``: already spent by earlier files
+        of the same request."""
+        if seconds + info.duration > self.max_seconds:
+            raise AudioTooLarge(info.path, f"recording too long: {seconds + info.duration:.1f} s"
+                                           f"; the limit is {self.max_seconds:g} s")
+        if samples + info.samples > self.max_samples:
+            raise AudioTooLarge(info.path, (
+                f"too much audio to decode: {info.channels} channel(s) x {info.sr} Hz x "
+                f"{info.duration:.1f} s = {_mega(samples + info.samples)} samples; the limit "
+                f"is {_mega(self.max_samples)} ({self.max_seconds:g} s of stereo 48 kHz). Send "
+                "it mixed to mono, at a lower rate, or shorter"))
+
+    def check_decoded(self, *, source: str, frames: int, channels: int, sr: int) -> None:
+        """While decoding: :class:`AudioTooLarge` once ``frames`` decoded go past the budget
+        (a header that under-stated the file's length)."""
+        if frames * channels > self.max_samples or frames > self.max_seconds * sr:
+            raise AudioTooLarge(source, f"decodes to more than its header says, past the "
+                                        f"limit ({self.max_seconds:g} s, "
+                                        f"{_mega(self.max_samples)} samples)")
+
+
+def _mega(n: int) -> str:
+    return f"{n / 1e6:.1f} M"
 
 
 def _open_check(path: Path) -> None:
@@ -159,7 +216,9 @@ def _too_short(n: int, sr: int) -> str:
 def _mono(y: np.ndarray, *, source: str) -> np.ndarray:
     """Finite float32 ``[shape=(n,)]`` or ``[shape=(n, channels)]`` -> the channels' mean."""
     _require_finite(y, source=source)
-    if y.ndim == 2:  # float64 sum: huge finite channels cannot overflow to inf
+    if y.ndim == 2 and y.shape[1] == 1:  # the same values, without a copy
+        y = y[:, 0]
+    elif y.ndim == 2:  # float64 sum: huge finite channels cannot overflow to inf
         y = y.mean(axis=1, dtype=np.float64).astype(np.float32)
     return y
 
@@ -191,19 +250,23 @@ def to_mono_resampled(data: np.ndarray, *, native_sr: int, sr: int,
 
 
 def stream_audio(path: str | os.PathLike[str], *, sr: int,
-                 block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+                 block_frames: int = BLOCK_FRAMES,
+                 budget: DecodeBudget | None = None) -> Iterator[np.ndarray]:
     """Decode ``path`` block by block, mixed to mono and resampled to ``sr`` Hz as it goes,
     so memory is bounded by ``block_frames`` whatever the file's length.
 
     Yields float32 blocks ``[shape=(m,)]`` (``m`` may be 0); their concatenation equals
     :func:`load_audio`'s samples (the streaming resampler runs the same filter). Raises
     :class:`AudioError` as :func:`load_audio` does; a block with NaN/inf when it is reached,
-    a file too short after the last block.
+    a file too short after the last block. With a ``budget``, :class:`AudioTooLarge` before
+    the first block for a header over it, and as soon as the decoded frames go past it.
     """
     info = probe(path)
+    if budget is not None:
+        budget.check(info)
     stream = (None if info.sr == sr else
               soxr.ResampleStream(info.sr, sr, 1, dtype="float32", quality=RESAMPLE_QUALITY))
-    total = 0
+    total = frames = 0
     try:
         sound = sf.SoundFile(info.path)
     except OSError as exc:
@@ -221,6 +284,10 @@ def stream_audio(path: str | os.PathLike[str], *, sr: int,
                 raise AudioError(path, f"corrupt or truncated audio ({_short(exc)})") from None
             if block is None:
                 break
+            frames += len(block)
+            if budget is not None:
+                budget.check_decoded(source=info.path, frames=frames, channels=info.channels,
+                                     sr=info.sr)
             y = _mono(block, source=info.path)
             if stream is not None:
                 y = stream.resample_chunk(y)
@@ -234,6 +301,31 @@ def stream_audio(path: str | os.PathLike[str], *, sr: int,
         yield y
     if total < MIN_SAMPLES:
         raise AudioError(info.path, _too_short(total, sr))
+
+
+def load_audio_within(path: str | os.PathLike[str], *, sr: int, budget: DecodeBudget,
+                      keep: int | None = None) -> np.ndarray:
+    """:func:`load_audio` for files nobody vouches for: refused from the header when over
+    ``budget`` (:class:`AudioTooLarge`, nothing decoded), else decoded by
+    :func:`stream_audio` into one array sized from the header, so memory stays near the
+    result (plus a few blocks) whatever the file's rate and channel count.
+
+    ``keep``: samples kept (default all); the rest is still decoded and checked, so a file is
+    judged the same however much of it is kept. Returns float32 ``[shape=(n,)]`` at ``sr``,
+    the same samples as :func:`load_audio` (its first ``keep``).
+    """
+    info = probe(path)
+    budget.check(info)
+    expected = info.resampled_length(sr)
+    out = np.empty(expected if keep is None else min(keep, expected), np.float32)
+    n = 0
+    for block in stream_audio(path, sr=sr, budget=budget):
+        take = block if keep is None else block[:max(0, keep - n)]
+        if n + take.size > len(out):  # more than the header said (still within the budget)
+            out = np.concatenate([out[:n], np.empty(max(n, take.size), np.float32)])
+        out[n:n + take.size] = take
+        n += take.size
+    return out if n == len(out) else out[:n].copy()
 
 
 def write_wav(path: str | os.PathLike[str], y: np.ndarray, *, sr: int,

@@ -5,7 +5,10 @@ They change the gate being served, under the same lock as the verdicts, and writ
 voices to ``ServeSettings.enroll_out`` after each change (``audiogate serve --enroll-out
 PATH``); a change that cannot be written is undone. Behind the access token like every
 endpoint but ``/health``. Enrolment is off (403) without ``enroll_out``, and refused (409) for
-a model that is no voice gate; uploads are checked as ``/predict`` checks them.
+a model that is no voice gate; uploads are checked as ``/predict`` checks them, and all the
+files of one request together may decode to no more than one ``/predict`` upload
+(:meth:`~audiogate.deploy.judge.Judge.decode_all`). Each file is decoded in turn and only what
+enrolment uses of it (the gate's ``clip_limit`` first samples) is kept.
 """
 
 from __future__ import annotations
@@ -63,9 +66,10 @@ class Enroller:
         """Enrol voice ``name`` from uploaded clips (409: the name is enrolled; 422: no clip
         holds speech)."""
         gate = self._voice_gate()
-        waves = [self.judge.decode(f, n) for f, n in uploads]
-        done = self._change(gate, lambda: gate.enroll(name, waves, sr=gate.features.sr),
-                            missing=409, unusable=422)
+        with self.judge.slots:
+            waves = self.judge.decode_all(uploads, keep=gate.clip_limit)
+            done = self._change(gate, lambda: gate.enroll(name, waves, sr=gate.features.sr),
+                                missing=409, unusable=422)
         out = self.judge.settings.enroll_out
         log.info("enrolled voice %r from %d clip(s) -> %s", name, done.n_clips, out)
         return {"name": name, "clips": done.n_clips,
