@@ -138,6 +138,27 @@ def test_service_enrols_and_removes_behind_the_token(voice_run: Path, voice_word
                             timeout=30).status_code == 404
 
 
+def test_a_page_of_another_site_cannot_enrol_on_a_tokenless_service(
+        voice_run: Path, voice_words: VoiceWords, tmp_path: Path) -> None:
+    """Issue 22, item 3: a form POST any page can make the browser send to a token-less
+    service on loopback (its Host is 127.0.0.1) enrolled the sender's voice. Refused now, by
+    its Origin; the service's own page still enrols."""
+    voice = audiogate.load(voice_run / "models" / "best.pt")
+    out = tmp_path / "served.pt"
+    client = TestClient(create_app(voice, settings=ServeSettings(enroll_out=str(out),
+                                                                 local_only=True)))
+    upload = [("files", wav(p)) for p in files(voice_words.enrol)]
+    local = {"Host": "127.0.0.1:8000"}
+    r = client.post("/enroll", data={"name": NEW_VOICE}, files=upload,
+                    headers={**local, "Origin": "http://evil.example"})
+    assert r.status_code == 403, r.text
+    assert NEW_VOICE not in voice.voices and not out.exists()
+    own = client.post("/enroll", data={"name": NEW_VOICE}, files=upload, headers={
+        **local, "Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-origin"})
+    assert own.status_code == 200, own.text
+    assert NEW_VOICE in voice.voices and NEW_VOICE in audiogate.load(out).voices
+
+
 def test_service_enrolment_is_off_without_enroll_out_and_for_other_models(
         voice_run: Path, voice_words: VoiceWords, tmp_path: Path) -> None:
     clip = files(voice_words.enrol)[:1]

@@ -9,6 +9,10 @@
 * :class:`LoopbackHostOnly` (ASGI middleware): a service without a token on loopback answers
   only requests addressed to a loopback name (``Host`` header), so a web page from elsewhere
   cannot reach it through DNS rebinding (its requests carry the page's own host name).
+* :class:`SameOriginOnly` (ASGI middleware): a request that may change something (any method
+  but GET, HEAD, OPTIONS) sent by a page of another site is refused, whatever the token: a
+  browser lets any page send a "simple" form POST to any address, 127.0.0.1 included, with no
+  preflight, but it says where the page came from (``Origin``, ``Sec-Fetch-Site``).
 * :class:`IdleTimeoutH11`: uvicorn's h11 protocol, plus: a connection must deliver a whole
   request head within the keep-alive timeout of opening (or of its previous response), or it
   is closed. uvicorn alone keeps a connection that sends nothing, or half a request line,
@@ -21,6 +25,7 @@ import asyncio
 import hmac
 import ipaddress
 import re
+from urllib.parse import urlsplit
 
 import h11
 from starlette.responses import JSONResponse
@@ -38,6 +43,12 @@ PUBLIC_PATHS = frozenset({"/health", "/"})
 PUBLIC_PREFIXES = ("/static/",)
 """The web page's files: the same for everyone and free of data; the page asks for the token."""
 LOOPBACK_NAMES = frozenset({"localhost"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods that change nothing here: a page of any site may send them."""
+SAME_ORIGIN_FETCHES = frozenset({"same-origin", "none"})
+"""``Sec-Fetch-Site`` values of a request from the service's own page, or typed by the user
+(``same-site`` is refused: another port of localhost is the same site, not the same origin)."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
 PORT_RANGE = (1, 65535)
 
 
@@ -112,6 +123,72 @@ class LoopbackHostOnly:
             f"localhost, 127.0.0.1 or [::1] (got host '{host}'); to serve other names, set an "
             f"access token ({TOKEN_ENV} or --token)")}, status_code=403,
             headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+def _split_host(host: str, *, default_port: int) -> tuple[str, int]:
+    """``Host``-style ``name[:port]`` -> (lower-case name, port)."""
+    parts = urlsplit("//" + host.strip())
+    try:
+        port = parts.port
+    except ValueError:  # not a number
+        return "", -1
+    return (parts.hostname or ""), default_port if port is None else port
+
+
+def same_origin(origin: str, hosts: list[str]) -> bool:
+    """Whether the ``Origin`` header ``origin`` (``scheme://name[:port]``) names one of
+    ``hosts`` (``Host`` and ``X-Forwarded-Host`` values), default ports filled in from the
+    origin's scheme. ``null`` (a sandboxed or file page) names none."""
+    parts = urlsplit(origin.strip())
+    if parts.scheme not in DEFAULT_PORTS or parts.path or parts.netloc == "":
+        return False
+    default = DEFAULT_PORTS[parts.scheme]
+    mine = _split_host(parts.netloc, default_port=default)
+    return mine[0] != "" and any(_split_host(h, default_port=default) == mine for h in hosts)
+
+
+def cross_site(scope: Scope) -> str | None:
+    """What shows that a request which may change something comes from another site's page
+    (the header, as sent), or None. ``X-Forwarded-Host`` counts as the service's own name:
+    a page cannot make a browser send it without a CORS preflight, which this service never
+    grants."""
+    if scope.get("method", "GET") in SAFE_METHODS:
+        return None
+    headers = [(n, v.decode("latin-1")) for n, v in scope["headers"]]
+    for name, value in headers:
+        if name == b"sec-fetch-site" and value.strip().lower() not in SAME_ORIGIN_FETCHES:
+            return f"Sec-Fetch-Site: {value[:100]}"
+    hosts = [v for n, v in headers if n in (b"host", b"x-forwarded-host")]
+    for name, value in headers:
+        if name == b"origin" and not same_origin(value, hosts):
+            return f"Origin: {value[:100]}"
+    return None
+
+
+class SameOriginOnly:
+    """ASGI middleware: 403 for a request that may change something (any method but GET,
+    HEAD, OPTIONS) sent by a page of another site, as its ``Sec-Fetch-Site`` or ``Origin``
+    header shows (:func:`cross_site`); before any of its body is read.
+
+    A token-less service on loopback trusts every program on this machine, but not every web
+    page open in its browser: a page of any site can make the browser POST a form to
+    ``http://127.0.0.1:PORT/enroll`` with no preflight, and its ``Host`` is a loopback name.
+    Programs (curl, Python) send no ``Origin`` and pass; the service's own page sends its own.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        why = cross_site(scope) if scope["type"] == "http" else None
+        if why is None:
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse({"detail": (
+            f"cross-site request refused ({why}): this service takes {scope['method']} "
+            "requests only from its own page or from programs that send no Origin")},
+            status_code=403, headers={"Connection": "close"})
         await response(scope, receive, send)
 
 

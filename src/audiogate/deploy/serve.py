@@ -13,8 +13,11 @@ The page (``static/``) is plain HTML + JS with no build step and nothing fetched
 hosts; the interactive Swagger page is off because it loads its code from a CDN.
 
 With an access token (:mod:`~audiogate.deploy.guard`), everything but ``/health`` and the
-page's own files needs ``Authorization: Bearer <token>``. Connections that send no complete
-request head within ``idle_timeout_s``, and request bodies that stall that long, are closed.
+page's own files needs ``Authorization: Bearer <token>``. With or without one, a POST or
+DELETE sent by another site's page (its ``Origin`` or ``Sec-Fetch-Site`` says so) is refused
+(403). Connections that send no complete request head within ``idle_timeout_s``, request
+bodies that stall that long, and bodies that arrive slower than :data:`MIN_BODY_BYTES_PER_S`
+after their first ``idle_timeout_s`` seconds are closed (408).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from ..core.gate import Gate
 from ..files import to_json
 from ..reporting.html import CSP as REPORT_CSP
 from .enrol_routes import add_enrol_routes
-from .guard import BearerAuth, IdleTimeoutH11, LoopbackHostOnly, is_loopback
+from .guard import BearerAuth, IdleTimeoutH11, LoopbackHostOnly, SameOriginOnly, is_loopback
 from .judge import DEFAULT_IDLE_TIMEOUT_S, Judge, MiB, ServeSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,11 @@ PAGE_HEADERS = {
 REPORT_HEADERS = {**PAGE_HEADERS, "Content-Security-Policy": REPORT_CSP + "; frame-ancestors "
                                                                            "'none'"}
 """The report is self-contained: it may load nothing at all, from here or anywhere else."""
+MIN_BODY_BYTES_PER_S = 16 * 1024
+"""Slowest average a request body may arrive at once its first ``idle_timeout_s`` seconds are
+over: 128 kbit/s, below any mobile upload. A body trickled in slower (a byte a second) is cut
+with 408, so one connection's body lasts at most ``idle_timeout_s`` + ``max_upload_mb`` /
+this (15 s + 21 min for 20 MiB), and holding it that long costs the client the bandwidth."""
 
 
 def report_of(checkpoint: str | Path) -> Path | None:
@@ -79,19 +87,33 @@ class BodyStalled(HTTPException):
                          detail=f"request body stalled: nothing arrived for {seconds:g} s")
 
 
+class BodyTooSlow(HTTPException):
+    """408: the request body arrives slower than the service's minimum rate."""
+
+    def __init__(self, *, seen: int, seconds: float, idle_s: float, min_rate: float) -> None:
+        super().__init__(status_code=408, headers={"Connection": "close"},
+                         detail=f"request body too slow: {seen} bytes in {seconds:.0f} s; after "
+                                f"its first {idle_s:g} s a body must arrive at "
+                                f"{min_rate / 1024:g} KiB/s or more")
+
+
 class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413, and bodies whose
-    next piece takes longer than ``idle_s`` seconds to arrive with 408.
+    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413, bodies whose next
+    piece takes longer than ``idle_s`` seconds to arrive with 408, and bodies that have
+    arrived slower than ``min_rate`` bytes per second on average once their first ``idle_s``
+    seconds are over with 408 (time from the event loop's clock).
 
     A declared ``Content-Length`` over the limit is refused before the body is read; otherwise
     the bytes are counted as they arrive (chunked uploads included).
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int,
-                 idle_s: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
+                 idle_s: float = DEFAULT_IDLE_TIMEOUT_S,
+                 min_rate: float = MIN_BODY_BYTES_PER_S) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.idle_s = idle_s
+        self.min_rate = min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,14 +127,25 @@ class BodyLimit:
             await response(scope, receive, send)
             return
         seen, complete = 0, False
+        clock = asyncio.get_running_loop().time
+        began: float | None = None
 
         async def counted() -> Message:
-            nonlocal seen, complete
+            nonlocal seen, complete, began
             if complete:  # after the body, e.g. waiting for a disconnect: no deadline
                 return await receive()
+            now = clock()
+            began = now if began is None else began
+            left = began + self.idle_s + seen / self.min_rate - now  # until below the rate
+            if left <= 0:
+                raise BodyTooSlow(seen=seen, seconds=now - began, idle_s=self.idle_s,
+                                  min_rate=self.min_rate)
             try:
-                message = await asyncio.wait_for(receive(), timeout=self.idle_s)
+                message = await asyncio.wait_for(receive(), timeout=min(self.idle_s, left))
             except TimeoutError:
+                if left < self.idle_s:
+                    raise BodyTooSlow(seen=seen, seconds=clock() - began, idle_s=self.idle_s,
+                                      min_rate=self.min_rate) from None
                 raise BodyStalled(self.idle_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
@@ -142,6 +175,7 @@ def create_app(gate: Gate, *, settings: ServeSettings | None = None,
                   default_response_class=StrictJSONResponse)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes,
                        idle_s=settings.idle_timeout_s)
+    app.add_middleware(SameOriginOnly)  # runs before the body is read
     if settings.token is not None:  # added last: runs first, before any body is read
         app.add_middleware(BearerAuth, token=settings.token)
     if settings.local_only:
