@@ -237,6 +237,10 @@ class Config:
                                       "keep the data's mix", section=DATA)
     group_by: str = _f("none", "keep groups on one side of the split: " + GROUP_BY_HELP,
                        section=DATA)
+    split_file: str = _f("", "a CSV with columns subset (train, val or test) and path, one row "
+                             "per clip, that fixes the split (a data set's own split, or a "
+                             "run's split.csv); clips it does not list are left out, with the "
+                             "reason in skipped.csv; empty: audiogate splits", section=DATA)
     seed: int = _f(0, "seed for balancing, split, shuffling, augmentation and init",
                    section=DATA)
     workers: int = _f(0, f"processes for decoding audio; 0 = all cores; at most {MAX_WORKERS} "
@@ -315,8 +319,13 @@ class Config:
                                 "is embedded, about 0.2 MB: 500 make a 100 MB page)",
                             section=OUTPUTS)
     # --- the gate's decision ---
-    operating_point: str = _f("f1", "how a two-class gate's threshold on P(allowed) is chosen "
-                                    "on validation: f1 | eer | far=X | frr=X", section=DECISION)
+    positive_class: str = _f("", "the class (folder name) a two-class gate accepts; empty: "
+                                 "the folder named allowed, and a two-class data set without "
+                                 "one is refused, naming this setting; must stay empty for more "
+                                 "than two classes (the most probable wins)", section=DECISION)
+    operating_point: str = _f("f1", "how a two-class gate's threshold on P(positive_class) is "
+                                    "chosen on validation: f1 | eer | far=X | frr=X",
+                              section=DECISION)
     clip_pooling: Pooling = _f("mean", "a clip longer than the window is judged over all its "
                                        "windows: mean | max of their probabilities",
                                section=DECISION)

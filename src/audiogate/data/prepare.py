@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..config import Config, FeatureConfig, max_fixed_length
+from ..core.decision import stored_positive
 from ..errors import AudioError, DataError
 from ..features.frontend import mel_filterbank
 from .audio_io import probe
 from .cache import CacheSpec, FeatureCache
 from .decode import ClipSet, cache_clips
-from .discover import Discovery, Skipped, UnusableData, discover, require_all_classes
-from .split import Split, make_split, merge_identical
+from .discover import Clip, Discovery, Skipped, UnusableData, discover, require_all_classes
+from .split import Split, make_split, merge_identical, read_split_file, split_as_given
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ class PreparedData:
     ``train``/``val``/``test`` are :class:`~audiogate.data.decode.ClipSet` views of one
     :class:`~audiogate.data.cache.FeatureCache`; ``split`` lists their clips (what
     ``split.csv`` holds); ``skipped`` lists every file left out, with the reason; ``usable``
-    counts the decodable clips per class before balancing.
+    counts the decodable clips per class before balancing; ``positive`` is the class a
+    two-class gate accepts (None for more classes).
     """
 
     classes: tuple[str, ...]
@@ -46,6 +49,7 @@ class PreparedData:
     split: Split
     skipped: list[Skipped] = field(default_factory=list)
     usable: dict[str, int] = field(default_factory=dict)
+    positive: str | None = None
 
     @property
     def cache(self) -> FeatureCache:
@@ -105,7 +109,8 @@ def resolve_window(config: Config) -> Config:
     """
     if not config.auto_window:
         return config
-    found = discover(config.data, group_by=config.group_by)
+    found = discover(config.data, group_by=config.group_by,
+                     positive_class=config.positive_class)
     seconds: dict[str, float] = {}
     for clip in found.clips:
         try:
@@ -113,8 +118,7 @@ def resolve_window(config: Config) -> Config:
         except AudioError:
             continue  # skipped later, with its reason, when the clips are decoded
     usable = [c for c in found.clips if c.path in seconds]
-    split = make_split(usable, test_size=config.test_size, val_size=config.val_size,
-                       seed=config.seed, balance_by="none")
+    split, _ = split_for(replace(config, balance="none"), usable)
     durations = np.asarray([seconds[c.path] for c in split.train])
     frames = suggest_fixed_length(durations,
                                   features=replace(config, fixed_length=4).features())
@@ -147,7 +151,9 @@ def prepare_data(config: Config, *, split: Split | None = None,
     process put in the cache, decode nothing, write nothing (the other processes of a
     distributed run, with rank 0's ``split``).
     Raises :class:`~audiogate.errors.ConfigError` for a front end with empty mel bands
-    (:func:`~audiogate.features.frontend.mel_filterbank`), before anything is read or written,
+    (:func:`~audiogate.features.frontend.mel_filterbank`) and for a two-class data set whose
+    positive class is not known (:func:`~audiogate.core.decision.choose_positive`), before
+    anything is read or written,
     and :class:`~audiogate.errors.DataError` when the data cannot make a run
     (:class:`~audiogate.data.discover.UnusableData`, with the files left out, when no class
     may be empty or too small; see :func:`refused_skipped_path`).
@@ -158,11 +164,26 @@ def prepare_data(config: Config, *, split: Split | None = None,
             raise ValueError("prepare_data: a saved split needs its classes")
         data = _restore(config, split, classes, progress, read_only)
     else:
-        found = discover(config.data, group_by=config.group_by)
+        found = discover(config.data, group_by=config.group_by,
+                         positive_class=config.positive_class)
         data = _prepare_new(config, found, open_cache(config, read_only=read_only), progress)
     for part in (data.val, data.test):
         part.feature_matrix()
     return data
+
+
+def split_for(config: Config, clips: Sequence[Clip]) -> tuple[Split, list[Skipped]]:
+    """The run's split of ``clips``: the ``split_file``'s when there is one (the clips it does
+    not list are left out, with the reason), else audiogate's own stratified, group-aware
+    split (:func:`~audiogate.data.split.make_split`); the training part balanced either
+    way."""
+    if config.split_file:
+        split, unlisted = split_as_given(clips, read_split_file(config.split_file),
+                                         balance_by=config.balance, seed=config.seed)
+        return split, [Skipped(c.path, f"not in the split file {config.split_file}")
+                       for c in unlisted]
+    return make_split(clips, test_size=config.test_size, val_size=config.val_size,
+                      seed=config.seed, balance_by=config.balance), []
 
 
 def _prepare_new(config: Config, found: Discovery, cache: FeatureCache,
@@ -174,14 +195,14 @@ def _prepare_new(config: Config, found: Discovery, cache: FeatureCache,
     require_all_classes(usable, where=config.data, skipped=skipped)
     clips = merge_identical(arrays.clips, [tuple(ref) for ref in arrays.refs.tolist()])
     try:
-        split = make_split(clips, test_size=config.test_size, val_size=config.val_size,
-                           seed=config.seed, balance_by=config.balance)
+        split, unlisted = split_for(config, clips)
     except DataError as exc:  # too few clips: the files left out may be why
         raise UnusableData(str(exc), skipped=skipped) from None
+    skipped += unlisted
     log.info("classes %s, usable %s; split train %d / val %d / test %d", found.classes, usable,
              len(split.train), len(split.val), len(split.test))
     return PreparedData(found.classes, arrays.subset(split.train), arrays.subset(split.val),
-                        arrays.subset(split.test), split, skipped, usable)
+                        arrays.subset(split.test), split, skipped, usable, found.positive)
 
 
 def _restore(config: Config, split: Split, classes: tuple[str, ...], progress: bool,
@@ -194,5 +215,7 @@ def _restore(config: Config, split: Split, classes: tuple[str, ...], progress: b
         raise DataError(f"cannot resume: {len(bad)} file(s) of the saved split are no longer "
                         f"usable: {listed}")
     usable = {name: int((arrays.labels == i).sum()) for i, name in enumerate(classes)}
+    # a run made before positive_class existed keeps the class it accepted then
+    positive = stored_positive(classes, chosen=config.positive_class)
     return PreparedData(classes, arrays.subset(split.train), arrays.subset(split.val),
-                        arrays.subset(split.test), split, [], usable)
+                        arrays.subset(split.test), split, [], usable, positive)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -118,6 +118,45 @@ def make_split(clips: Sequence[Clip], *, test_size: float, val_size: float, seed
 
 
 SUBSETS = ("test", "val", "train")
+
+
+def read_split_file(path: str | Path) -> dict[str, str]:
+    """A split given by the user (``split_file``): a CSV with columns ``subset`` (``train``,
+    ``val`` or ``test``) and ``path``, one row per clip (a run's ``split.csv`` is one) ->
+    resolved path -> subset. :class:`DataError` for a missing or malformed file."""
+    out: dict[str, str] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for line, row in enumerate(csv.DictReader(fh), start=2):
+                subset = row["subset"]
+                if subset not in SUBSETS:
+                    raise DataError(f"split file {path}, line {line}: subset must be train, "
+                                    f"val or test, got {subset!r}")
+                out[str(Path(row["path"]).resolve())] = subset
+    except FileNotFoundError:
+        raise DataError(f"split file not found: {path}") from None
+    except (OSError, KeyError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read split file {path} (columns subset,path): {exc}") from None
+    if not out:
+        raise DataError(f"split file {path} lists no clip")
+    return out
+
+
+def split_as_given(clips: Sequence[Clip], subsets: Mapping[str, str], *, balance_by: str,
+                   seed: int) -> tuple[Split, list[Clip]]:
+    """The split ``subsets`` (:func:`read_split_file`) gives ``clips``, with the training part
+    balanced (:func:`balance`), and the clips it does not list. :class:`DataError` if a class
+    has no training clip."""
+    parts: dict[str, list[Clip]] = {s: [] for s in SUBSETS}
+    unlisted: list[Clip] = []
+    for clip in clips:
+        subset = subsets.get(str(Path(clip.path).resolve()))
+        (parts[subset] if subset else unlisted).append(clip)
+    missing = sorted({c.label for c in clips} - {c.label for c in parts["train"]})
+    if missing:
+        raise DataError(f"the split file puts no clip of class label(s) {missing} in train")
+    train = balance(parts["train"], strategy=balance_by, rng=np.random.default_rng(seed))
+    return Split(train=train, val=parts["val"], test=parts["test"]), unlisted
 
 
 def _group_split(clips: Sequence[Clip], *, test_size: float, val_size: float,

@@ -21,6 +21,7 @@ import numpy as np
 
 from ...config import Config
 from ...data.discover import SPEC_CLASSES, Clip, Skipped, discover, require_all_classes
+from ...data.prepare import split_for
 from ...data.split import Split, merge_identical, stratified_split
 from ...errors import DataError
 from ...speech.embeddings import (
@@ -140,8 +141,19 @@ def prepare_voice_data(config: Config, *, progress: bool = True) -> VoiceData:
     content = {c.path: cache.digest_of(c.path) or c.path for c in embedded.clips}
     merged = merge_identical(embedded.clips, [content[c.path] for c in embedded.clips])
     embedded = replace(embedded, clips=merged)
-    split = person_split(merged, root=config.data, content=content,
-                         test_size=config.test_size, val_size=config.val_size, seed=config.seed)
+    if config.split_file:
+        split, unlisted = split_for(replace(config, balance="none"), merged)
+        skipped += unlisted
+    else:
+        split = person_split(merged, root=config.data, content=content,
+                             test_size=config.test_size, val_size=config.val_size,
+                             seed=config.seed)
+    unheard = sorted({voice_name(c, root=config.data) for c in merged if c.label == 1}
+                     - {voice_name(c, root=config.data) for c in split.train if c.label == 1})
+    if unheard:
+        raise DataError(f"{config.data}: the split puts no clip of allowed voice(s) "
+                        f"{', '.join(unheard)} in train, so they cannot be enrolled and the "
+                        "gate would reject them; give each allowed voice training clips")
     log.info("classes %s, usable %s; split train %d / val %d / test %d", found.classes, usable,
              len(split.train), len(split.val), len(split.test))
     return VoiceData(found.classes, embedded, split, cache, skipped, usable)
