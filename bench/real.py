@@ -49,10 +49,10 @@ import numpy as np
 
 import audiogate
 from audiogate.config import Config
-from audiogate.data import Clip
 from audiogate.data.split import Split, balance, read_split
 from audiogate.files import write_json, write_text
-from audiogate.reporting.metrics import equal_error_rate, error_rates, macro_f1
+from audiogate.gates import kind_for
+from audiogate.reporting.metrics import macro_f1
 
 from . import reference
 from .speech import REFERENCE, gate_scores, reference_config
@@ -163,11 +163,13 @@ def _timed(fn: Any) -> tuple[float, Any]:
 def run_gate(*, data: Path, split_file: Path, runs: Path, name: str,
              overrides: dict[str, Any]) -> Result:
     """An audiogate recipe on a two-class task: its own test report, epochs and seconds."""
-    config = Config.from_dict({"data": str(data), "runs_dir": str(runs), "name": name,
-                               "split_file": str(split_file), "group_by": "folder",
-                               "keep_epoch_checkpoints": False, "workers": 0,
-                               "cache_dir": str(runs.parent.parent / "cache"), **overrides},
-                              source=f"recipe {name}")
+    fields = {"data": str(data), "runs_dir": str(runs), "name": name,
+              "split_file": str(split_file), "group_by": "folder",
+              "keep_epoch_checkpoints": False, "workers": 0,
+              "cache_dir": str(runs.parent.parent / "cache"), **overrides}
+    kind = kind_for(Config.from_dict(fields, source=f"recipe {name}"))
+    config = Config.from_dict({k: v for k, v in fields.items() if k not in kind.ignores},
+                              source=f"recipe {name}")  # no warning for what it ignores
     shutil.rmtree(runs / name, ignore_errors=True)
     seconds, result = _timed(lambda: audiogate.train(config, progress=False))
     test = json.loads(result.run.test_report.read_text())
