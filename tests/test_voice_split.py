@@ -55,3 +55,22 @@ def test_copies_move_together_and_a_voice_with_two_clips_is_all_enrolled(
     assert {where[f"{ROOT}/allowed/dee/{t}.wav"] for t in range(2)} == {"train"}
     assert "'dee' has 2 clip(s): all enrolled" in caplog.text
     assert Path(voice_name(clips[0], root=ROOT)) == Path("ann")
+
+
+def test_a_network_split_that_holds_allowed_people_out_is_named(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The trap of a speaker gate trained as a network with ``--group-by folder``: the
+    allowed people are held out whole, never heard in training. A word gate whose speakers
+    say both classes' words shares its groups and draws no warning."""
+    from audiogate.data.split import make_split
+    from audiogate.gates.network.fit import warn_people_held_out
+
+    split = make_split(_clips(), test_size=0.2, val_size=0.2, seed=0, balance_by="none")
+    assert warn_people_held_out(split, ("not_allowed", "allowed"), group_by="folder")
+    assert "class 'allowed' appear in no other class" in caplog.text
+    assert "--recipe voice" in caplog.text
+    words = [Clip(f"{ROOT}/{cls}/{p}/{t}.wav", label, p) for p in IMPOSTORS
+             for label, cls in enumerate(("not_allowed", "allowed")) for t in range(4)]
+    split = make_split(words, test_size=0.2, val_size=0.2, seed=0, balance_by="none")
+    assert not warn_people_held_out(split, ("not_allowed", "allowed"), group_by="folder")
+    assert not warn_people_held_out(split, ("not_allowed", "allowed"), group_by="none")

@@ -143,6 +143,34 @@ def _fit(trainer: Trainer, run: RunPaths, status: StatusFile | None) -> TrainRes
                        test_report=report)
 
 
+def warn_people_held_out(split: Split, classes: Sequence[str], *, group_by: str) -> bool:
+    """Warn (and say so) when a class's groups belong to it alone and some are held out whole:
+    with ``group_by`` naming people, a network is then validated and tested on people of that
+    class it never trained on. Right for a word gate tested on unseen speakers (the speakers
+    say both classes' words, so groups are shared); wrong for a *speaker* gate, whose allowed
+    people must be heard in training: the voice gate splits within each allowed person."""
+    if group_by == "none" or not split.test:
+        return False
+    groups = {s: {(c.label, c.group) for c in getattr(split, s)} for s in ("train", "val", "test")}
+    every = groups["train"] | groups["val"] | groups["test"]
+    warned = False
+    for label, name in enumerate(classes):
+        own = {g for k, g in every if k == label}
+        if own & {g for k, g in every if k != label}:
+            continue  # groups shared with another class: held-out groups are fair tests
+        unheard = {g for k, g in groups["test"] | groups["val"] if k == label} - \
+            {g for k, g in groups["train"] if k == label}
+        if unheard:
+            warned = True
+            log.warning("group_by = %s: the groups of class %r appear in no other class, and "
+                        "%d of them are held out whole for validation and test, so the "
+                        "network is judged on %s groups it never trained on. If the groups "
+                        "are people the gate should let in (a speaker gate), train with "
+                        "--recipe voice, which enrols every allowed person and tests each "
+                        "on held-out clips of their own", group_by, name, len(unheard), name)
+    return warned
+
+
 @contextlib.contextmanager
 def _job(config: Config) -> Iterator[Dist]:
     """This process's part of the job torchrun describes (a job of one without torchrun)."""
@@ -198,6 +226,8 @@ def fit_network(config: Config, *, progress: bool = True,
         # fixed_length = "auto" reads the clips' headers: rank 0 does it, the others follow
         config = dist.broadcast(resolve_window(config) if dist.is_main else config)
         data = _shared_data(config, dist, progress=progress)
+        if dist.is_main:
+            warn_people_held_out(data.split, data.classes, group_by=config.group_by)
         made = start_run(config) if dist.is_main else None
         run = dist.broadcast(made[0] if made else None)
         assert run is not None  # rank 0 always sends it
