@@ -35,6 +35,7 @@ from ...speech.profile import VoiceProfile
 from ..base import source_name
 from .base import NO_SPEECH, VoiceGateBase
 from .checkpoint import VoiceCheckpoint, save_voice_checkpoint
+from .history import appended
 from .onnx import export_voice_onnx
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class VoiceClassifier(VoiceGateBase):
     def _update(self, profile: VoiceProfile, event: dict[str, Any]) -> None:
         ckpt = self.checkpoint
         self.checkpoint = replace(ckpt, scorer=ckpt.scorer.with_profile(profile),
-                                  history=[*ckpt.history, {**event, "time": now()}])
+                                  history=appended(ckpt.history, {**event, "time": now()}))
 
     @contextlib.contextmanager
     def changes(self) -> Iterator[None]:
