@@ -6,6 +6,8 @@ through a hook on the block decoder: nothing here depends on the machine's speed
 
 from __future__ import annotations
 
+import io
+import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ from audiogate.deploy.judge import DECODED_SAMPLES_PER_S, Judge, ServeSettings
 from audiogate.deploy.serve import create_app
 from audiogate.gates import load
 
-from .conftest import build_band_gate
+from .conftest import build_band_gate, sine
 
 LOCAL = {"Host": "127.0.0.1:8000"}
 FLOAT32 = 4
@@ -187,3 +189,52 @@ def test_enrolment_keeps_only_what_it_uses_of_each_file(band: Path, tmp_path: Pa
     kept = 8 * gate.clip_limit * FLOAT32
     whole = 8 * 14 * 16_000 * FLOAT32
     assert peak <= kept + block_allowance(1) < whole / 2, (peak, kept)
+
+
+# ------------------------------------------------------------------ requests at once
+HANG_GUARD_S = 300
+"""Only so that a broken test fails instead of hanging: no check depends on speed."""
+
+
+def test_at_most_two_requests_decode_and_judge_at_once(band: Path) -> None:
+    """Three uploads at once: two are decoded while the third waits for a slot (seen
+    waiting, not guessed from time), so the service holds at most two uploads' audio."""
+    judge = Judge(load(band), ServeSettings())
+    lock, active, peak = threading.Lock(), [0], [0]
+    two_in, third, waiting, release = (threading.Semaphore(0), threading.Event(),
+                                       threading.Event(), threading.Event())
+
+    class Slots(threading.BoundedSemaphore):
+        def __enter__(self) -> bool:
+            if not self.acquire(blocking=False):
+                waiting.set()
+                third.set()
+                self.acquire()
+            return True
+
+    def decode(upload: Any, filename: str | None) -> np.ndarray:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            if active[0] == 3:
+                third.set()
+        two_in.release()
+        release.wait(HANG_GUARD_S)
+        with lock:
+            active[0] -= 1
+        return sine(440, 1.0)
+
+    judge.slots = Slots(2)
+    judge.decode = decode  # type: ignore[method-assign]
+    answers: list[dict[str, Any]] = []
+    threads = [threading.Thread(target=lambda: answers.append(judge(io.BytesIO(), "a.wav")))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(2):
+        assert two_in.acquire(timeout=HANG_GUARD_S)
+    assert third.wait(HANG_GUARD_S)
+    release.set()
+    for t in threads:
+        t.join(HANG_GUARD_S)
+    assert waiting.is_set() and peak[0] == 2 and len(answers) == 3
