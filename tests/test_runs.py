@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from audiogate.config import RESUME_FIELDS, Config
-from audiogate.core.runs import new_run
+from audiogate.core.runs import StatusFile, check_run_name, new_run
 from audiogate.errors import ConfigError
 from audiogate.gates.network.fit import resume_config
 
@@ -76,3 +82,93 @@ def test_resume_validates_applied_values() -> None:
         resume_config(Config(), {"workers": -1})
     with pytest.raises(ConfigError, match="unknown"):
         resume_config(Config(), {"n_mel": 3})
+
+
+# ------------------------------------------------------- one run per folder (issue 22, 6)
+HOLDER = """
+import sys
+from audiogate.config import Config
+from audiogate.core.runs import new_run
+new_run(Config(runs_dir=sys.argv[1], name="x"))
+print("locked", flush=True)
+sys.stdin.read()  # hold the run folder until the test kills this process
+"""
+
+
+def test_a_run_folder_is_refused_while_its_run_lives_and_taken_over_once_it_died(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = Config(runs_dir=str(tmp_path), name="x")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        config_file = (tmp_path / "x" / "config.toml").read_bytes()
+        for attempt in (check_run_name, new_run):  # refused before any work, and on making it
+            with pytest.raises(ConfigError, match=rf"run folder {tmp_path / 'x'} is in use by "
+                                                  rf"another run: pid {holder.pid} on host "):
+                attempt(config)
+        assert (tmp_path / "x" / "config.toml").read_bytes() == config_file
+    finally:
+        holder.kill()  # dies holding it: the kernel releases the lock, the file stays
+        holder.wait()
+    assert str(holder.pid) in (tmp_path / "x" / "run.lock").read_text()
+    with caplog.at_level("WARNING", logger="audiogate.core.run_lock"):
+        run = new_run(config)
+    assert f"taking over the lock of pid {holder.pid} on host " in caplog.text
+    status = StatusFile(run, run_id="abc")  # the same process: its own lock
+    assert str(os.getpid()) in (tmp_path / "x" / "run.lock").read_text()
+    status.ended(stop_reason="max_epochs", epochs_done=0)
+    assert not (tmp_path / "x" / "run.lock").exists()
+
+
+def test_two_trainings_with_one_name_at_once_refuse_the_second(tmp_path: Path) -> None:
+    """Both exited 0 and shared one best.pt, one run silently lost (issue 22, item 6): a
+    second `train --name same` started while the first trains (before its first epoch ends)
+    is refused and touches nothing; so is a `--resume` of the run while it goes on."""
+    from audiogate.gates import train
+    from audiogate.models.checkpoint import load_checkpoint
+    from audiogate.training import Callback
+
+    from .conftest import TINY_FLAGS, make_toy_dataset
+
+    data = make_toy_dataset(tmp_path / "data", n_per_class=12, seconds=0.4)
+    run = tmp_path / "runs" / "same"
+    cli = [sys.executable, "-m", "audiogate", "-q", "train"]
+    again = [*cli, "--data", str(data), "--runs-dir", str(tmp_path / "runs"), "--name", "same",
+             *TINY_FLAGS, "--max-epochs", "2"]
+
+    def refused(argv: list[str]) -> str:
+        """Run ``argv`` now, check it changed no file of the run; its stderr."""
+        before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+        assert result.returncode == 2, result.stderr
+        return result.stderr
+
+    class Intruders(Callback):
+        def __init__(self) -> None:
+            self.errors: list[str] = []
+
+        def on_train_begin(self, trainer: object) -> None:  # folder made, no epoch yet
+            self.errors.append(refused(again))
+
+        def on_epoch_end(self, trainer: object, record: dict[str, object]) -> None:
+            if record["epoch"] == 1:
+                self.errors.append(refused([*cli, "--resume", str(run)]))
+
+    intruders = Intruders()
+    first = train(Config(data=str(data), runs_dir=str(tmp_path / "runs"), name="same",
+                         max_epochs=2, fixed_length=32, batch_size=8, workers=1, n_fft=512,
+                         patience=0), progress=False, callbacks=[intruders])
+    in_use = (re.escape(f"audiogate: error: run folder {run} is in use by another run: pid "
+                        f"{os.getpid()} on host {socket.gethostname()} (started ")
+              + r"[-0-9T:+]+"
+              + re.escape("); wait for it to end, or start a new run with another --name"))
+    assert len(intruders.errors) == 2
+    for err in intruders.errors:
+        assert re.fullmatch(in_use, err.strip()), err
+    assert first.epochs_done == 2
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["pid"] == os.getpid()
+    assert load_checkpoint(run / "models" / "best.pt").run_id == status["run_id"]
+    assert not (run / "run.lock").exists()

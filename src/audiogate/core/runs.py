@@ -3,6 +3,7 @@
 ::
 
     runs/<name>/
+      run.lock             while a run is going: its pid, host and start (see run_lock)
       config.toml          the full Config (reload with --config)
       status.json          state (running, finished, interrupted, failed), why it stopped,
                            the error of a failed run, start/end times, epochs done, run id
@@ -33,6 +34,7 @@ from typing import Any
 from ..config import Config
 from ..errors import ConfigError
 from ..files import write_json, write_text
+from .run_lock import check_unlocked, lock_run, unlock_run
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +110,11 @@ class RunPaths:
 
 
 def check_run_name(config: Config) -> None:
-    """Refuse a ``name`` whose run folder already holds a finished epoch or a model, before
-    any work."""
+    """Refuse a ``name`` whose run folder another run is using (:mod:`.run_lock`), or that
+    already holds a finished epoch or a model, before any work."""
     root = Path(config.runs_dir) / config.name
+    if config.name and root.is_dir():
+        check_unlocked(root)
     if config.name and RunPaths(root).last.exists():
         raise ConfigError(f"run folder {root} already exists; pass --resume {root} to "
                           "continue it, or choose another --name")
@@ -119,27 +123,46 @@ def check_run_name(config: Config) -> None:
 
 
 def new_run(config: Config) -> RunPaths:
-    """Create ``runs_dir/name`` (a timestamp when ``name`` is empty) and save the config.
+    """Create ``runs_dir/name`` (a timestamp when ``name`` is empty), take its lock
+    (:func:`~audiogate.core.run_lock.lock_run`: released when the run's :class:`StatusFile`
+    records its end) and save the config.
 
-    A named folder is reused only if it holds no finished epoch or model (``models/last.pt``,
-    ``models/best.pt``), e.g. after a run that failed on its data; a run with trained epochs
-    or a fitted gate is never overwritten.
+    A named folder is reused only if no other run holds it and it holds no finished epoch or
+    model (``models/last.pt``, ``models/best.pt``), e.g. after a run that failed on its data;
+    a run with trained epochs or a fitted gate is never overwritten.
     """
     base = Path(config.runs_dir)
     check_run_name(config)
     if config.name:
         root = base / config.name
+        root.mkdir(parents=True, exist_ok=True)
     else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        root, k = base / stamp, 1
-        while root.exists():
-            k += 1
-            root = base / f"{stamp}-{k}"
-    paths = RunPaths(root)
-    paths.models.mkdir(parents=True, exist_ok=True)
-    paths.outputs.mkdir(parents=True, exist_ok=True)
-    write_text(paths.config, config.to_toml())
+        root = _new_folder(base, datetime.now().strftime("%Y%m%d-%H%M%S"))
+    lock_run(root)
+    try:
+        check_run_name(config)  # a run that ended between the first check and the lock
+        paths = RunPaths(root)
+        paths.models.mkdir(parents=True, exist_ok=True)
+        paths.outputs.mkdir(parents=True, exist_ok=True)
+        write_text(paths.config, config.to_toml())
+    except BaseException:
+        unlock_run(root)
+        raise
     return paths
+
+
+def _new_folder(base: Path, stamp: str) -> Path:
+    """A folder made for this run alone: ``stamp``, else ``stamp-2``, ``stamp-3``..."""
+    base.mkdir(parents=True, exist_ok=True)
+    k = 1
+    while True:
+        root = base / (stamp if k == 1 else f"{stamp}-{k}")
+        try:
+            root.mkdir()
+        except FileExistsError:
+            k += 1
+            continue
+        return root
 
 
 def new_run_id() -> str:
@@ -191,9 +214,14 @@ class StatusFile:
     """Keeps ``status.json`` current: ``state`` (running, finished, interrupted, failed),
     ``stop_reason``, ``error``, ``started`` and ``ended`` (ISO times), ``epochs_done``,
     ``run_id``, and the ``pid`` and ``host`` of the process (a ``running`` run whose process
-    is gone was killed)."""
+    is gone was killed).
+
+    It holds the run folder's lock (:mod:`.run_lock`) from its creation (a
+    :class:`ConfigError` if another live run holds it) until it records the run's end
+    (:meth:`ended` or :meth:`failed`)."""
 
     def __init__(self, run: RunPaths, *, run_id: str, started: str | None = None) -> None:
+        lock_run(run.root)
         self.run = run
         self.status: dict[str, Any] = {
             "state": "running", "stop_reason": None, "error": None,
@@ -216,8 +244,11 @@ class StatusFile:
     def ended(self, *, stop_reason: str, epochs_done: int) -> None:
         """The run ended by itself: ``interrupted`` if a signal stopped it, else
         ``finished``."""
-        self.write(state=stop_state(stop_reason), stop_reason=stop_reason, ended=now(),
-                   epochs_done=epochs_done)
+        try:
+            self.write(state=stop_state(stop_reason), stop_reason=stop_reason, ended=now(),
+                       epochs_done=epochs_done)
+        finally:
+            unlock_run(self.run.root)
 
     def failed(self, error: BaseException) -> None:
         """The run ended by an exception: ``interrupted`` for Ctrl+C, else ``failed``. If the
@@ -231,6 +262,8 @@ class StatusFile:
                            ended=now())
         except OSError as exc:
             log.warning("could not record how the run ended in %s (%s)", self.run.status, exc)
+        finally:
+            unlock_run(self.run.root)
 
 
 def stop_state(reason: str) -> str:
