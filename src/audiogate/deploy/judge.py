@@ -70,8 +70,10 @@ two uploads' worth however many requests arrive together."""
 @dataclass(frozen=True, kw_only=True)
 class ServeSettings:
     """Limits of the service. ``max_upload_mb``: request body cap (MiB); ``max_seconds``:
-    longest recording accepted; ``hop_s``: hop of the segment scan returned with each verdict
-    (coarsened for long uploads so at most ``SCAN_MAX_WINDOWS`` windows are judged);
+    longest recording accepted (and, times :data:`DECODED_SAMPLES_PER_S`, the most samples
+    an upload, or an enrolment request's files together, may decode to); ``hop_s``: hop of
+    the segment scan returned with each verdict (coarsened for long uploads so at most
+    ``SCAN_MAX_WINDOWS`` windows are judged);
     ``token``: access token every request but ``/health`` and the page must carry (None: no
     token); ``idle_timeout_s``: seconds a client may stay silent while the server waits for
     its request head or body; ``enroll_out``: see the field."""
