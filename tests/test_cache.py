@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from audiogate.config import Config
-from audiogate.data import Clip, store
+from audiogate.core.runs import RunPaths
+from audiogate.data import Clip, npy, store
 from audiogate.data import cache as cache_mod
 from audiogate.data import decode as clips_mod
 from audiogate.data.audio_io import load_audio, write_wav
@@ -261,5 +262,168 @@ def test_a_truncated_shard_is_a_clear_error(tmp_path: Path, rng: np.random.Gener
     got, _ = _load(clips, tmp_path / "cache")
     feats = next((tmp_path / "cache").glob("*/shard-*.feats.npy"))
     feats.write_bytes(feats.read_bytes()[:-100])
-    with pytest.raises(DataError, match="truncated"):
+    with pytest.raises(DataError, match="was truncated after it was checked; run again"):
         got.features(np.array([len(clips) - 1]))
+
+
+# --------------------------------------- damaged and edited caches (issue 22, items 7 and 8)
+def _truth(clips: list[Clip]) -> np.ndarray:
+    return np.stack([log_mel(load_audio(c.path, sr=SR), cfg=FEATS) for c in clips])
+
+
+def _decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths the cache sends to be decoded from now on."""
+    decoded: list[str] = []
+    real = clips_mod._cache_chunk
+
+    def counting(paths: list[str], spec: CacheSpec) -> list:
+        decoded.extend(paths)
+        return real(paths, spec)
+    monkeypatch.setattr(clips_mod, "_cache_chunk", counting)
+    return decoded
+
+
+def _shard(root: Path, column: str = "") -> Path:
+    (found,) = root.glob(f"*/shard-*.{column}.npy" if column else "*/shard-*.json")
+    return found
+
+
+def _zero_data(path: Path) -> None:
+    """Zero the array of an .npy file at the same size (its header kept)."""
+    with open(path, "rb") as fh:
+        start = npy._header(fh)[2]
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.seek(start)
+        fh.write(bytes(size - start))
+
+
+def _permute_digests(index: Path) -> None:
+    """Rotate the digests of a shard's entries by one: still valid JSON, every clip mapped to
+    another clip's arrays."""
+    meta = json.loads(index.read_text())
+    digests = [e[0] for e in meta["entries"]]
+    for entry, digest in zip(meta["entries"], digests[1:] + digests[:1], strict=True):
+        entry[0] = digest
+    index.write_text(json.dumps(meta))
+
+
+DAMAGE = {
+    "truncated feats": lambda root: _cut(_shard(root, "feats")),
+    "truncated waves": lambda root: _cut(_shard(root, "waves")),
+    "zeroed feats": lambda root: _zero_data(_shard(root, "feats")),
+    "zeroed waves": lambda root: _zero_data(_shard(root, "waves")),
+    "permuted digests": lambda root: _permute_digests(_shard(root)),
+}
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_or_edited_shard_is_dropped_and_decoded_again(
+        tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    """A truncated shard stopped training ('delete it to rebuild'); a shard whose digests were
+    permuted, or whose arrays were zeroed at the same size, trained on the wrong audio without
+    a word. Now each is found, dropped with a warning and its clips decoded again."""
+    clips = _write_clips(tmp_path / "audio", rng)
+    _load(clips, tmp_path / "cache")
+    index = _shard(tmp_path / "cache")
+    DAMAGE[damage](tmp_path / "cache")
+    decoded = _decodes(monkeypatch)
+    with caplog.at_level("WARNING", logger="audiogate.data.store"):
+        got, skipped = _load(clips, tmp_path / "cache")
+    assert skipped == [] and sorted(decoded) == sorted(c.path for c in clips)
+    assert f"shard {index.with_suffix('')} is damaged" in caplog.text
+    assert "dropped, its clips will be decoded again" in caplog.text
+    assert not index.exists() and _shard(tmp_path / "cache") != index
+    rows = np.arange(len(clips))
+    np.testing.assert_array_equal(got.features(rows), _truth(clips))
+    peaks = np.array([np.abs(load_audio(c.path, sr=SR)).max() for c in clips])
+    assert np.all(np.abs(got.waves(rows)).max(axis=1) > 0.99 * peaks)
+    decoded.clear()
+    _load(clips, tmp_path / "cache")  # mended: the next run decodes nothing
+    assert decoded == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed"])
+def test_a_damaged_view_is_computed_again(tmp_path: Path, rng: np.random.Generator,
+                                          caplog: pytest.LogCaptureFixture,
+                                          damage: str) -> None:
+    """A truncated view gave a raw traceback ('mmap length is greater than file size'); a
+    view zeroed at the same size was used as it was."""
+    clips = _write_clips(tmp_path / "audio", rng)
+    got, _ = _load(clips, tmp_path / "cache")
+    part = got.subset(clips[1:4])
+    part.feature_matrix()
+    (view,) = (tmp_path / "cache").glob("*/views/*.npy")
+    (_cut if damage == "truncated" else _zero_data)(view)
+    again, _ = _load(clips, tmp_path / "cache")  # a new run: a new cache object
+    with caplog.at_level("WARNING", logger="audiogate.data.cache"):
+        matrix = again.subset(clips[1:4]).feature_matrix()
+    assert f"view {view} is damaged" in caplog.text and "computing it again" in caplog.text
+    np.testing.assert_array_equal(matrix, _truth(clips[1:4]))
+
+
+def test_a_read_only_cache_skips_a_damaged_shard_and_deletes_nothing(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    clips = _write_clips(tmp_path / "audio", rng)
+    _load(clips, tmp_path / "cache")
+    files_before = sorted((tmp_path / "cache").rglob("*"))
+    _cut(_shard(tmp_path / "cache", "feats"))
+    cache = FeatureCache(tmp_path / "cache", SPEC, read_only=True)
+    with pytest.raises(DataError, match="6 clip\\(s\\) are not in the feature cache"):
+        cache_clips(clips, cache=cache, workers=1, progress=False)
+    assert sorted((tmp_path / "cache").rglob("*")) == files_before
+
+
+def test_shards_and_views_written_before_checks_still_work(
+        tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    clips = _write_clips(tmp_path / "audio", rng)
+    got, _ = _load(clips, tmp_path / "cache")
+    got.feature_matrix()
+    index = _shard(tmp_path / "cache")
+    meta = json.loads(index.read_text())
+    del meta["check"]
+    index.write_text(json.dumps(meta))
+    for check in (tmp_path / "cache").glob("*/views/*.json"):
+        check.unlink()
+    decoded = _decodes(monkeypatch)
+    again, _ = _load(clips, tmp_path / "cache")
+    assert decoded == []
+    np.testing.assert_array_equal(again.feature_matrix(), _truth(clips))
+    _cut(_shard(tmp_path / "cache", "waves"))  # their headers still tell a truncation
+    _load(clips, tmp_path / "cache")
+    assert sorted(decoded) == sorted(c.path for c in clips)
+
+
+def test_a_run_on_a_damaged_cache_trains_as_on_a_sound_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every view truncated (a raw 'mmap length is greater than file size' traceback), then
+    every shard's features zeroed: each next run rebuilds them and learns what the first
+    learned."""
+    from audiogate.gates import train
+
+    monkeypatch.setattr(cache_mod, "SHARD_ROWS", 8)
+    data = make_toy_dataset(tmp_path / "data", n_per_class=12, seconds=0.4)
+    first = train(_config(data, tmp_path / "runs", name="first"), progress=False)
+    def learned(run: RunPaths) -> list[dict[str, object]]:  # every figure but the time taken
+        epochs = json.loads(run.metrics.read_text())["epochs"]
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]
+
+    epochs = learned(first.run)
+    cache = tmp_path / "runs" / ".cache"
+    for damage, files, name in ((_cut, "views/*.npy", "second"),
+                                (_zero_data, "shard-*.feats.npy", "third")):
+        damaged = list(cache.glob(f"*/{files}"))
+        assert len(damaged) > 1
+        for path in damaged:
+            damage(path)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            again = train(_config(data, tmp_path / "runs", name=name), progress=False)
+        assert caplog.text.count("is damaged") == len(damaged)
+        assert learned(again.run) == epochs

@@ -163,7 +163,8 @@ def test_a_damaged_shard_is_ignored_and_rebuilt(tmp_path: Path,
     with caplog.at_level(logging.WARNING):
         again, skipped = embed_clips(clips, cache=EmbeddingCache(tmp_path / "cache", spec),
                                      workers=1, progress=False)
-    assert "ignoring damaged embedding cache shard" in caplog.text
+    assert f"embedding cache shard {index.with_suffix('')} is damaged" in caplog.text
+    assert not index.exists()  # dropped: its clips were embedded again into a new shard
     assert skipped == []
     np.testing.assert_allclose(again.vectors, first.vectors, atol=1e-6)
 

@@ -9,6 +9,9 @@ rest)::
     <root>/<namespace>/<shard>.feats.npy   float32 [shape=(rows, n_mels, fixed_length)]
     <root>/<namespace>/<shard>.json        the shard's index: digest, length, scale per clip
     <root>/<namespace>/views/<key>.npy     one subset's features, contiguous (val/test)
+    <root>/<namespace>/views/<key>.json    its size and SHA-256, written after it: a view is
+                                           hashed before its first use in a process, and
+                                           computed again if it fails (or has none)
 
 Waveforms are stored as int16 scaled to each clip's own peak: the quantisation noise sits about
 96 dB below the clip's peak, under the front end's ``top_db`` floor (80 dB), whatever the clip's
@@ -18,15 +21,21 @@ level. Features are stored as computed (float32), so cached and fresh features a
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..config import FeatureConfig
 from ..errors import DataError
-from ..files import atomic_write
+from ..files import write_json
+from .npy import FileCheck, digest_problems, size_problem, write_npy_chunks
 from .store import Entry, ShardStore
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2
 """Bumped whenever the stored layout or the feature computation changes."""
@@ -81,6 +90,7 @@ class FeatureCache(ShardStore):
         self._lengths: list[np.ndarray] = []
         self._scales: list[np.ndarray] = []
         self._offsets: list[np.ndarray] = []
+        self._views_checked: set[str] = set()
         super().__init__(root, spec=spec.as_dict(), columns=("feats", "waves") if spec.n_keep
                          else ("feats",), ragged=("waves",), shard_rows=SHARD_ROWS,
                          temporary=temporary, read_only=read_only)
@@ -132,19 +142,43 @@ class FeatureCache(ShardStore):
 
     def feature_view(self, refs: np.ndarray) -> np.ndarray:
         """Features of ``refs`` as one contiguous, memory-mapped (copy-on-write) array
-        ``[shape=(k, n_mels, fixed_length)]``; written once per distinct list of entries."""
+        ``[shape=(k, n_mels, fixed_length)]``; written once per distinct list of entries, and
+        checked against its size and SHA-256 before its first use in this process (computed
+        again, with a warning, if it fails; a read-only cache reads the features instead)."""
         ids = "\n".join(f"{self.shards[s].name}:{r}" for s, r in refs)
         key = hashlib.sha256(ids.encode()).hexdigest()[:32]
         path = self.folder / "views" / f"{key}.npy"
-        if self.read_only and not path.is_file():
-            return self.features(refs)
-        if not path.is_file():
-            cfg = self.spec.features
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
-                      "fortran_order": False,
-                      "shape": (len(refs), cfg.n_mels, cfg.fixed_length)}
-            with atomic_write(path, durable=False) as fh:
-                np.lib.format.write_array_header_1_0(fh, header)
-                for i in range(0, len(refs), VIEW_CHUNK):
-                    fh.write(self.features(refs[i:i + VIEW_CHUNK]).tobytes())
+        if key not in self._views_checked:
+            problem = _view_problem(path)
+            if problem is not None and self.read_only:
+                if problem != "missing":
+                    log.warning("%s view %s is damaged (%s); reading its features from the "
+                                "shards", self.what, path, problem)
+                return self.features(refs)
+            if problem is not None:
+                if problem != "missing":
+                    log.warning("%s view %s is damaged (%s); computing it again", self.what,
+                                path, problem)
+                self._write_view(path, refs)
+            self._views_checked.add(key)
         return np.load(path, mmap_mode="c")
+
+    def _write_view(self, path: Path, refs: np.ndarray) -> None:
+        cfg = self.spec.features
+        chunks = (self.features(refs[i:i + VIEW_CHUNK]) for i in range(0, len(refs), VIEW_CHUNK))
+        check = write_npy_chunks(path, dtype=np.dtype(np.float32),
+                                 shape=(len(refs), cfg.n_mels, cfg.fixed_length), chunks=chunks)
+        write_json(path.with_suffix(".json"), {"size": check[0], "sha256": check[1]})
+
+
+def _view_problem(path: Path) -> str | None:
+    """Why the view at ``path`` cannot be used as it is: ``missing`` (no view, or none of its
+    check: written before checks were kept, or interrupted), or what its check found."""
+    try:
+        recorded = json.loads(path.with_suffix(".json").read_text())
+        check: FileCheck = [int(recorded["size"]), str(recorded["sha256"])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "missing"
+    if not path.is_file():
+        return "missing"
+    return size_problem(path, check) or digest_problems([(path, check)])[0]

@@ -9,7 +9,9 @@ files and settings), so a change of any of them is a new namespace. Layout::
     <root>/<namespace>/<shard>.<column>.npy    one array per column: a row of fixed shape per
                                                entry, or (ragged) the entries' values end to end
     <root>/<namespace>/<shard>.json            the shard's index, written last: per entry its
-                                               digest and scalar fields, and the sources
+                                               digest and scalar fields, the sources, and the
+                                               check: the SHA-256 of the entries, and the size
+                                               and SHA-256 of each array file
 
 A *source* record maps a file's fast key (path, size, mtime) to its digest (or the reason it
 is unusable), so a second run costs one ``stat`` per file; an edited file gets a new size or
@@ -17,6 +19,16 @@ mtime and is hashed (and, if its bytes changed, computed) again. Every file is w
 a temporary name and renamed, and a shard exists only once its index does: an interrupted run
 leaves no partial entry and keeps the shards it finished. Memory stays bounded: at most
 ``shard_rows`` new entries are buffered, and reads are positioned reads or memory maps.
+
+The store does not trust its files. Opening it checks each index against its check (the
+entries' SHA-256, each array file's size: one ``stat``); before :meth:`ShardStore.fill` uses a
+shard, every byte of its arrays is hashed against the check, once per process and only for
+the shards holding the clips asked for (0.4 s per GB from the page cache, 0.5 s from disk, on
+2 cores: ``bench/cache_verify.py``). A shard that fails either is dropped with a warning, its
+files deleted, and its clips decoded again. Shards written before checks were kept have only
+their ``.npy`` headers checked against their sizes. A store opened read-only (the other
+processes of a distributed run, once rank 0 has checked) checks sizes only, and skips a
+damaged shard without deleting it.
 
 :class:`ShardStore` is the store; :class:`~audiogate.data.cache.FeatureCache` and
 :class:`~audiogate.speech.embeddings.EmbeddingCache` are its two kinds of entry.
@@ -32,8 +44,8 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +53,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import AudioError, DataError
-from ..files import atomic_write, sha256_file, to_json, write_bytes
+from ..files import sha256_file, to_json, write_bytes
 from .audio_io import load_audio
 from .discover import Clip, Skipped
+from .npy import (
+    FileCheck,
+    digest_problems,
+    header_problem,
+    read_npy_rows,
+    read_npy_segments,
+    size_problem,
+    write_npy,
+)
 from .workers import ordered_map
 
 log = logging.getLogger(__name__)
@@ -107,10 +128,17 @@ def read_source(path: str, *, sr: int, max_seconds: float) -> tuple[Source, np.n
 
 @dataclass
 class Shard:
-    """One finished shard: its name and the index fields of its entries, row by row."""
+    """One finished shard: its name, and row by row its entries' digests and index fields;
+    the sources its index recorded; its array files' checks (None: written before checks were
+    kept); whether its bytes were hashed against them, and whether it was dropped."""
 
     name: str
     fields: list[list[Any]]
+    digests: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    files: dict[str, FileCheck] | None = None
+    verified: bool = False
+    dropped: bool = False
 
 
 class ShardStore:
@@ -172,24 +200,102 @@ class ShardStore:
         name = self.shards[shard].name if isinstance(shard, int) else shard
         return self.folder / f"{name}.{column}.npy"
 
-    def _register(self, index: Path) -> None:
+    def _register(self, index: Path, *, verified: bool = False) -> None:
+        """Add the shard of ``index`` if its index and its files' sizes match its check
+        (else drop it); ``verified``: its bytes need no hashing (this process wrote them)."""
         name = index.name[: -len(".json")]
         try:
             meta = json.loads(index.read_text())
-            entries, sources = meta["entries"], meta["sources"]
-            if entries and not all(self.column_path(name, c).is_file() for c in self.columns):
-                raise ValueError("data file missing")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring damaged %s shard %s (%s)", self.what, index, exc)
+        except OSError as exc:  # perhaps passing (permissions, I/O): left as it is
+            log.warning("cannot read %s shard %s (%s); ignoring it", self.what, index, exc)
+            return
+        except ValueError as exc:
+            self._discard(name, f"unreadable index: {exc}")
+            return
+        try:
+            entries, check = meta["entries"], meta.get("check")
+            shard = Shard(name, [list(e[1:]) for e in entries],
+                          digests=[str(e[0]) for e in entries],
+                          sources=[Source((path, int(size), int(mtime)), digest, reason)
+                                   for path, size, mtime, digest, reason in meta["sources"]],
+                          files=None if check is None else dict(check["files"]),
+                          verified=verified or check is None)
+            problem = self._index_problem(shard, entries, check)
+        except (KeyError, TypeError, ValueError) as exc:
+            problem = f"incomplete index: {exc!r}"
+        if problem is not None:
+            self._discard(name, problem)
             return
         shard_id = len(self.shards)
-        self.shards.append(Shard(name, [list(e[1:]) for e in entries]))
+        self.shards.append(shard)
         self._registered(shard_id)
-        for row, entry in enumerate(entries):
-            self._where.setdefault(entry[0], (shard_id, row))
-        for path, size, mtime, digest, reason in sources:
-            key = (path, int(size), int(mtime))
-            self._sources[key] = Source(key, digest, reason)
+        self._map(shard_id)
+
+    def _index_problem(self, shard: Shard, entries: list[Any],
+                       check: dict[str, Any] | None) -> str | None:
+        """What is wrong with a shard that its index and its files' sizes show (one ``stat``
+        per file; a shard written before checks: its ``.npy`` headers)."""
+        if not entries:
+            return None
+        if check is None:
+            log.debug("%s shard %s was written before shards recorded their SHA-256: only its "
+                      "sizes are checked", self.what, shard.name)
+            return next(filter(None, (header_problem(
+                self.column_path(shard.name, c), rows=None if c in self.ragged else len(entries))
+                for c in self.columns)), None)
+        if _entries_sha256(entries) != check["entries"]:
+            return "its index's entries are not the ones written (their SHA-256 differs)"
+        assert shard.files is not None
+        return next(filter(None, (size_problem(self.column_path(shard.name, c), shard.files[c])
+                                  for c in self.columns)), None)
+
+    def _map(self, shard_id: int) -> None:
+        shard = self.shards[shard_id]
+        for row, digest in enumerate(shard.digests):
+            self._where.setdefault(digest, (shard_id, row))
+        for source in shard.sources:
+            self._sources[source.key] = source
+
+    def _discard(self, name: str, problem: str) -> None:
+        """A shard that failed its check: deleted (index first) with a warning, so its
+        clips are decoded again; only skipped in a read-only store."""
+        if self.read_only:
+            log.warning("%s shard %s is damaged (%s); skipping it", self.what,
+                        self.folder / name, problem)
+            return
+        log.warning("%s shard %s is damaged (%s); dropped, its clips will be decoded again",
+                    self.what, self.folder / name, problem)
+        for path in [self.folder / f"{name}.json",
+                     *(self.column_path(name, c) for c in self.columns)]:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not delete %s (%s)", path, exc)
+
+    def verify(self, shards: Iterable[int]) -> bool:
+        """Hash every byte of ``shards``' array files (those not hashed yet in this process)
+        against their checks; drop the ones that fail (see :meth:`_discard`). Whether any was
+        dropped."""
+        todo = sorted({s for s in shards if not self.shards[s].verified
+                       and not self.shards[s].dropped})
+        files = [(s, self.column_path(s, c), (self.shards[s].files or {})[c])
+                 for s in todo for c in self.columns]
+        problems: dict[int, str] = {}
+        for (s, _, _), problem in zip(files, digest_problems([(p, c) for _, p, c in files]),
+                                      strict=True):
+            if problem is not None:
+                problems.setdefault(s, problem)
+        for s in todo:
+            self.shards[s].verified = s not in problems
+            if s in problems:
+                self.shards[s].dropped = True
+                self._discard(self.shards[s].name, problems[s])
+        if problems:  # remap what the dropped shards held, from the shards left
+            self._where, self._sources = {}, {}
+            for s, shard in enumerate(self.shards):
+                if not shard.dropped:
+                    self._map(s)
+        return bool(problems)
 
     def _registered(self, shard: int) -> None:
         """A shard was added to the index (a kind of entry derives what it reads by)."""
@@ -233,18 +339,19 @@ class ShardStore:
             return
         name = f"shard-{time.time_ns():x}-{os.getpid()}-{secrets.token_hex(3)}"
         entries, sources = self._new_entries, self._new_sources
+        files: dict[str, FileCheck] = {}
         if entries:
             for column in self.columns:
                 arrays = [e.arrays[column] for e in entries]
-                with atomic_write(self.column_path(name, column), durable=False) as fh:
-                    np.lib.format.write_array(fh, np.ascontiguousarray(
-                        np.concatenate(arrays) if column in self.ragged else np.stack(arrays)))
-        meta = {"entries": [[e.digest, *e.fields] for e in entries],
-                "sources": [[*s.key, s.digest, s.reason] for s in sources]}
+                files[column] = write_npy(self.column_path(name, column), np.concatenate(
+                    arrays) if column in self.ragged else np.stack(arrays))
+        rows = [[e.digest, *e.fields] for e in entries]
+        meta = {"entries": rows, "sources": [[*s.key, s.digest, s.reason] for s in sources],
+                "check": {"entries": _entries_sha256(rows), "files": files}}
         write_bytes(self.folder / f"{name}.json", to_json(meta, indent=None).encode(),
                     durable=False)
         self._new_entries, self._new_sources, self._new_digests = [], [], set()
-        self._register(self.folder / f"{name}.json")
+        self._register(self.folder / f"{name}.json", verified=True)
 
     # ----- filling -----
     def fill(self, clips: Sequence[Clip], work: Work, *, workers: int = 0,
@@ -252,13 +359,12 @@ class ShardStore:
         """Bring every clip into the store: ``work`` computes, in ``workers`` processes (0 =
         all cores), the ones it lacks. Returns each clip's source (None: it could not be
         read). A read-only store must hold every clip already."""
-        sources: list[Source | None] = []
-        todo: list[int] = []
-        for i, clip in enumerate(clips):
-            key = fast_key(clip.path)
-            sources.append(self.source(key) if key else None)
-            if sources[-1] is None:
-                todo.append(i)
+        keys = [fast_key(clip.path) for clip in clips]
+        sources = [self.source(key) if key else None for key in keys]
+        used = (self.locate(s.digest) if s is not None and s.digest else None for s in sources)
+        if not self.read_only and self.verify(ref[0] for ref in used if ref is not None):
+            sources = [self.source(key) if key else None for key in keys]  # some were dropped
+        todo = [i for i, source in enumerate(sources) if source is None]
         if self.read_only and todo:
             raise DataError(f"{len(todo)} clip(s) are not in the {self.what} {self.folder} "
                             f"(first: {clips[todo[0]].path}); every process must see the same "
@@ -301,13 +407,8 @@ class ShardStore:
             sel = np.flatnonzero(refs[:, 0] == shard)
             part = np.empty((len(sel), *out.shape[1:]), dtype=out.dtype)
             path = self.column_path(int(shard), column)
-            with open(path, "rb") as fh:
-                start = _data_start(fh)
-                row_bytes = part[0].nbytes if len(part) else 0
-                for i, row in enumerate(refs[sel, 1]):
-                    fh.seek(start + int(row) * row_bytes)
-                    if fh.readinto(memoryview(part[i]).cast("B")) != row_bytes:
-                        raise self._truncated(path)
+            if not read_npy_rows(path, refs[sel, 1], part):
+                raise self._truncated(path)
             out[sel] = part
 
     def read_segments(self, shard: int, column: str, offsets: np.ndarray, counts: np.ndarray,
@@ -315,23 +416,14 @@ class ShardStore:
         """``counts[i]`` values from ``offsets[i]`` of shard ``shard``'s ragged ``column`` into
         the start of row ``i`` of ``out``, by positioned reads (see :meth:`read_rows`)."""
         path = self.column_path(shard, column)
-        with open(path, "rb") as fh:
-            start, size = _data_start(fh), out.itemsize
-            for i, (offset, count) in enumerate(zip(offsets.tolist(), counts.tolist(),
-                                                    strict=True)):
-                fh.seek(start + offset * size)
-                if fh.readinto(memoryview(out[i]).cast("B")[:count * size]) != count * size:
-                    raise self._truncated(path)
+        if not read_npy_segments(path, offsets, counts, out):
+            raise self._truncated(path)
 
     def _truncated(self, path: Path) -> DataError:
-        return DataError(f"{self.what} file {path} is truncated; delete it to rebuild that "
-                         "part of the cache")
+        return DataError(f"{self.what} file {path} was truncated after it was checked; run "
+                         "again: the damaged shard will be dropped and its clips decoded again")
 
 
-def _data_start(fh: Any) -> int:
-    """Skip the header of the ``.npy`` file open in ``fh``; the offset of its data."""
-    major, _ = np.lib.format.read_magic(fh)
-    read_header = (np.lib.format.read_array_header_1_0 if major == 1
-                   else np.lib.format.read_array_header_2_0)
-    read_header(fh)
-    return int(fh.tell())
+def _entries_sha256(entries: list[Any]) -> str:
+    """SHA-256 of a shard's index entries as JSON (what its check records)."""
+    return hashlib.sha256(to_json(entries, indent=None).encode()).hexdigest()
