@@ -23,9 +23,12 @@ from audiogate.training import Trainer
 from .conftest import SR, TINY_FLAGS, build_band_gate, hiss, make_toy_dataset
 
 GATE = ("not_allowed", "allowed")
+ALLOWED = "allowed"
 
 
 def test_positive_class_of_a_gate() -> None:
+    """The rule of old gates, which still judge by it (a checkpoint or export without a
+    stored positive class)."""
     assert positive_index(GATE) == 1
     assert positive_index(("allowed", "zzz")) == 0
     assert positive_index(("cat", "dog")) == 1
@@ -34,23 +37,25 @@ def test_positive_class_of_a_gate() -> None:
 
 def test_threshold_decides_and_argmax_without_it() -> None:
     probs = np.array([[0.7, 0.3], [0.4, 0.6], [0.1, 0.9]], np.float32)
-    assert Decision(GATE).labels(probs).tolist() == [0, 1, 1]
-    assert Decision(GATE, threshold=0.25).labels(probs).tolist() == [1, 1, 1]
-    assert Decision(GATE, threshold=0.8).labels(probs).tolist() == [0, 0, 1]
-    flipped = Decision(("allowed", "other"), threshold=0.65)   # positive is label 0 here
+    assert Decision(GATE, ALLOWED).labels(probs).tolist() == [0, 1, 1]
+    assert Decision(GATE, ALLOWED, threshold=0.25).labels(probs).tolist() == [1, 1, 1]
+    assert Decision(GATE, ALLOWED, threshold=0.8).labels(probs).tolist() == [0, 0, 1]
+    flipped = Decision(("allowed", "other"), ALLOWED, threshold=0.65)  # positive is label 0
     assert flipped.labels(probs).tolist() == [0, 1, 1]
     with pytest.raises(ConfigError, match="two-class"):
         Decision(("a", "b", "c"), threshold=0.5)
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
-        Decision(GATE, threshold=1.5)
+        Decision(GATE, ALLOWED, threshold=1.5)
     with pytest.raises(ConfigError, match="pooling"):
-        Decision(GATE, pooling="median")
+        Decision(GATE, ALLOWED, pooling="median")
 
 
 def test_pooling_mean_and_max() -> None:
     windows = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]], np.float32)
-    np.testing.assert_allclose(Decision(GATE).pool(windows), [2.0 / 3, 1.0 / 3], rtol=1e-6)
-    np.testing.assert_array_equal(Decision(GATE, pooling="max").pool(windows), windows[2])
+    np.testing.assert_allclose(Decision(GATE, ALLOWED).pool(windows), [2.0 / 3, 1.0 / 3],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(Decision(GATE, ALLOWED, pooling="max").pool(windows),
+                                  windows[2])
     three = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]], np.float32)   # most confident window
     np.testing.assert_array_equal(Decision(("a", "b", "c"), pooling="max").pool(three),
                                   three[1])
@@ -75,7 +80,7 @@ def test_whole_clips_are_pooled(band_gate: Path) -> None:
     gate = load(band_gate)
     mean = gate.predict(y, sr=SR)
     assert mean.label == "not_allowed" and mean.n_windows == 8   # 0.99 s windows, half hop
-    gate.decision = Decision(GATE, pooling="max")
+    gate.decision = Decision(GATE, ALLOWED, pooling="max")
     assert gate.predict(y, sr=SR).label == "allowed"
     gate.max_clip_s = 2.0                                       # the voice is past 2 s
     assert gate.predict(y, sr=SR).label == "not_allowed"

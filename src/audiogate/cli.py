@@ -123,9 +123,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"report: {result.run.report}")
         gate = result.test_report.get("gate")
         if gate:
-            print(f"operating point: P({gate['positive']}) >= {gate['threshold']:.4f}; on the "
-                  f"test split FAR {gate['far']:.4f}, FRR {gate['frr']:.4f}, EER "
-                  f"{gate['eer']:.4f}")
+            print(f"gate accepts {gate['positive']}; operating point: P({gate['positive']}) "
+                  f">= {gate['threshold']:.4f}; on the test split FAR {gate['far']:.4f}, FRR "
+                  f"{gate['frr']:.4f}, EER {gate['eer']:.4f}")
     return 0
 
 
@@ -187,9 +187,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     gate = _load_gate(args)
     files, missing = expand_inputs(args.paths)
     results = gate.predict_many(files, progress=not args.quiet)
-    results += [Prediction(source=s.path, label=None, index=None, error=s.reason)
-                for s in missing]
-    sys.stdout.write(format_predictions(results, gate.classes, fmt=args.format))
+    positive = gate.decision.positive_class
+    results += [Prediction(source=s.path, label=None, index=None, error=s.reason,
+                           positive=positive) for s in missing]
+    sys.stdout.write(format_predictions(results, gate.classes, fmt=args.format,
+                                        positive=positive))
     if not any(r.ok for r in results):
         log.error("no input could be judged")
         return EXIT_NOTHING_USABLE
@@ -267,8 +269,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _add_threshold_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, metavar="P",
-                   help="a two-class gate accepts when P(allowed) >= P (default: the "
-                        "operating point chosen on validation, stored in the checkpoint)")
+                   help="a two-class gate accepts its positive class when P(positive) >= P "
+                        "(default: the operating point chosen on validation, stored in the "
+                        "checkpoint)")
 
 
 def _add_report_errors_flag(p: argparse.ArgumentParser) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..config import Config, FeatureConfig
 from ..errors import AudioError, ConfigError
-from .decision import Decision, judged_samples
+from .decision import Decision, judged_samples, stored_positive
 
 if TYPE_CHECKING:
     from .checkpoint import StoredGate
@@ -46,8 +46,8 @@ AudioInput = str | os.PathLike[str] | np.ndarray
 class Prediction:
     """The verdict on one input. ``error`` is set (and ``label`` is None) when it failed.
 
-    For a two-class gate, ``score`` is ``P(positive)`` and ``threshold`` the decision
-    threshold (None: the most probable class wins).
+    For a two-class gate, ``positive`` is the class it accepts, ``score`` is ``P(positive)``
+    and ``threshold`` the decision threshold (None: the most probable class wins).
     """
 
     source: str
@@ -58,6 +58,7 @@ class Prediction:
     score: float | None = None
     threshold: float | None = None
     n_windows: int = 0
+    positive: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -71,7 +72,7 @@ class Prediction:
     def as_dict(self) -> dict[str, object]:
         return {"source": self.source, "label": self.label, "index": self.index,
                 "confidence": self.confidence, "probabilities": self.probabilities,
-                "score": self.score, "threshold": self.threshold,
+                "positive": self.positive, "score": self.score, "threshold": self.threshold,
                 "n_windows": self.n_windows, "error": self.error}
 
 
@@ -129,7 +130,8 @@ class Gate(ABC):
         self.features = features
         self.epoch = epoch
         self.metrics = dict(metrics)
-        self.decision = decision or Decision(self.classes)
+        self.decision = decision or Decision(self.classes,
+                                             positive_class=stored_positive(self.classes))
         self.max_clip_s = max_clip_s
         self.workers = workers
 
@@ -230,6 +232,9 @@ class GateKind(ABC):
     log (:func:`audiogate.config.section_fields` names a section's)."""
     onnx_format: ClassVar[str]
     """The ``format`` its ONNX exports carry in their metadata."""
+    positive: ClassVar[str | None] = None
+    """The class every gate of this kind accepts (None: ``Config.positive_class`` decides,
+    :func:`~audiogate.core.decision.choose_positive`)."""
 
     @abstractmethod
     def models(self) -> tuple[str, ...]:

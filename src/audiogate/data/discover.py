@@ -2,10 +2,12 @@
 
 Layout: one sub-folder per class under the data root. The specification's layout,
 ``allowed/`` and ``not_allowed/``, maps to labels 1 and 0; any other set of folders maps to
-labels in sorted name order. Files that cannot be used are never silently dropped: they are
-returned as :class:`Skipped` records with a reason, and a data set that cannot make a run
-raises :class:`UnusableData`, which carries them (:func:`skipped_written_on_refusal` writes
-them to a ``skipped.csv`` before the error is shown).
+labels in sorted name order. Which class a two-class gate accepts is not the label order's
+business: it is ``Config.positive_class`` (``allowed`` when unset), checked here. Files that
+cannot be used are never silently dropped: they are returned as :class:`Skipped` records with
+a reason, and a data set that cannot make a run raises :class:`UnusableData`, which carries
+them (:func:`skipped_written_on_refusal` writes them to a ``skipped.csv`` before the error is
+shown).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import check_group_by
+from ..core.decision import choose_positive
 from ..core.tables import csv_text
 from ..errors import DataError
 from ..files import write_text
@@ -78,6 +81,9 @@ class Discovery:
     classes: tuple[str, ...]
     clips: list[Clip]
     skipped: list[Skipped] = field(default_factory=list)
+    positive: str | None = None
+    """The class a two-class gate accepts (:func:`~audiogate.core.decision.choose_positive`);
+    None for more than two classes, or when not asked for."""
 
     def counts(self) -> dict[str, int]:
         """Clips per class name."""
@@ -173,10 +179,14 @@ def group_of(path: Path, *, class_dir: Path, group_by: str) -> str:
 
 
 def discover(root: str | os.PathLike[str], *, group_by: str = "none",
-             allowed_only: bool = False) -> Discovery:
+             allowed_only: bool = False, positive_class: str | None = None) -> Discovery:
     """List every audio file under ``root/<class>/`` (recursively), labelled by class folder
     and grouped by ``group_by`` (:func:`group_of`). ``allowed_only``: a root with only
     ``allowed/`` is accepted, and ``not_allowed`` may be empty (see :func:`class_names`).
+    ``positive_class`` (``Config.positive_class``, for data that will make a gate): the class
+    the gate accepts is chosen from the class folders before any file is listed
+    (:func:`~audiogate.core.decision.choose_positive`, which refuses an ambiguous two-class
+    layout); None: not asked.
 
     Hidden files and folders, other extensions, broken links and unlistable folders are
     returned in ``skipped``; decoding problems are found later, when the files are read.
@@ -184,6 +194,7 @@ def discover(root: str | os.PathLike[str], *, group_by: str = "none",
     check_group_by(group_by)
     root_path = Path(root)
     classes = class_names(root_path, allowed_only=allowed_only)
+    positive = None if positive_class is None else choose_positive(classes, positive_class)
     clips: list[Clip] = []
     skipped: list[Skipped] = []
     for label, name in enumerate(classes):
@@ -195,7 +206,7 @@ def discover(root: str | os.PathLike[str], *, group_by: str = "none",
             else:
                 group = group_of(path, class_dir=root_path / name, group_by=group_by)
                 clips.append(Clip(str(path), label, group))
-    found = Discovery(str(root_path), classes, clips, skipped)
+    found = Discovery(str(root_path), classes, clips, skipped, positive)
     counts = found.counts()
     if allowed_only:
         counts.pop("not_allowed", None)

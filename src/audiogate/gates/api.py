@@ -17,7 +17,7 @@ from ..core.runs import RunPaths, TrainResult
 from ..data.discover import Skipped, discover, skipped_written_on_refusal, write_skipped
 from ..data.prepare import refused_skipped_path
 from ..data.split import read_split
-from ..errors import AudiogateError, CheckpointError, DataError
+from ..errors import AudiogateError, CheckpointError, ConfigError, DataError
 from ..files import write_json
 from ..reporting.evaluate import build_report, write_figures
 from ..reporting.predictions import score_clips, write_predictions
@@ -39,6 +39,9 @@ def train(config: Config, *, progress: bool = True,
     if ignored:
         log.warning("a %s gate does not read %s; they are ignored", kind.name,
                     ", ".join(ignored))
+    if kind.positive and config.positive_class not in ("", kind.positive):
+        raise ConfigError(f"config field 'positive_class' is {config.positive_class!r}, but a "
+                          f"{kind.name} gate always accepts {kind.positive!r}; leave it empty")
     with skipped_written_on_refusal(refused_skipped_path(config)):
         return kind.fit(config, progress=progress, callbacks=callbacks)
 

@@ -80,7 +80,8 @@ class WindowedGate(Gate):
                           probabilities={c: float(p) for c, p in zip(self.classes, probs,
                                                                      strict=True)},
                           score=None if pos is None else float(probs[pos]),
-                          threshold=self.decision.threshold, n_windows=n_windows)
+                          threshold=self.decision.threshold, n_windows=n_windows,
+                          positive=self.decision.positive_class)
 
     def predict_many(self, items: Sequence[AudioInput], *, sr: int | None = None,
                      progress: bool = False) -> list[Prediction]:
@@ -135,7 +136,7 @@ class WindowedGate(Gate):
                 for i, (p, k) in zip(order, pooled, strict=True)}
         return [done[i] if i in done else
                 Prediction(source=source_name(items[i]), label=None, index=None,
-                           error=errors[i])
+                           error=errors[i], positive=self.decision.positive_class)
                 for i in range(len(items))]
 
 

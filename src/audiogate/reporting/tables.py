@@ -26,14 +26,19 @@ class Verdict(Protocol):
 
 
 def format_predictions(results: Sequence[Verdict], classes: Sequence[str], *,
-                       fmt: str) -> str:
-    """Verdicts as an aligned table, CSV (one row per input) or JSON (a list of objects)."""
+                       fmt: str, positive: str | None = None) -> str:
+    """Verdicts as an aligned table, CSV (one row per input) or JSON (a list of objects, each
+    with its gate's ``positive`` class). ``positive``: the class a two-class gate accepts,
+    shown in a column of its own (none for more classes)."""
     check_format(fmt)
     if fmt == "json":
         return to_json([r.as_dict() for r in results]) + "\n"
-    header = ["file", "label", "confidence", *(f"p_{c}" for c in classes), "error"]
+    gate = [positive] if positive else []
+    header = ["file", "label", "confidence", *(f"p_{c}" for c in classes),
+              *(["positive"] if positive else []), "error"]
     rows = [[r.source, r.label or "ERROR", f"{r.confidence:.4f}",
-             *(f"{r.probabilities.get(c, math.nan):.4f}" for c in classes), r.error or ""]
+             *(f"{r.probabilities.get(c, math.nan):.4f}" for c in classes), *gate,
+             r.error or ""]
             for r in results]
     return render_rows(header, rows, fmt=fmt)
 

@@ -197,7 +197,8 @@ class Trainer:
         self.state = TrainState()
         self.callbacks = CallbackList(callbacks)
         self._stop_request: str | None = None
-        self.decision = Decision(tuple(data.classes), pooling=config.clip_pooling)
+        self.decision = Decision(tuple(data.classes), positive_class=data.positive,
+                                 pooling=config.clip_pooling)
         """How a clip's window probabilities are pooled (argmax, no threshold: the gate's
         threshold is chosen after training)."""
         self.val_windows, self.test_windows = (

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...core.decision import Decision
+from ...core.decision import Decision, stored_positive
 from ...models.checkpoint import KIND, Checkpoint, save_checkpoint
 from ..base import WindowedGate
 from .onnx import NetworkExport, export_onnx
@@ -21,9 +21,11 @@ class Classifier(WindowedGate):
     backend = "torch"
 
     def __init__(self, checkpoint: Checkpoint, *, workers: int = 1) -> None:
-        config = checkpoint.config
-        decision = Decision(checkpoint.classes, pooling=config.clip_pooling,
-                            threshold=checkpoint.gate["threshold"] if checkpoint.gate else None)
+        config, gate = checkpoint.config, checkpoint.gate
+        positive = stored_positive(checkpoint.classes, chosen=config.positive_class, gate=gate)
+        decision = Decision(checkpoint.classes, positive_class=positive,
+                            pooling=config.clip_pooling,
+                            threshold=gate["threshold"] if gate else None)
         super().__init__(classes=checkpoint.classes, features=checkpoint.features,
                          epoch=checkpoint.epoch, metrics=checkpoint.metrics, decision=decision,
                          max_clip_s=config.max_clip_s, workers=workers)
@@ -41,10 +43,8 @@ class Classifier(WindowedGate):
         if self.threshold is None:
             gate = None
         elif gate is None or gate["threshold"] != self.threshold:
-            pos = self.decision.positive
-            gate = {"positive": None if pos is None else self.classes[pos],
-                    "threshold": self.threshold, "operating_point": "set by hand",
-                    "validation": None}
+            gate = {"positive": self.decision.positive_class, "threshold": self.threshold,
+                    "operating_point": "set by hand", "validation": None}
         save_checkpoint(path, net=self.model.net, spec=ckpt.spec, config=ckpt.config,
                         classes=ckpt.classes, epoch=ckpt.epoch, metrics=ckpt.metrics, gate=gate,
                         run_id=ckpt.run_id)

@@ -13,8 +13,9 @@ with onnxruntime against PyTorch on generated speech-like, confuser, short, quie
 clips and refuses to write a model whose logits differ by more than ``TOLERANCE`` (relative
 to the size of the logits beyond 1, absolute below).
 
-Each file carries the model's classes, feature config, epoch, metrics and the SHA-256 of the
-checkpoint it came from as ONNX metadata, so :func:`load_onnx` needs nothing else.
+Each file carries the model's classes, feature config, epoch, metrics, the class a gate
+accepts and the SHA-256 of the checkpoint it came from as ONNX metadata, so :func:`load_onnx`
+needs nothing else.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from ...config import FeatureConfig
-from ...core.decision import Decision
+from ...core.decision import Decision, stored_positive
 from ...core.gate import ExportReport
 from ...core.onnx import (
     OnnxFormat,
@@ -105,6 +106,8 @@ def _metadata(ckpt: Checkpoint, *, sha256: str) -> dict[str, str]:
             "features": to_json(asdict(ckpt.features), indent=None), "epoch": str(ckpt.epoch),
             "metrics": to_json(ckpt.metrics, indent=None),
             "gate": to_json(ckpt.gate, indent=None),
+            "positive": stored_positive(ckpt.classes, chosen=ckpt.config.positive_class,
+                                        gate=ckpt.gate) or "",
             "clip_pooling": ckpt.config.clip_pooling, "max_clip_s": str(ckpt.config.max_clip_s),
             "checkpoint_sha256": sha256}
 
@@ -184,7 +187,8 @@ class OnnxClassifier(FixedGate):
         self.path = str(path)
         meta = read_metadata(path)
         gate = meta["gate"]
-        decision = Decision(meta["classes"], pooling=meta["clip_pooling"],
+        decision = Decision(meta["classes"], positive_class=meta["positive"],
+                            pooling=meta["clip_pooling"],
                             threshold=gate["threshold"] if gate else None)
         super().__init__(classes=meta["classes"], features=meta["features"],
                          epoch=meta["epoch"], metrics=meta["metrics"], decision=decision,
@@ -197,18 +201,32 @@ class OnnxClassifier(FixedGate):
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Classes, :class:`FeatureConfig`, epoch, metrics, gate (threshold), clip pooling, clip
-    length and source checkpoint hash of an exported model; :class:`CheckpointError` if it is
-    not an audiogate ONNX file, or if a weight is NaN or infinite (an export of a diverged
+    """Classes, :class:`FeatureConfig`, epoch, metrics, gate (threshold), positive class, clip
+    pooling, clip length and source checkpoint hash of an exported model (an export made
+    before the positive class was stored accepts what its gate, else the old rule, says:
+    :func:`~audiogate.core.decision.stored_positive`); :class:`CheckpointError` if it is not
+    an audiogate ONNX file, or if a weight is NaN or infinite (an export of a diverged
     checkpoint gives NaN verdicts)."""
     meta = read_onnx_metadata(path, kind=FORMAT)
     try:
-        return {"classes": tuple(json.loads(meta["classes"])),
+        classes = tuple(str(c) for c in json.loads(meta["classes"]))
+        gate = json.loads(meta.get("gate", "null"))
+        return {"classes": classes,
                 "features": FeatureConfig.from_dict(json.loads(meta["features"])),
                 "epoch": int(meta["epoch"]), "metrics": json.loads(meta["metrics"]),
                 "checkpoint_sha256": meta["checkpoint_sha256"],
-                "gate": json.loads(meta.get("gate", "null")),
+                "gate": gate,
+                "positive": _positive(meta, classes=classes, gate=gate),
                 "clip_pooling": meta.get("clip_pooling", "mean"),
                 "max_clip_s": float(meta.get("max_clip_s", "10.0"))}
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: incomplete audiogate metadata ({exc})") from None
+
+
+def _positive(meta: dict[str, str], *, classes: tuple[str, ...],
+              gate: dict[str, Any] | None) -> str | None:
+    """The stored positive class ("" for none); an older export's by its gate or the old
+    rule."""
+    if "positive" in meta:
+        return meta["positive"] or None
+    return stored_positive(classes, gate=gate)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ...config import AUGMENT, FRONT_END, HARDWARE, TRAINING, Config, section_fields
 from ...core.checkpoint import StoredGate
+from ...core.decision import POSITIVE_NAME
 from ...core.gate import GateKind
 from ...core.runs import TrainResult
 from ...errors import ConfigError
@@ -42,6 +43,8 @@ class VoiceKind(GateKind):
     """The speaker encoder has its own fixed front end (16 kHz, 40 mel bands), nothing is
     trained, and every training clip of an allowed voice is enrolled (no balancing)."""
     onnx_format = FORMAT.format
+    positive = POSITIVE_NAME
+    """A voice gate accepts the enrolled voices: ``allowed/``."""
 
     def models(self) -> tuple[str, ...]:
         return VOICE_MODELS

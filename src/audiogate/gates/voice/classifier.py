@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ...core.decision import Decision
+from ...core.decision import POSITIVE_NAME, Decision
 from ...core.gate import AudioInput, Enrolment, ExportReport
 from ...core.runs import now
 from ...errors import DataError
@@ -52,7 +52,8 @@ class VoiceClassifier(VoiceGateBase):
         config = checkpoint.config
         threshold = checkpoint.gate["threshold"] if checkpoint.gate else None
         super().__init__(settings=checkpoint.profile.spec.settings, classes=checkpoint.classes,
-                         decision=Decision(checkpoint.classes, pooling=config.clip_pooling,
+                         decision=Decision(checkpoint.classes, positive_class=POSITIVE_NAME,
+                                           pooling=config.clip_pooling,
                                            threshold=threshold),
                          metrics=checkpoint.metrics, max_clip_s=config.max_clip_s,
                          workers=workers)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ...config import Config
-from ...core.decision import Decision
+from ...core.decision import POSITIVE_NAME, Decision
 from ...core.gate import ExportReport
 from ...core.onnx import (
     OnnxFormat,
@@ -197,7 +197,8 @@ class OnnxVoiceClassifier(FixedGate, VoiceGateBase):
         gate = meta["gate"]
         classes = meta["classes"]
         super().__init__(settings=meta["spec"].settings, classes=classes,
-                         decision=Decision(classes, pooling=config.clip_pooling,
+                         decision=Decision(classes, positive_class=POSITIVE_NAME,
+                                           pooling=config.clip_pooling,
                                            threshold=gate["threshold"] if gate else None),
                          metrics=meta["metrics"], max_clip_s=config.max_clip_s,
                          workers=workers)
