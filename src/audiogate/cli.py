@@ -369,11 +369,26 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             done += f" ({len(skipped)} left out)"
             for source, reason in skipped[:20]:
                 print(f"  left out {source}: {reason}")
+        _print_checks(result.quality)
     gate.save(args.out)
     voices = ", ".join(f"{k} ({n})" for k, n in gate.voices.items())
     print(f"{done} -> {args.out} in {time.perf_counter() - began:.1f} s")
     print(f"voices (clips): {voices}; threshold {gate.threshold}")
     return 0
+
+
+def _print_checks(quality: dict[str, Any] | None) -> None:
+    """The enrolment checks of a voice (:meth:`~audiogate.speech.quality.VoiceCheck.as_dict`),
+    before the gate is saved."""
+    if not quality:
+        return
+    frr = quality["expected_frr"]
+    print(f"checks: {quality['clips']} clip(s), {quality['speech_s']:.1f} s of speech; "
+          "expected false-reject rate " + ("n/a (one clip)" if frr is None else
+                                           f"{frr:.2f} (each enrolled clip scored without "
+                                           "itself, at the gate's threshold)"))
+    for problem in quality["problems"]:
+        print(f"  warning: {problem}")
 
 
 def _default_name(paths: list[str]) -> str:

@@ -41,6 +41,8 @@ Switch = Literal["auto", "on", "off"]
 Pooling = Literal["mean", "max"]
 """How the window probabilities of a clip longer than the model window become one."""
 VoiceHead = Literal["none", "logistic"]
+VoiceScore = Literal["topk", "centroid", "snorm"]
+VoiceCalibration = Literal["validation", "cohort"]
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 AUTO_WINDOW = 0
@@ -343,6 +345,21 @@ class Config:
                                        "(logistic regression on it and on the similarity to "
                                        "the training not_allowed clips, fitted on training "
                                        "clips)", section=VOICE)
+    voice_score: VoiceScore = _f("snorm", "how a clip is scored against the enrolled voices: "
+                                          "topk (the mean of its voice_top_k highest "
+                                          "similarities to the enrolled clips) | centroid (its "
+                                          "similarity to each voice's mean embedding) | snorm "
+                                          "(centroid, normalised against the training "
+                                          "not_allowed speakers: adaptive S-norm)",
+                                 section=VOICE)
+    voice_snorm_top: int = _f(10, "snorm: cohort speakers nearest a voice, and nearest a clip, "
+                                  "whose similarities normalise its score; 1 to "
+                                  f"{MAX_TOP_K}", section=VOICE)
+    voice_calibration: VoiceCalibration = _f(
+        "cohort", "the impostor trials the threshold is set on: validation (the validation "
+                  "not_allowed clips and impostors) | cohort (those, and every training "
+                  "not_allowed clip scored as a person never heard: its speaker left out of "
+                  "the cohort)", section=VOICE)
     voice_vad: bool = _f(True, "cut every clip to its speech (Silero VAD) before embedding "
                                "it; a clip with no speech is rejected", section=VOICE)
     impostors: str = _f("auto", "impostor voices added to validation to set the threshold: "
@@ -570,6 +587,9 @@ def _validate_sizes(c: Config) -> None:
     _require(1 <= c.voice_top_k <= MAX_TOP_K, "voice_top_k",
              f"must be in [1, {MAX_TOP_K}] (a k beyond a voice's enrolled clips averages them "
              f"all), got {c.voice_top_k}")
+    _require(1 <= c.voice_snorm_top <= MAX_TOP_K, "voice_snorm_top",
+             f"must be in [1, {MAX_TOP_K}] (a number beyond the cohort's speakers takes them "
+             f"all), got {c.voice_snorm_top}")
 
 
 def _validate_window(c: Config) -> None:

@@ -103,12 +103,15 @@ class ExportReport:
 
 @dataclass(frozen=True)
 class Enrolment:
-    """What :meth:`Gate.enroll` did: the voice, the clips used, and those left out as
-    ``(source, reason)``."""
+    """What :meth:`Gate.enroll` did: the voice, the clips used, those left out as
+    ``(source, reason)``, and the voice's enrolment checks (``quality``: clips without
+    speech, outliers, seconds of speech, expected false-reject rate; see
+    :meth:`audiogate.speech.quality.VoiceCheck.as_dict`), found before anything is saved."""
 
     name: str
     n_clips: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    quality: dict[str, Any] | None = None
 
 
 class Gate(ABC):
@@ -122,6 +125,9 @@ class Gate(ABC):
     scan_by_speech: bool = False
     """Whether ``scan`` judges this gate's recordings per speech segment by default (its
     scores are of voices) rather than window by window."""
+    operating_point: str | None = None
+    """The rule its threshold was chosen by (``far=0.02``, ``eer``, ...) as its checkpoint
+    records it; None when unknown, or once :meth:`with_threshold` has set another."""
 
     def __init__(self, *, classes: Sequence[str], features: FeatureConfig, epoch: int | None,
                  metrics: Mapping[str, Any], decision: Decision | None = None,
@@ -182,6 +188,8 @@ class Gate(ABC):
 
     def with_threshold(self, threshold: float | None) -> Gate:
         """This gate with another decision threshold (``None``: argmax)."""
+        if threshold != self.decision.threshold:
+            self.operating_point = None
         self.decision = replace(self.decision, threshold=threshold)
         return self
 

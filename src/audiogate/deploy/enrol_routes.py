@@ -74,7 +74,7 @@ class Enroller:
         log.info("enrolled voice %r from %d clip(s) -> %s", name, done.n_clips, out)
         return {"name": name, "clips": done.n_clips,
                 "left_out": [reason for _, reason in done.skipped], "voices": gate.voices,
-                "saved": out}
+                "quality": done.quality, "saved": out}
 
     def remove(self, name: str) -> dict[str, Any]:
         """Remove voice ``name`` (404: not enrolled; 409: the last voice)."""

@@ -19,7 +19,7 @@ from ..data.prepare import refused_skipped_path
 from ..data.split import read_split
 from ..errors import AudiogateError, CheckpointError, ConfigError, DataError
 from ..files import write_json
-from ..reporting.evaluate import build_report, write_figures
+from ..reporting.evaluate import build_report, run_data_root, write_figures
 from ..reporting.predictions import score_clips, write_predictions
 from ..reporting.report import write_report as write_page
 from .registry import kind_for, kind_named, load
@@ -90,14 +90,16 @@ def evaluate(checkpoint: str | os.PathLike[str], *, data: str | None = None,
     gate = load(ckpt_path, threshold=threshold, workers=workers)
     run = _run_of(ckpt_path)
     skipped: list[Skipped] = []
+    root: str | None = None
     if data is not None:
         found = discover(data)
         if tuple(found.classes) != gate.classes:
             raise CheckpointError(f"checkpoint classes {list(gate.classes)} do not match the "
                                   f"classes of {data} {list(found.classes)}")
-        clips, skipped, source = found.clips, list(found.skipped), data
+        clips, skipped, source, root = found.clips, list(found.skipped), data, data
     elif run is not None:
         clips, source = getattr(read_split(run.split), subset), f"{run.split} [{subset}]"
+        root = run_data_root(run)
     else:
         raise DataError(f"{ckpt_path} is not inside a run folder with split.csv; "
                         "pass --data DIR")
@@ -107,7 +109,7 @@ def evaluate(checkpoint: str | os.PathLike[str], *, data: str | None = None,
     skipped += scored.skipped
     if not scored.clips:
         raise DataError(f"none of the {len(clips)} clips in {source} could be read")
-    report = build_report(scored, gate)
+    report = build_report(scored, gate, root=root)
     report.update(source=source, checkpoint=str(ckpt_path), epoch=gate.epoch,
                   skipped=len(skipped))
     out_dir = Path(out) if out else (run.root / "evaluation" if run else Path("evaluation"))

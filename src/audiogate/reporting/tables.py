@@ -62,11 +62,41 @@ def format_report(report: dict[str, Any]) -> str:
     if gate:
         lines += ["", f"gate: accept as {gate['positive']} when P({gate['positive']}) >= "
                       f"{gate['threshold']:.4f}",
-                  f"  false-accept rate {_rate(gate['far'])}   false-reject rate "
-                  f"{_rate(gate['frr'])}",
+                  f"  false-accept rate {_rate(gate['far'])}{_target(gate, 'far')}   "
+                  f"false-reject rate {_rate(gate['frr'])}{_target(gate, 'frr')}",
                   f"  ROC-AUC {_rate(gate['roc_auc'])}   PR-AUC {_rate(gate['pr_auc'])}   "
                   f"EER {_rate(gate['eer'])}"]
+        lines += _people(gate.get("people"))
     return "\n".join(lines)
+
+
+PEOPLE_SHOWN = 20
+"""People listed per side by :func:`format_report` (all are in the report's JSON)."""
+
+
+def _target(gate: dict[str, Any], rate: str) -> str:
+    target = gate.get("target") or {}
+    return f" (target {target[rate]:g}, {target['rule']})" if rate in target else ""
+
+
+def _people(people: dict[str, Any] | None) -> list[str]:
+    """Per-person lines: each person's false-reject rate (positive class) and false-accept
+    rate (the other), worst first."""
+    if not people:
+        return []
+    lines = []
+    for side, verb, title in (("frr", "rejected", "false-reject rate"),
+                              ("far", "accepted", "false-accept rate: who gets in")):
+        rows = people[side]
+        if not rows:
+            continue
+        width = max(12, *(len(r["person"]) for r in rows[:PEOPLE_SHOWN]))
+        lines += ["", f"per person of {rows[0]['class']} ({title}, worst first):"]
+        lines += [f"  {r['person']:<{width}}  {r[side]:.4f}  ({r['errors']} of {r['n']} "
+                  f"{verb})" for r in rows[:PEOPLE_SHOWN]]
+        if len(rows) > PEOPLE_SHOWN:
+            lines.append(f"  ... {len(rows) - PEOPLE_SHOWN} more in the report's JSON")
+    return lines
 
 
 def _rate(value: float | None) -> str:

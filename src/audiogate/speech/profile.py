@@ -1,8 +1,10 @@
 """The voice profile: enrolled allowed voices and how a clip is scored against them.
 
 A :class:`VoiceProfile` holds, for each allowed voice (a name), the embeddings of its enrolment
-clips. A clip's score is the mean of its ``top_k`` highest cosine similarities to all enrolled
-embeddings (pooled over voices): high when it sounds like one of the allowed voices. The
+clips. Its own score (:meth:`VoiceProfile.score`, the ``topk`` rule) is the mean of a clip's
+``top_k`` highest cosine similarities to all enrolled embeddings (pooled over voices): high
+when it sounds like one of the allowed voices; each voice's centroid
+(:meth:`VoiceProfile.centroids`) serves the other rules of :mod:`~audiogate.speech.scoring`. The
 profile is pure scoring; the decision threshold is the operating point, chosen on validation
 by :func:`audiogate.reporting.metrics.choose_threshold` and stored by the caller.
 
@@ -140,6 +142,16 @@ class VoiceProfile:
         top = np.partition(sims, sims.shape[1] - k, axis=1)[:, sims.shape[1] - k:]
         scores: np.ndarray = top.mean(axis=1)
         return scores
+
+    def centroids(self) -> np.ndarray:
+        """Each voice's centroid: the mean of its enrolled embeddings, scaled to unit length
+        ``[shape=(n_voices, EMBED_DIM)]``, in enrolment order."""
+        if not self.voices:
+            raise DataError("no voice is enrolled: enrol at least one allowed voice first")
+        means = np.stack([v.astype(np.float64).mean(axis=0) for v in self.voices.values()])
+        unit: np.ndarray = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True),
+                                              1e-12)
+        return unit
 
     def nearest(self, vectors: np.ndarray) -> list[str]:
         """The name of the voice owning each clip's most similar enrolled embedding."""

@@ -1,20 +1,25 @@
 """How a voice gate scores a clip's embedding: pure functions of embedding arrays.
 
-A clip's *similarity* to the allowed voices is the mean of its ``top_k`` highest cosine
-similarities to the enrolled clips (:meth:`~audiogate.speech.profile.VoiceProfile.score`); its
-*impostor similarity* is the same against a cohort of known impostor clips (the training
-``not_allowed`` clips). The gate's score, in [0, 1]:
+The gate's rule (:class:`~audiogate.speech.snorm.ScoreRule`) is ``topk``, ``centroid`` or
+``snorm`` (centroid similarity normalised against the cohort's speakers; see
+:mod:`~audiogate.speech.snorm`). Under ``topk``, a clip's *similarity* to the allowed voices is
+the mean of its ``top_k`` highest cosine similarities to the enrolled clips
+(:meth:`~audiogate.speech.profile.VoiceProfile.score`); its *impostor similarity* is the same
+against a cohort of known impostor clips (the training ``not_allowed`` clips). The gate's
+score, in [0, 1]:
 
 * without a head, the similarity itself (speaker embeddings are non-negative, so cosine
   similarities lie in [0, 1]);
-* with the logistic head (:class:`LogisticHead`), ``sigmoid(a * similarity + b *
-  impostor_similarity + c)`` with ``a > 0``, fitted on training clips only
+* with the logistic head (``topk`` only; :class:`LogisticHead`), ``sigmoid(a * similarity +
+  b * impostor_similarity + c)`` with ``a > 0``, fitted on training clips only
   (:func:`fit_head`): it learns how much nearness to a known impostor should count against
   a clip.
 
 Both are increasing in the similarity, so a threshold on the score is a threshold on it.
 Training clips are scored leaving their own group out (:func:`leave_group_out_features`):
-an enrolled clip compared with itself would look perfect.
+an enrolled clip compared with itself would look perfect. Likewise a cohort speaker's clips
+are scored with that speaker left out of the cohort (:meth:`VoiceScorer.score_unheard`), and
+an enrolled clip with itself left out of its voice (:meth:`VoiceScorer.leave_one_out`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +35,7 @@ import numpy as np
 from ..errors import CheckpointError, DataError
 from .encoder import EMBED_DIM
 from .profile import VoiceProfile
+from .snorm import MIN_SPEAKERS, ScoreRule, sigmoid, snorm, unit
 
 log = logging.getLogger(__name__)
 
@@ -95,22 +101,37 @@ class LogisticHead:
         return cls(coef=(coef[0], coef[1]), intercept=float(data["intercept"]))
 
 
+def _no_speakers() -> np.ndarray:
+    return np.zeros((0, EMBED_DIM), np.float32)
+
+
 @dataclass(frozen=True, eq=False)
 class VoiceScorer:
-    """Enrolled voices (``profile``), impostor ``cohort`` ``[shape=(m, EMBED_DIM)]`` (may be
-    empty) and the optional ``head``: embeddings -> gate scores."""
+    """Enrolled voices (``profile``), impostor ``cohort`` clips ``[shape=(m, EMBED_DIM)]``
+    (may be empty; the head's), the optional ``head``, the scoring ``rule`` and the cohort's
+    speaker centroids ``speakers`` ``[shape=(c, EMBED_DIM)]`` (``snorm``'s): embeddings ->
+    gate scores."""
 
     profile: VoiceProfile
     cohort: np.ndarray
     head: LogisticHead | None = None
+    rule: ScoreRule = field(default_factory=ScoreRule)
+    speakers: np.ndarray = field(default_factory=_no_speakers)
 
     def __post_init__(self) -> None:
-        cohort = np.asarray(self.cohort, np.float32).reshape(-1, EMBED_DIM)
-        if not np.isfinite(cohort).all():
-            raise CheckpointError("voice gate: the impostor cohort holds NaN or infinity")
-        object.__setattr__(self, "cohort", cohort)
-        if self.head is not None and not len(cohort):
+        for name, what in (("cohort", "impostor cohort"), ("speakers", "cohort speakers")):
+            rows = np.asarray(getattr(self, name), np.float32).reshape(-1, EMBED_DIM)
+            if not np.isfinite(rows).all():
+                raise CheckpointError(f"voice gate: the {what} hold NaN or infinity")
+            object.__setattr__(self, name, rows)
+        if self.head is not None and not len(self.cohort):
             raise CheckpointError("voice gate: a head needs impostor cohort embeddings")
+        if self.head is not None and self.rule.kind != "topk":
+            raise CheckpointError(f"voice gate: the logistic head scores by top-k similarity, "
+                                  f"not by the {self.rule.kind!r} rule")
+        if self.rule.kind == "snorm" and len(self.speakers) < MIN_SPEAKERS:
+            raise CheckpointError(f"voice gate: S-norm needs at least {MIN_SPEAKERS} cohort "
+                                  f"speakers, got {len(self.speakers)}")
 
     @property
     def top_k(self) -> int:
@@ -127,13 +148,51 @@ class VoiceScorer:
         """Gate scores in [0, 1] ``[shape=(n,)]`` of clip embeddings."""
         if len(np.asarray(vectors)) == 0:
             return np.zeros(0)
+        if self.rule.kind != "topk":
+            return self._centroid_score(vectors)
         feats = self.features(vectors)
         if self.head is None:
             return np.clip(feats[:, 0], 0.0, 1.0)
         return self.head.apply(feats)
 
+    def _centroid_score(self, vectors: np.ndarray) -> np.ndarray:
+        v = unit(np.asarray(vectors).reshape(-1, EMBED_DIM))
+        centroids = self.profile.centroids()
+        sims = v @ centroids.T
+        if self.rule.kind == "centroid":
+            return np.clip(sims.max(axis=1), 0.0, 1.0)
+        speakers = self.speakers.astype(np.float64)
+        normed = snorm(sims, clip_cohort=v @ speakers.T, voice_cohort=centroids @ speakers.T,
+                       top=self.rule.top)
+        return sigmoid(normed.max(axis=1) / self.rule.scale)
+
     def with_profile(self, profile: VoiceProfile) -> VoiceScorer:
-        return VoiceScorer(profile=profile, cohort=self.cohort, head=self.head)
+        return replace(self, profile=profile)
+
+    def score_unheard(self, vectors: np.ndarray, speaker: np.ndarray) -> np.ndarray:
+        """Scores ``[shape=(n,)]`` of clips of the cohort's speakers (``speaker``: each clip's
+        row in :attr:`speakers`), each as a clip of a person never heard: under ``snorm``
+        with its own speaker left out of the cohort; the other rules do not read the
+        cohort's speakers."""
+        scores = np.zeros(len(vectors))
+        if self.rule.kind != "snorm":
+            return self.score(vectors) if len(vectors) else scores
+        for j in np.unique(speaker):
+            rows = speaker == j
+            others = replace(self, speakers=np.delete(self.speakers, j, axis=0))
+            scores[rows] = others.score(vectors[rows])
+        return scores
+
+    def leave_one_out(self, name: str) -> np.ndarray:
+        """Scores ``[shape=(n,)]`` of voice ``name``'s enrolled clips, each scored with itself
+        left out of the voice, as a new clip of that person would be (empty with one clip:
+        nothing is left to compare it with)."""
+        clips = self.profile.voices[name]
+        out = np.zeros(len(clips) if len(clips) > 1 else 0)
+        for i in range(len(out)):
+            rest = self.profile.enrol(name, np.delete(clips, i, axis=0), replace_existing=True)
+            out[i] = self.with_profile(rest).score(clips[i:i + 1])[0]
+        return out
 
 
 def leave_group_out_features(*, vectors: np.ndarray, groups: Sequence[str],

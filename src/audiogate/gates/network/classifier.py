@@ -29,6 +29,7 @@ class Classifier(WindowedGate):
         super().__init__(classes=checkpoint.classes, features=checkpoint.features,
                          epoch=checkpoint.epoch, metrics=checkpoint.metrics, decision=decision,
                          max_clip_s=config.max_clip_s, workers=workers)
+        self.operating_point = (gate or {}).get("operating_point")
         self.checkpoint = checkpoint
         self.model = checkpoint.build_model()
 

@@ -193,6 +193,7 @@ class OnnxClassifier(FixedGate):
         super().__init__(classes=meta["classes"], features=meta["features"],
                          epoch=meta["epoch"], metrics=meta["metrics"], decision=decision,
                          max_clip_s=meta["max_clip_s"], workers=workers)
+        self.operating_point = (gate or {}).get("operating_point")
         self.exported_from = meta["checkpoint_sha256"]
         self.session = cpu_session(self.path)
 

@@ -8,15 +8,21 @@ The run folder is the one every run has (``config.toml``, ``status.json``, ``spl
    (:func:`~audiogate.gates.voice.data.prepare_voice_data`);
 2. the training ``allowed`` clips with speech are enrolled, one voice per first sub-folder of
    ``allowed/``; the training ``not_allowed`` clips are the impostor cohort;
-3. with ``voice_head = "logistic"`` and a cohort, the head is fitted on the training clips,
-   each scored leaving its own group out (:mod:`~audiogate.speech.scoring`);
-4. the threshold is chosen on the validation clips plus any impostor voices
-   (:mod:`~audiogate.speech.impostors`) by ``operating_point``;
-5. ``best.pt`` is written, then the test split is judged by it exactly as ``predict`` judges
+3. the scorer follows ``voice_score`` (S-norm against the cohort's people by default,
+   :mod:`~audiogate.gates.voice.calibrate`); with ``voice_head = "logistic"`` and a cohort,
+   the head is fitted on the training clips, each scored leaving its own group out
+   (:mod:`~audiogate.speech.scoring`);
+4. the threshold is chosen by ``operating_point`` on the validation clips plus any impostor
+   voices (:mod:`~audiogate.speech.impostors`), and with ``voice_calibration = "cohort"``
+   every cohort clip scored as a person never heard;
+5. each voice's enrolment is checked (:mod:`~audiogate.speech.quality`: clips without
+   speech, outliers, too little speech, its expected false-reject rate), logged and recorded;
+6. ``best.pt`` is written, then the test split is judged by it exactly as ``predict`` judges
    clips (:func:`~audiogate.reporting.evaluate.test_report`).
 
 ``metrics.json`` (:func:`~audiogate.core.runs.write_metrics`) records no epoch: its ``fit``
-holds what the fit did (voices, clips enrolled, cohort, impostors, head) and measured.
+holds what the fit did (voices, clips enrolled, cohort, impostors, head, score rule, threshold
+trials, enrolment checks) and measured.
 """
 
 from __future__ import annotations
@@ -45,6 +51,13 @@ from ...speech.impostors import Impostors, load_impostors, resolve_source
 from ...speech.profile import VoiceProfile
 from ...speech.scoring import VoiceScorer, fit_head, leave_group_out_features
 from ..runs import start_run, write_data_files
+from .calibrate import (
+    check_voice_config,
+    cohort_trial_scores,
+    make_scorer,
+    training_checks,
+    training_scores,
+)
 from .checkpoint import KIND, VoiceCheckpoint, load_voice_checkpoint, save_voice_checkpoint
 from .classifier import VoiceClassifier
 from .data import VoiceData, prepare_voice_data, voice_name
@@ -99,23 +112,15 @@ def enrol_training(data: VoiceData, config: Config) -> VoiceProfile:
     return profile
 
 
-def _training_scores(train: EmbeddedClips, scorer: VoiceScorer, *, vad: bool) -> np.ndarray:
-    """Scores of the training clips, each leaving its own group out."""
-    speech = _has_speech(train, vad=vad)
-    feats = leave_group_out_features(vectors=train.vectors, groups=[c.group for c in train.clips],
-                                     enrolled=(train.labels == 1) & speech,
-                                     cohort=(train.labels == 0) & speech, top_k=scorer.top_k)
-    scores = scorer.head.apply(feats) if scorer.head else np.clip(feats[:, 0], 0.0, 1.0)
-    return np.where(speech, scores, 0.0)
-
-
 def build_gate(data: VoiceData, impostors: Impostors, config: Config) -> BuiltGate:
-    """Enrol, fit the head, choose the threshold on validation (+ impostors)."""
+    """Enrol, make the scorer (and the head), choose the threshold on validation (+
+    impostors, + the cohort), check each voice's enrolment."""
+    check_voice_config(config)
     train, val = data.part("train"), data.part("val")
     vad = config.voice_vad
     profile = enrol_training(data, config)
     cohort_rows = (train.labels == 0) & _has_speech(train, vad=vad)
-    scorer = VoiceScorer(profile=profile, cohort=train.vectors[cohort_rows])
+    scorer, person = make_scorer(profile, train, cohort_rows, config)
     if config.voice_head == "logistic" and not cohort_rows.any():
         log.warning("voice_head = logistic needs not_allowed training clips; there are none, "
                     "so the gate scores by similarity alone")
@@ -128,31 +133,45 @@ def build_gate(data: VoiceData, impostors: Impostors, config: Config) -> BuiltGa
         if len(set(train.labels[rows].tolist())) == 2:
             scorer = replace(scorer, head=fit_head(feats, train.labels[rows], seed=config.seed))
     val_scores = gate_scores(scorer, val, vad=vad)
+    cohort = (cohort_trial_scores(scorer, train, cohort_rows, person, root=config.data, vad=vad)
+              if config.voice_calibration == "cohort" else np.zeros(0))
     y = np.concatenate([(val.labels == 1).astype(np.int64),
-                        np.zeros(len(impostors.clips.clips), np.int64)])
-    s = np.concatenate([val_scores, gate_scores(scorer, impostors.clips, vad=vad)])
+                        np.zeros(len(impostors.clips.clips) + len(cohort), np.int64)])
+    s = np.concatenate([val_scores, gate_scores(scorer, impostors.clips, vad=vad), cohort])
     if not ((y == 0).any() and (y == 1).any()):
         raise DataError("no impostor clip to set the voice gate's threshold on: the validation "
                         "split has no not_allowed clip and impostors is none; add not_allowed/ "
                         "recordings, or set impostors = builtin or a folder of other voices")
     threshold = choose_threshold(y, s, rule=config.operating_point)
-    validation = gate_report(y, s, threshold=threshold)
+    trials = {"genuine": int(y.sum()), "validation_impostors": int((val.labels == 0).sum()),
+              "impostor_voices": len(impostors.clips.clips), "cohort": len(cohort)}
+    validation = {**gate_report(y, s, threshold=threshold), "trials": trials}
     gate = {"positive": "allowed", "threshold": threshold,
             "operating_point": config.operating_point, "validation": validation,
             "impostors": impostors.describe()}
-    train_scores = _training_scores(train, scorer, vad=vad)
+    train_scores = training_scores(train, scorer, root=config.data, vad=vad,
+                                   cohort=cohort_rows, person=person)
+    checks = training_checks(train, scorer, root=config.data, vad=vad, threshold=threshold)
     record = {"train_f1": macro_f1(train.labels, (train_scores >= threshold).astype(int),
                                    n_classes=2),
               "val_f1": macro_f1(y, (s >= threshold).astype(int), n_classes=2),
               "voices": len(profile.voices),
               "enrolled_clips": sum(len(v) for v in profile.voices.values()),
-              "cohort_clips": len(scorer.cohort), "impostor_clips": len(impostors.clips.clips),
-              "head": scorer.head.as_dict() if scorer.head else None}
-    log.info("voice gate: %d voice(s) from %d clips, cohort %d, head %s; threshold %.4f "
-             "(%s on %d validation + %d impostor clips: FAR %.4f, FRR %.4f)",
+              "cohort_clips": len(scorer.cohort), "cohort_people": len(set(person.tolist())),
+              "impostor_clips": len(impostors.clips.clips),
+              "head": scorer.head.as_dict() if scorer.head else None,
+              "score": scorer.rule.as_dict(), "threshold_trials": trials,
+              "enrolment": {c.name: c.as_dict() for c in checks}}
+    log.info("voice gate: %d voice(s) from %d clips, cohort %d, head %s, score %s; threshold "
+             "%.4f (%s on %d genuine and %d impostor trials: FAR %.4f, FRR %.4f)",
              record["voices"], record["enrolled_clips"], record["cohort_clips"],
-             "logistic" if scorer.head else "none", threshold, config.operating_point,
-             len(val.clips), len(impostors.clips.clips), validation["far"], validation["frr"])
+             "logistic" if scorer.head else "none", scorer.rule.kind, threshold,
+             config.operating_point, trials["genuine"], int((y == 0).sum()),
+             validation["far"], validation["frr"])
+    for check in checks:
+        log.info("enrolment: %s", check.summary())
+        for problem in check.problems():
+            log.warning("enrolment of voice %r: %s", check.name, problem)
     return BuiltGate(scorer, gate, record, impostors)
 
 
@@ -169,6 +188,7 @@ def fit_voice(config: Config, *, progress: bool = True) -> TrainResult:
     began = time.perf_counter()
     config = replace(config, data=str(Path(config.data).resolve()))
     check_run_name(config)
+    check_voice_config(config)
     data = prepare_voice_data(config, progress=progress)
     source = resolve_source(config.impostors, has_negatives=data.usable["not_allowed"] > 0)
     impostors = load_impostors(source, cache=data.cache, workers=config.workers,

@@ -5,9 +5,13 @@ The graph is the whole gate after the clip is cut into the encoder's windows: in
 clips) and ``pool`` ``[shape=(n_clips, n_windows)]`` (row ``i`` averages clip ``i``'s windows:
 ``1 / count`` at its windows, 0 elsewhere); output ``score`` ``[shape=(n_clips,)]``. Inside:
 the speaker encoder (:class:`~audiogate.speech.encoder.SpeakerEncoder` with its DFT front end),
-the mean and L2 norm of each clip's windows, the cosine similarities to the enrolled
-embeddings and the mean of the top-k (ONNX ``MatMul`` and ``TopK``), and the head when there is
-one (cosine and top-k against the impostor cohort, then a sigmoid). What stays in Python, as
+the mean and L2 norm of each clip's windows, then the gate's scoring rule
+(:mod:`~audiogate.speech.snorm`): the cosine similarities to the enrolled embeddings and the
+mean of the top-k (ONNX ``MatMul`` and ``TopK``) and the head when there is one (cosine and
+top-k against the impostor cohort, then a sigmoid); or the cosine similarities to the voice
+centroids, their largest (``centroid``), or S-norm against the cohort's speaker centroids with
+each voice's statistics stored and each clip's computed in the graph (``TopK``, mean,
+deviation), then a sigmoid (``snorm``). What stays in Python, as
 for the encoder's own export: volume normalisation, voice activity detection (Silero, its own
 ONNX model, stateful) and cutting clips into windows, whose number varies per clip.
 
@@ -53,6 +57,7 @@ from ...speech.encoder import (
 )
 from ...speech.export import ENCODER_NOISE, probe_clips
 from ...speech.scoring import LogisticHead, VoiceScorer
+from ...speech.snorm import STD_FLOOR, ScoreRule, top_stats
 from ..base import FixedGate
 from .base import VoiceGateBase
 from .checkpoint import VoiceCheckpoint
@@ -80,6 +85,10 @@ class GateGraph(nn.Module):
     cohort: torch.Tensor
     coef: torch.Tensor
     intercept: torch.Tensor
+    centroids: torch.Tensor
+    speakers: torch.Tensor
+    z_mean: torch.Tensor
+    z_std: torch.Tensor
 
     def __init__(self, *, encoder: SpeakerEncoder, scorer: VoiceScorer) -> None:
         super().__init__()
@@ -93,10 +102,39 @@ class GateGraph(nn.Module):
         head = scorer.head or LogisticHead(coef=(1.0, 0.0), intercept=0.0)
         self.register_buffer("coef", torch.tensor(head.coef, dtype=torch.float32))
         self.register_buffer("intercept", torch.tensor(head.intercept, dtype=torch.float32))
+        self._rule_buffers(scorer)
+
+    def _rule_buffers(self, scorer: VoiceScorer) -> None:
+        """The centroid and S-norm rules' constants: voice centroids, cohort speaker
+        centroids, and each voice's S-norm statistics (they do not depend on the clip)."""
+        rule = scorer.rule
+        self.rule, self.scale = rule.kind, rule.scale
+        centroids = scorer.profile.centroids()
+        speakers = scorer.speakers.astype(np.float64)
+        if rule.kind == "snorm":
+            z_mean, z_std = top_stats(centroids @ speakers.T, top=rule.top)
+        else:
+            speakers, z_mean, z_std = np.zeros((1, centroids.shape[1])), np.zeros(1), np.ones(1)
+        self.k_speakers = min(rule.top, len(speakers))
+        for name, value in (("centroids", centroids), ("speakers", speakers),
+                            ("z_mean", z_mean), ("z_std", z_std)):
+            self.register_buffer(name, torch.from_numpy(np.asarray(value, np.float32)))
+
+    def _centroid_score(self, unit: torch.Tensor) -> torch.Tensor:
+        sims = torch.matmul(unit, self.centroids.T)
+        if self.rule == "centroid":
+            return sims.max(dim=1).values.clamp(0.0, 1.0)
+        best = torch.topk(torch.matmul(unit, self.speakers.T), self.k_speakers, dim=1).values
+        t_mean = best.mean(dim=1, keepdim=True)
+        t_std = (best - t_mean).pow(2).mean(dim=1, keepdim=True).sqrt().clamp_min(STD_FLOOR)
+        normed = 0.5 * ((sims - self.z_mean) / self.z_std + (sims - t_mean) / t_std)
+        return torch.sigmoid(normed.max(dim=1).values / self.scale)
 
     def forward(self, windows: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
         mean = torch.matmul(pool, self.encoder(windows))
         unit = mean / torch.linalg.vector_norm(mean, dim=1, keepdim=True).clamp_min(NORM_EPS)
+        if self.rule != "topk":
+            return self._centroid_score(unit)
         similarity = torch.topk(torch.matmul(unit, self.enrolled.T), self.k_enrolled,
                                 dim=1).values.mean(dim=1)
         if not self.has_head:
@@ -151,6 +189,7 @@ def _metadata(ckpt: VoiceCheckpoint, *, sha256: str) -> dict[str, str]:
             "gate": to_json(ckpt.gate, indent=None), "metrics": to_json(ckpt.metrics, indent=None),
             "head": to_json(ckpt.scorer.head.as_dict() if ckpt.scorer.head else None,
                             indent=None),
+            "score": to_json(ckpt.scorer.rule.as_dict(), indent=None),
             "top_k": str(ckpt.scorer.top_k), "checkpoint_sha256": sha256}
 
 
@@ -207,6 +246,7 @@ class OnnxVoiceClassifier(FixedGate, VoiceGateBase):
                 spec.vad_sha256:
             raise CheckpointError(f"{path}: made with another VAD model than the installed one")
         self.path, self.spec, self.meta = str(path), spec, meta
+        self.operating_point = (gate or {}).get("operating_point")
         self.exported_from = meta["checkpoint_sha256"]
         self.session = _session(self.path)
 
@@ -219,7 +259,8 @@ class OnnxVoiceClassifier(FixedGate, VoiceGateBase):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "model": "ge2e", "voices": self.voices,
-                "top_k": self.meta["top_k"], "head": self.meta["head"], "vad": self.vad}
+                "top_k": self.meta["top_k"], "head": self.meta["head"],
+                "score": self.meta["score"], "vad": self.vad}
 
     def _score_used(self, used: Sequence[np.ndarray]) -> np.ndarray:
         return _run(self.session, used, spec=self.spec)
@@ -235,6 +276,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
                 "spec": EmbedSpec.from_dict(json.loads(meta["spec"])),
                 "voices": json.loads(meta["voices"]), "gate": json.loads(meta["gate"]),
                 "metrics": json.loads(meta["metrics"]), "head": json.loads(meta["head"]),
-                "top_k": int(meta["top_k"]), "checkpoint_sha256": meta["checkpoint_sha256"]}
+                "top_k": int(meta["top_k"]), "checkpoint_sha256": meta["checkpoint_sha256"],
+                "score": json.loads(meta["score"]) if "score" in meta else  # older: topk
+                ScoreRule().as_dict()}
     except (KeyError, TypeError, ValueError, AudiogateError) as exc:
         raise CheckpointError(f"{path}: incomplete voice gate metadata ({exc})") from None
