@@ -341,6 +341,81 @@ def _add_deploy_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def cmd_listen(args: argparse.Namespace) -> int:
+    """``audiogate listen``: decide live on a microphone, a file or stdin (see
+    :mod:`audiogate.deploy.listen`); events on stdout, commands and a webhook per event."""
+    from .deploy.actions import CommandAction, Printer, Webhook
+    from .deploy.listen import Listener, ListenSettings
+    from .deploy.listen_loop import run_listener
+    from .deploy.sources import list_devices, open_source
+
+    if args.list_devices:
+        for d in list_devices():
+            print(f"{d['index']:3d}{' *' if d['default'] else '  '} {d['name']} "
+                  f"({d['channels']} in, {d['rate']:g} Hz)")
+        return 0
+    if not args.checkpoint:
+        raise ConfigError("listen needs --checkpoint GATE (or --list-devices)")
+    k, _, n = args.k_of_n.partition("/")
+    if not (k.isdigit() and n.isdigit()):
+        raise ConfigError(f"--k-of-n must look like 2/3, got {args.k_of_n!r}")
+    settings = ListenSettings(vad=args.vad, hop_s=args.hop, k=int(k), n=int(n),
+                              refractory_s=args.refractory, activity_db=args.activity_db)
+    gate = _load_gate(args)
+    source = open_source(args.input, gate_rate=gate.features.sr, realtime=args.realtime,
+                         fmt=args.format, rate=args.rate, channels=args.channels,
+                         device=args.device, reconnect=args.reconnect)
+    listener = Listener(gate, rate=source.rate, settings=settings)
+    actions: list[Any] = [Printer(as_json=args.json)]
+    actions += [CommandAction(cmd, on=on) for cmd, on in
+                ((args.on_allowed, "allowed"), (args.on_rejected, "rejected")) if cmd]
+    actions += [Webhook(args.webhook)] if args.webhook else []
+    log.info("listening to %s by %s (threshold %.3f; Ctrl+C to stop)", source.name,
+             listener.mode, listener.threshold)
+    return run_listener(listener, source, actions)
+
+
+def _add_listen_parser(sub: Any) -> None:
+    p = sub.add_parser("listen", help="decide live on a microphone, a file or stdin: one "
+                                      "event per utterance, commands and a webhook per event")
+    p.add_argument("--checkpoint", help="the gate (.pt or .onnx)")
+    p.add_argument("--input", default="mic", metavar="mic|FILE|-",
+                   help="the microphone (default), an audio file (played at real time), or "
+                        "raw PCM on stdin (-)")
+    p.add_argument("--device", help="microphone: an index or part of a name (--list-devices)")
+    p.add_argument("--list-devices", action="store_true", help="list the input devices")
+    p.add_argument("--reconnect", action="store_true",
+                   help="microphone: wait for a device that is missing or unplugged")
+    p.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
+                   help="file: play it at real time (default), or as fast as possible")
+    p.add_argument("--format", choices=("s16le", "f32le"), default="s16le",
+                   help="stdin: raw sample format (default s16le)")
+    p.add_argument("--rate", type=int, help="stdin: sample rate (Hz, required); microphone: "
+                                            "the rate to open it at (default: its own)")
+    p.add_argument("--channels", type=int, help="stdin or microphone: channels, mixed to "
+                                                "mono (default 1)")
+    p.add_argument("--vad", action=argparse.BooleanOptionalAction, default=None,
+                   help="judge each speech segment (Silero VAD) instead of windows (default: "
+                        "on for a voice gate, off otherwise)")
+    p.add_argument("--hop", type=float, default=0.1, help="seconds between judged windows "
+                                                          "(default 0.1)")
+    p.add_argument("--k-of-n", default="2/3", metavar="K/N",
+                   help="smoothing: K of the last N windows must reach the threshold "
+                        "(default 2/3)")
+    p.add_argument("--refractory", type=float, default=1.0, metavar="SECONDS",
+                   help="after an allowed event, report nothing new for this long (default 1)")
+    p.add_argument("--activity-db", type=float, default=-55.0, metavar="DB",
+                   help="windows: the quietest level that counts as sound (default -55)")
+    p.add_argument("--json", action="store_true", help="events as JSON lines")
+    p.add_argument("--on-allowed", metavar="CMD",
+                   help="run CMD (no shell) per allowed event, its fields in AUDIOGATE_* "
+                        "environment variables")
+    p.add_argument("--on-rejected", metavar="CMD", help="run CMD per rejected event")
+    p.add_argument("--webhook", metavar="URL", help="POST each event as JSON to URL")
+    _add_backend_flags(p)
+    p.set_defaults(func=cmd_listen)
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     """``audiogate enroll``: add or remove an allowed voice of a voice gate checkpoint; no
     training, the threshold is kept, the new checkpoint is written atomically."""
@@ -504,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     _add_deploy_parsers(sub)
+    _add_listen_parser(sub)
     _add_enroll_parser(sub)
 
     p = sub.add_parser("demo", help="generate a demo data set and run eda, train, evaluate, "
