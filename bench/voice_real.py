@@ -21,7 +21,8 @@ would. Printed, mean (min-max) over ``--draws`` draws of the allowed people:
 1. **scoring and calibration**: ``voice_score`` (topk, centroid, snorm) x
    ``voice_calibration`` (validation, cohort) x ``operating_point`` (far=0.02, far=0.05):
    test EER, the FAR realised on the never-heard impostors beside the target, FRR and
-   macro-F1 at the chosen threshold; S-norm with 5 and 20 cohort speakers too;
+   macro-F1 at the chosen threshold; S-norm with 5 and 20 cohort speakers too; and, for the
+   defaults, each allowed person's expected FRR (its enrolment check) beside its test FRR;
 2. **enrolment checks** (:mod:`audiogate.speech.quality`): the outlier rule's flags on each
    person's clean enrolment (60 clips) and on 3 clips of another person slipped into it; a
    voice's EER against the never-heard impostors as its enrolled speech grows.
@@ -30,6 +31,7 @@ would. Printed, mean (min-max) over ``--draws`` draws of the allowed people:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -76,6 +78,8 @@ VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
                                "voice_snorm_top": 20}),
 )
 TARGETS = ("far=0.02", "far=0.05")
+DEFAULT = "snorm / cohort"
+"""The variant of the voice recipe's defaults."""
 SPEECH_STEPS = (1, 3, 5, 8, 20, 60)
 """Enrolment clips per voice in the speech-seconds table."""
 
@@ -115,8 +119,9 @@ def voice_task(clips: Sequence[Recording], embedded: EmbeddedClips, cache: Embed
     return VoiceData(("not_allowed", "allowed"), data, Split(**parts), cache), people
 
 
-def judge(data: VoiceData, config: Config) -> dict[str, float]:
-    """The voice kind's fit on ``data``, then its test figures."""
+def judge(data: VoiceData, config: Config) -> dict[str, Any]:
+    """The voice kind's fit on ``data``, then its test figures, and each allowed person's
+    expected FRR (its enrolment check) beside the FRR of its test clips."""
     none = load_impostors("none", cache=data.cache, workers=1, progress=False)
     built = build_gate(data, none, config)
     test = data.part("test")
@@ -124,8 +129,12 @@ def judge(data: VoiceData, config: Config) -> dict[str, float]:
     y = test.labels
     threshold = float(built.gate["threshold"])
     far, frr = error_rates(y, scores, threshold=threshold)
+    person = np.asarray([c.group for c in test.clips])
+    pairs = [(check["expected_frr"], float(np.mean(scores[person == name] < threshold)))
+             for name, check in built.record["enrolment"].items()]
     return {"eer": equal_error_rate(y, scores)[0], "far": far, "frr": frr,
-            "f1": macro_f1(y, (scores >= threshold).astype(np.int64), n_classes=2)}
+            "f1": macro_f1(y, (scores >= threshold).astype(np.int64), n_classes=2),
+            "frr_pairs": pairs}
 
 
 def _spread(values: Sequence[float]) -> str:
@@ -136,7 +145,7 @@ def _spread(values: Sequence[float]) -> str:
 def scoring_table(clips: Sequence[Recording], embedded: EmbeddedClips, cache: EmbeddingCache,
                   *, subsets: dict[str, str], draws: int, vad: bool) -> list[str]:
     root = "/asc"
-    results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for seed in range(draws):
         data, _ = voice_task(clips, embedded, cache, subsets=subsets, seed=seed, root=root)
         for name, fields in VARIANTS:
@@ -151,6 +160,14 @@ def scoring_table(clips: Sequence[Recording], embedded: EmbeddedClips, cache: Em
                      f"{_spread([r['far'] for r in rows]):<20} "
                      f"{_spread([r['frr'] for r in rows]):<20} "
                      f"{_spread([r['f1'] for r in rows])}")
+    lines += ["", f"expected FRR of each allowed person (enrolment check: enrolled clips scored "
+                  f"without themselves) vs the FRR of its test clips, {DEFAULT}:"]
+    for target in TARGETS:
+        pairs = np.asarray([p for r in results[(DEFAULT, target)] for p in r["frr_pairs"]])
+        lines.append(f"  {target}: expected {pairs[:, 0].mean():.3f}, test {pairs[:, 1].mean():.3f}"
+                     f", mean |difference| {np.abs(pairs[:, 0] - pairs[:, 1]).mean():.3f}, "
+                     f"correlation {np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1]:.2f} over "
+                     f"{len(pairs)} people")
     return lines
 
 
@@ -214,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-vad", action="store_true", help="embed whole clips")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
+    logging.getLogger("audiogate").setLevel(logging.ERROR)  # each fit logs its checks
     root = Path(args.data)
     clips = recordings(root)
     subsets = speaker_subsets(root)

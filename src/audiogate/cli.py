@@ -461,7 +461,8 @@ def _print_checks(quality: dict[str, Any] | None) -> None:
     print(f"checks: {quality['clips']} clip(s), {quality['speech_s']:.1f} s of speech; "
           "expected false-reject rate " + ("n/a (one clip)" if frr is None else
                                            f"{frr:.2f} (each enrolled clip scored without "
-                                           "itself, at the gate's threshold)"))
+                                           "itself, at the gate's threshold: new recordings "
+                                           "are rejected more often)"))
     for problem in quality["problems"]:
         print(f"  warning: {problem}")
 
