@@ -50,6 +50,8 @@ from .speech_gen import SPEAKERS
 from .speech_tasks import build_tasks, pool
 
 HEADS = ("none", "logistic")
+HEAD_SCORE: dict[str, dict[str, Any]] = {"logistic": {"voice_score": "topk"}}
+"""The logistic head scores by top-k similarity; ``none`` runs the recipe's own rule."""
 RULES = ("f1", "eer", "far=0.02")
 NEW_VOICE = "iris"
 ENROL_TAKE = 0
@@ -91,7 +93,8 @@ def variants(task: Path, work: Path, seeds: int) -> list[str]:
             rows = []
             for seed in range(seeds):
                 run = _train(_config(task, work, f"{head}-{rule}-{seed}", seed=seed,
-                                     voice_head=head, operating_point=rule))
+                                     voice_head=head, operating_point=rule,
+                                     **HEAD_SCORE.get(head, {})))
                 test = json.loads((run / "test_metrics.json").read_text())
                 g = test["gate"]
                 rows.append([test["macro_f1"], g["far"], g["frr"], g["eer"], g["roc_auc"]])
