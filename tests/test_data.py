@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from audiogate.data.discover import Clip, discover
-from audiogate.data.split import balance, class_weights, read_split, stratified_split, write_split
+from audiogate.data.split import (
+    balance,
+    balanced_draw,
+    balanced_size,
+    class_weights,
+    read_split,
+    stratified_split,
+    write_split,
+)
 from audiogate.errors import DataError
 
 
@@ -60,6 +68,20 @@ def test_downsample_balances_to_smallest_class() -> None:
     assert Counter(c.label for c in out) == {0: 20, 1: 20}
     assert len(set(out)) == 40 and set(out) <= set(clips)
     assert balance(clips, strategy="weighted", rng=np.random.default_rng(0)) == clips
+
+
+def test_resample_draws_a_fresh_balanced_subset_each_epoch() -> None:
+    labels = np.array([0] * 50 + [1] * 20 + [2] * 30)
+    rng = np.random.default_rng(0)
+    draws = [balanced_draw(labels, rng=rng) for _ in range(30)]
+    assert balanced_size(labels) == 60
+    for rows in draws:
+        assert len(rows) == len(set(rows.tolist())) == 60  # no clip twice in an epoch
+        assert np.bincount(labels[rows]).tolist() == [20, 20, 20]
+    assert not np.array_equal(np.sort(draws[0]), np.sort(draws[1]))  # a new subset
+    assert set(np.concatenate(draws).tolist()) == set(range(100))  # every clip, over epochs
+    assert balance(_clips({0: 5, 1: 2}), strategy="resample",
+                   rng=np.random.default_rng(0)) == _clips({0: 5, 1: 2})  # split keeps all
 
 
 def test_class_weights_inverse_frequency() -> None:

@@ -203,7 +203,7 @@ def test_the_constructor_resolves_the_recipe() -> None:
 def test_choices_come_from_the_annotations() -> None:
     from audiogate.config import FIELD_TYPES, choices, reference
 
-    assert choices(FIELD_TYPES["balance"]) == ("weighted", "downsample", "none")
+    assert choices(FIELD_TYPES["balance"]) == ("weighted", "resample", "downsample", "none")
     assert set(RECIPES) == set(choices(FIELD_TYPES["recipe"]) or ())
     with pytest.raises(ConfigError, match="'clip_pooling' must be one of mean, max"):
         Config(clip_pooling="median")  # type: ignore[arg-type]

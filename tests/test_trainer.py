@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from audiogate.config import Config
 from audiogate.data import prepare_data
 from audiogate.data.audio_io import write_wav
 from audiogate.training import Callback, FitResult, Trainer
+from audiogate.training.trainer import selection_score
 
 from .conftest import make_toy_dataset
 
@@ -95,8 +97,22 @@ def test_a_callback_can_stop_the_run(tmp_path: Path) -> None:
     result = trainer.fit()
     assert result.stop_reason == "recorder had enough" and result.epochs_done == 3
     assert [h["epoch"] for h in trainer.state.history] == [1, 2, 3]
-    assert 1 <= result.best_epoch <= 3
-    assert result.best_val_f1 == max(h["val_f1"] for h in trainer.state.history)
+    tuned = [h["val_f1_tuned"] for h in trainer.state.history]  # select_on's default
+    assert result.best_val_f1 == max(tuned) and result.best_epoch == tuned.index(max(tuned)) + 1
+
+
+@pytest.mark.parametrize("select_on", ["f1", "f1_tuned", "auc", "loss"])
+def test_the_best_epoch_is_chosen_on_the_measure_named(select_on: str) -> None:
+    # three epochs whose measures disagree: each measure picks another epoch
+    rows = [{"val_f1": 0.9, "val_f1_tuned": 0.91, "val_auc": 0.95, "val_loss": 0.50},
+            {"val_f1": 0.5, "val_f1_tuned": 0.97, "val_auc": 0.96, "val_loss": 0.40},
+            {"val_f1": 0.6, "val_f1_tuned": 0.93, "val_auc": 0.99, "val_loss": 0.45},
+            {"val_f1": 0.6, "val_f1_tuned": 0.80, "val_auc": 0.90, "val_loss": 0.30},
+            {"val_f1": math.nan, "val_f1_tuned": math.nan, "val_auc": math.nan,
+             "val_loss": math.nan}]
+    scores = [selection_score(r, select_on) for r in rows]
+    expected = {"f1": 0, "f1_tuned": 1, "auc": 2, "loss": 3}[select_on]
+    assert scores.index(max(scores)) == expected and scores[-1] == -math.inf
 
 
 @pytest.mark.parametrize("balance", ["weighted", "none"])

@@ -8,11 +8,14 @@ import io
 import json
 import math
 import runpy
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from audiogate.training.trainer import SELECTED_F1, selection_score
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "walkthrough.py"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -71,8 +74,10 @@ def test_training_chose_the_best_epoch_on_validation(
         assert math.isfinite(row["train_loss"]) and row["train_loss"] > 0, row
         assert math.isfinite(row["val_loss"]) and row["val_loss"] > 0, row
         assert all(0.0 <= row[k] <= 1.0 for k in ("train_f1", "val_f1", "test_f1")), row
-    best = max(epochs, key=lambda row: row["val_f1"])
-    assert (result.best_epoch, result.best_val_f1) == (best["epoch"], best["val_f1"])
+    select_on = tomllib.loads((result.run.root / "config.toml").read_text())["select_on"]
+    best = max(epochs, key=lambda row: (selection_score(row, select_on), -row["epoch"]))
+    assert (result.best_epoch, result.best_val_f1) == (best["epoch"],
+                                                       best[SELECTED_F1[select_on]])
     assert (f"best epoch {result.best_epoch} val macro-F1 "
             f"{round(result.best_val_f1, 3)}") in printed
     assert result.run.curves.read_bytes().startswith(PNG)

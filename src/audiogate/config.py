@@ -32,7 +32,8 @@ from typing import Any, Literal
 from .errors import ConfigError
 
 Recipe = Literal["default", "spec", "strong", "voice"]
-Balance = Literal["weighted", "downsample", "none"]
+Balance = Literal["weighted", "resample", "downsample", "none"]
+SelectOn = Literal["f1", "f1_tuned", "auc", "loss"]
 Pad = Literal["floor", "silence"]
 """How the front end fills the window past a short clip's end (``Config.pad``)."""
 Schedule = Literal["none", "cosine", "onecycle"]
@@ -92,7 +93,7 @@ SPEC_RECIPE: dict[str, Any] = {
     "augment": True, "model": "simple", "dropout": 0.3, "label_smoothing": 0.0,
     "mixup_alpha": 0.0, "specaug_freq_masks": 0, "specaug_time_masks": 0,
     "lr_schedule": "none", "warmup_epochs": 0.0, "random_crop": False, "pitch_p": 0.5,
-    "noise_p": 0.5, "stretch_p": 0.5, "max_epochs": 30, "patience": 8,
+    "noise_p": 0.5, "stretch_p": 0.5, "max_epochs": 30, "patience": 8, "select_on": "f1",
 }
 """The specification's notebook: its ``Args``, its SimpleConvNet, its balancing by
 down-sampling and its three augmentations, nothing added. The notebook trains until Ctrl+C;
@@ -235,7 +236,11 @@ class Config:
     # --- data ---
     balance: Balance = _f("weighted", "class balance of the training split: weighted (every "
                                       "clip, loss weighted by inverse class frequency) | "
-                                      "downsample (the spec's) | none; validation and test "
+                                      "resample (a fresh balanced subset every epoch: "
+                                      "each class down-sampled anew, so every clip is used "
+                                      "over the epochs at a balanced set's cost) | "
+                                      "downsample (the spec's: one subset, once) | none; "
+                                      "validation and test "
                                       "keep the data's mix", section=DATA)
     group_by: str = _f("none", "keep groups on one side of the split: " + GROUP_BY_HELP,
                        section=DATA)
@@ -290,8 +295,14 @@ class Config:
     warmup_epochs: float = _f(1.0, "linear learning-rate warm-up (epochs)", section=TRAINING)
     max_epochs: int = _f(10, "stop after this many epochs; 0 = run until Ctrl+C",
                          section=TRAINING)
-    patience: int = _f(8, "early stop after this many epochs without val-F1 gain; 0 = off",
-                       section=TRAINING)
+    patience: int = _f(8, "early stop after this many epochs without a gain in select_on; "
+                          "0 = off", section=TRAINING)
+    select_on: SelectOn = _f("f1_tuned", "what chooses the best epoch (and early stopping), "
+                                         "on validation: f1 (macro-F1 at argmax, the spec's) "
+                                         "| f1_tuned (a gate's macro-F1 at its best threshold "
+                                         "on validation, as the operating point will use it; "
+                                         "f1 for more classes) | auc (ROC-AUC) | loss",
+                             section=TRAINING)
     prefetch: bool = _f(True, "prepare the next training batch in a background thread while "
                               "the model trains on this one", section=TRAINING)
     random_crop: bool = _f(True, "train on a random window of each clip longer than the "

@@ -29,8 +29,10 @@ class Split:
 def balance(clips: Sequence[Clip], *, strategy: str, rng: np.random.Generator) -> list[Clip]:
     """Down-sample every class to the smallest class's size (``strategy="downsample"``).
 
-    Other strategies (``weighted``, ``none``) keep every clip; ``weighted`` is handled by the
-    loss (:func:`class_weights`). Order within the result is by class, then random.
+    Other strategies (``weighted``, ``resample``, ``none``) keep every clip; ``weighted`` is
+    handled by the loss (:func:`class_weights`), ``resample`` by the trainer drawing a
+    balanced subset each epoch (:func:`balanced_draw`). Order within the result is by class,
+    then random.
     """
     if strategy != "downsample":
         return list(clips)
@@ -44,6 +46,25 @@ def balance(clips: Sequence[Clip], *, strategy: str, rng: np.random.Generator) -
         picks = rng.choice(len(group), size=n_min, replace=False)
         out.extend(group[i] for i in sorted(picks))
     return out
+
+
+def balanced_draw(labels: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's rows for ``balance="resample"``: every class down-sampled afresh to the
+    smallest class's size (without replacement within the epoch), shuffled; ``labels``
+    ``[shape=(n,)]``, result ``[shape=(n_classes * smallest,)]``. Over the epochs every clip
+    of a larger class is used, at a balanced set's cost per epoch."""
+    labels = np.asarray(labels, np.int64)
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    n_min = min(len(g) for g in groups)
+    rows = np.concatenate([rng.choice(g, size=n_min, replace=False) for g in groups])
+    return rng.permutation(rows)
+
+
+def balanced_size(labels: np.ndarray) -> int:
+    """Rows of each :func:`balanced_draw` of ``labels``."""
+    counts = np.bincount(np.asarray(labels, np.int64))
+    counts = counts[counts > 0]
+    return int(len(counts) * counts.min()) if len(counts) else 0
 
 
 def class_weights(labels: Sequence[int] | np.ndarray, *, n_classes: int) -> np.ndarray:

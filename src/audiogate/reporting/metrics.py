@@ -194,6 +194,36 @@ def gate_report(y_true: np.ndarray, scores: np.ndarray, *, threshold: float) -> 
     return out
 
 
+def epoch_scores(y_true: np.ndarray, probs: np.ndarray, *, positive: int | None,
+                 threshold: float | None = None) -> dict[str, float]:
+    """What one epoch's predictions ``probs`` ``[shape=(n, n_classes)]`` on labelled clips show
+    of the model: ``f1`` (macro-F1 at argmax), ``f1_tuned`` and ``auc``. For a gate
+    (``positive``: the column of its positive class), ``f1_tuned`` is the macro-F1 at a
+    threshold on P(positive), ``threshold`` or else the best one on these labels
+    (:func:`best_f1_threshold`, returned as ``threshold``): what the operating point will
+    make of the model whatever its calibration; ``auc`` the ROC-AUC of P(positive). For more
+    classes ``f1_tuned`` is ``f1`` and ``auc`` the macro one-vs-rest ROC-AUC. NaN where a
+    class is missing."""
+    y = np.asarray(y_true, np.int64)
+    n_classes = probs.shape[1]
+    out = {"f1": macro_f1(y, probs.argmax(axis=1), n_classes=n_classes),
+           "f1_tuned": math.nan, "auc": math.nan, "threshold": math.nan}
+    present = set(np.unique(y).tolist())
+    if positive is None:
+        out["f1_tuned"] = out["f1"]
+        if len(present) == n_classes and n_classes > 2:
+            out["auc"] = float(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+        return out
+    yb, p = (y == positive).astype(np.int64), probs[:, positive]
+    if len(set(yb.tolist())) < 2:
+        return out
+    t = best_f1_threshold(yb, p) if threshold is None or not math.isfinite(threshold) \
+        else threshold
+    out.update(f1_tuned=macro_f1(yb, (p >= t).astype(np.int64), n_classes=2),
+               auc=float(roc_auc_score(yb, p)), threshold=float(t))
+    return out
+
+
 def error_tradeoff(y_true: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
     """The whole FAR/FRR trade-off, for ROC and DET curves: ``thresholds``, ``far``, ``frr``
     (each ``[shape=(k,)]``, thresholds ascending)."""

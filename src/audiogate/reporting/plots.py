@@ -63,23 +63,29 @@ def rgb_png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
-    """Loss and train/val/test macro-F1 per epoch, marking the epoch chosen on validation."""
+def plot_curves(history: Sequence[dict[str, Any]], path: Path, *, best_epoch: int) -> None:
+    """Loss and train/val/test macro-F1 per epoch, marking ``best_epoch`` (the epoch chosen
+    on validation). A gate's epochs also show the macro-F1 at validation's best threshold
+    (``val_f1_tuned``, and the test's at that threshold), what its operating point makes of
+    each epoch; the F1 at argmax is then drawn faint."""
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     ax_loss.legend()
-    for key, style, label in (("train_f1", "o-", "train (augmented)"),
-                              ("val_f1", "s-", "validation (selects model)"),
-                              ("test_f1", "^--", "test (monitor only)")):
-        ax_f1.plot(epochs, [h[key] for h in history], style, label=label)
+    tuned = any(np.isfinite(h.get("val_f1_tuned", np.nan)) for h in history)
+    ax_f1.plot(epochs, [h["train_f1"] for h in history], "o-", label="train (augmented)")
+    for key, style, label in (("val", "s-", "validation"), ("test", "^--", "test (monitor only)")):
+        if tuned:
+            ax_f1.plot(epochs, [h.get(f"{key}_f1_tuned", np.nan) for h in history], style,
+                       label=f"{label}, at validation's best threshold")
+        ax_f1.plot(epochs, [h[f"{key}_f1"] for h in history], style,
+                   alpha=0.35 if tuned else 1.0, label=f"{label}, at argmax")
     if history:
-        best = max(history, key=lambda h: (h["val_f1"], -h["epoch"]))
-        ax_f1.axvline(best["epoch"], color="grey", linestyle=":", label="best on validation")
+        ax_f1.axvline(best_epoch, color="grey", linestyle=":", label="best on validation")
     ax_f1.set(xlabel="epoch", ylabel="macro-F1", title="Macro-F1", ylim=(0, 1.02))
-    ax_f1.legend(loc="lower right")
+    ax_f1.legend(loc="lower right", fontsize="small")
     for ax in (ax_loss, ax_f1):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)

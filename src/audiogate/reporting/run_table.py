@@ -131,7 +131,8 @@ def _inferred_end(config: dict[str, Any], epochs: list[dict[str, Any]],
         return "finished", f"reached max_epochs={max_epochs}"
     if patience and best_epoch is not None and epochs and \
             _integer(epochs[-1].get("epoch")) == best_epoch + patience:
-        return "finished", f"early stop: no val-F1 gain for {patience} epochs"
+        return "finished", (f"early stop: no gain in validation "
+                            f"{config.get('select_on', 'f1')} for {patience} epochs")
     return "interrupted", None
 
 

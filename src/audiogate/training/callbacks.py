@@ -17,6 +17,7 @@ Callbacks run in the order given. The TensorBoard logger is in :mod:`.tensorboar
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -88,32 +89,41 @@ class CurvePlotter(Callback):
         self.run = run
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        plots.plot_curves(trainer.state.history, self.run.curves)
+        plots.plot_curves(trainer.state.history, self.run.curves,
+                          best_epoch=trainer.state.best_epoch)
 
 
 class EpochLogger(Callback):
     """One log line per epoch, and why training stopped."""
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        log.info("epoch %d  loss %.4f  train-F1 %.4f  val-F1 %.4f  test-F1 %.4f  (%.1fs)%s",
+        tuned = math.isfinite(record.get("val_f1_tuned", math.nan)) \
+            and trainer.config.select_on != "f1"
+        log.info("epoch %d  loss %.4f  train-F1 %.4f  val-F1 %.4f  test-F1 %.4f%s  (%.1fs)%s",
                  record["epoch"], record["train_loss"], record["train_f1"], record["val_f1"],
-                 record["test_f1"], record["seconds"],
+                 record["test_f1"],
+                 (f"  at val's threshold: val-F1 {record['val_f1_tuned']:.4f}  test-F1 "
+                  f"{record['test_f1_tuned']:.4f}  val-AUC {record['val_auc']:.4f}")
+                 if tuned else "", record["seconds"],
                  "  * best" if trainer.state.improved else "")
 
     def on_stop(self, trainer: Trainer, reason: str) -> None:
-        log.info("training stopped: %s; best epoch %d (val-F1 %.4f)", reason,
-                 trainer.state.best_epoch, trainer.state.best_val_f1)
+        log.info("training stopped: %s; best epoch %d on %s (val-F1 %.4f)", reason,
+                 trainer.state.best_epoch, trainer.config.select_on,
+                 trainer.state.best_val_f1)
 
 
 class EarlyStopping(Callback):
-    """Stops the run after ``patience`` epochs without a validation macro-F1 gain."""
+    """Stops the run after ``patience`` epochs without a validation gain in the measure
+    ``select_on`` names."""
 
     def __init__(self, patience: int) -> None:
         self.patience = patience
 
     def _check(self, trainer: Trainer) -> None:
         if self.patience and trainer.state.bad_epochs >= self.patience:
-            trainer.request_stop(f"early stop: no val-F1 gain for {self.patience} epochs")
+            trainer.request_stop(f"early stop: no gain in validation "
+                                 f"{trainer.config.select_on} for {self.patience} epochs")
 
     def on_train_begin(self, trainer: Trainer) -> None:
         self._check(trainer)  # a resumed run may have run out of patience already

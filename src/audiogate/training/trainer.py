@@ -38,12 +38,12 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..core.decision import Decision
 from ..data.prepare import PreparedData, window_samples
-from ..data.split import class_weights
+from ..data.split import balanced_draw, balanced_size, class_weights
 from ..features.augment import AugmentedFrontEnd
 from ..features.frontend import LogMel
 from ..models import ModelSpec
 from ..models.dropout import clip_seeds
-from ..reporting.metrics import macro_f1
+from ..reporting.metrics import epoch_scores, macro_f1
 from .device import Precision, resolve_device, to_cpu, to_device
 from .distributed import Dist
 from .prefetch import prefetch, split_threads
@@ -80,6 +80,21 @@ class Batch:
     weight: float
 
 
+SELECTED_F1 = {"f1": "val_f1", "f1_tuned": "val_f1_tuned", "auc": "val_f1_tuned",
+               "loss": "val_f1_tuned"}
+"""The validation macro-F1 a run reports as its best (``best_val_f1``) for each
+``select_on``: at argmax when it chooses on that, else at the best threshold, which is what
+the operating point will make of the chosen epoch."""
+
+
+def selection_score(row: dict[str, Any], select_on: str) -> float:
+    """The measure ``select_on`` ranks an epoch's record by (higher is better; NaN ranks
+    last)."""
+    value = -row["val_loss"] if select_on == "loss" else row[
+        {"f1": "val_f1", "f1_tuned": "val_f1_tuned", "auc": "val_auc"}[select_on]]
+    return float(value) if math.isfinite(value) else -math.inf
+
+
 @dataclass
 class TrainState:
     """What the loop has done so far: one record per finished epoch and the best epoch on
@@ -88,6 +103,10 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
     best_val_f1: float = -1.0
+    """The validation macro-F1 of the best epoch, as :data:`SELECTED_F1` of ``select_on``
+    names it."""
+    best_score: float = -math.inf
+    """The best epoch's ``select_on`` measure (higher is better: the loss is negated)."""
     bad_epochs: int = 0
     improved: bool = False
     """Whether the last finished epoch is the new best (not saved)."""
@@ -191,8 +210,8 @@ class Trainer:
                                    freq_width=config.specaug_freq_width,
                                    time_masks=config.specaug_time_masks,
                                    time_width=config.specaug_time_width)
-        self.scheduler = self._scheduler(steps_per_epoch=math.ceil(len(data.train)
-                                                                   / config.batch_size))
+        self.scheduler = self._scheduler(steps_per_epoch=math.ceil(
+            self.epoch_size / config.batch_size))
         self.rng = np.random.default_rng(config.seed)
         self.state = TrainState()
         self.callbacks = CallbackList(callbacks)
@@ -205,6 +224,13 @@ class Trainer:
             ClipWindows.of(part, frontend=self.frontend, max_clip_s=config.max_clip_s,
                            device=self.device, budget_bytes=WINDOW_BUDGET_BYTES)
             for part in (data.val, data.test))
+
+    @property
+    def epoch_size(self) -> int:
+        """Training clips per epoch: all of them, or one balanced draw's with
+        ``balance="resample"``."""
+        labels = self.data.train.labels
+        return balanced_size(labels) if self.config.balance == "resample" else len(labels)
 
     def _scheduler(self, *, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR | None:
         """Per-step learning-rate schedule (:func:`~.regularize.lr_factor`); None when the
@@ -234,7 +260,8 @@ class Trainer:
                 "numpy_rng": self.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "history": self.state.history, "best_epoch": self.state.best_epoch,
-                "best_val_f1": self.state.best_val_f1, "bad_epochs": self.state.bad_epochs}
+                "best_val_f1": self.state.best_val_f1, "best_score": self.state.best_score,
+                "bad_epochs": self.state.bad_epochs}
 
     def restore(self, weights: dict[str, torch.Tensor], train_state: dict[str, Any]) -> None:
         """Continue from a :meth:`train_state` and the weights saved with it."""
@@ -248,6 +275,9 @@ class Trainer:
         self.state = TrainState(history=list(train_state["history"]),
                                 best_epoch=train_state["best_epoch"],
                                 best_val_f1=train_state["best_val_f1"],
+                                # runs saved before select_on chose on val_f1
+                                best_score=train_state.get("best_score",
+                                                           train_state["best_val_f1"]),
                                 bad_epochs=train_state["bad_epochs"])
 
     # ----- one epoch -----
@@ -310,7 +340,8 @@ class Trainer:
         this one trains.
         """
         train, bs = self.data.train, self.config.batch_size
-        order = self.rng.permutation(len(train.labels))
+        order = (balanced_draw(train.labels, rng=self.rng) if self.config.balance == "resample"
+                 else self.rng.permutation(len(train.labels)))
         self.model.train()
         total = torch.zeros((), device=self.device,  # MPS has no float64
                             dtype=torch.float32 if self.device.type == "mps" else torch.float64)
@@ -351,10 +382,11 @@ class Trainer:
 
     def evaluate(self, windows: ClipWindows, labels: np.ndarray, *,
                  shard: bool = False) -> tuple[float, np.ndarray]:
-        """Mean loss (class-weighted, as in training) and predicted labels of the network on
-        the clips of ``windows``, each judged as ``predict`` judges it: its windows'
-        probabilities pooled by ``clip_pooling``, then argmax. The loss is the negative log of
-        the pooled probability of the clip's class (cross entropy for a one-window clip).
+        """Mean loss (class-weighted, as in training) and pooled probabilities
+        ``[shape=(n_clips, n_classes)]`` of the network on the clips of ``windows``, each
+        judged as ``predict`` judges it: its windows' probabilities pooled by
+        ``clip_pooling``. The loss is the negative log of the pooled probability of the
+        clip's class (cross entropy for a one-window clip).
 
         ``shard``: every process evaluates its contiguous slice of the clips and the results
         are gathered (call it on every process then); otherwise this process evaluates all.
@@ -376,31 +408,39 @@ class Trainer:
         truth = labels[clips]
         loss = float(-(self.class_weight[truth] * np.log(np.maximum(
             pooled[np.arange(len(clips)), truth], np.finfo(np.float32).tiny))).sum())
-        parts = self.dist.gather((loss, pooled.argmax(axis=1))) if shard else [
-            (loss, pooled.argmax(axis=1))]
+        parts = self.dist.gather((loss, pooled)) if shard else [(loss, pooled)]
         weight = float(self.class_weight[labels].sum())
         return sum(p[0] for p in parts) / max(weight, 1e-12), np.concatenate(
-            [p[1] for p in parts]).astype(np.int64)
+            [p[1] for p in parts]).astype(np.float32)
 
     def record_epoch(self, epoch: int, train_loss: float, train_f1: float,
                      seconds: float) -> dict[str, Any]:
         """Evaluate validation and test (monitor only), append the epoch's record and update
-        the best epoch, chosen on validation macro-F1 alone."""
-        n_classes = len(self.classes)
-        val_loss, val_pred = self.evaluate(self.val_windows, self.data.val.labels, shard=True)
-        test_loss, test_pred = self.evaluate(self.test_windows, self.data.test.labels,
-                                             shard=True)
+        the best epoch, chosen on validation alone by ``select_on``.
+
+        Recorded for both (:func:`~audiogate.reporting.metrics.epoch_scores`): the loss,
+        macro-F1 at argmax (``*_f1``), macro-F1 at the best threshold on validation
+        (``*_f1_tuned``; the test's at the validation's threshold, as the operating point will
+        set it) and ROC-AUC (``*_auc``)."""
+        pos = self.decision.positive
+        val_loss, val_probs = self.evaluate(self.val_windows, self.data.val.labels, shard=True)
+        test_loss, test_probs = self.evaluate(self.test_windows, self.data.test.labels,
+                                              shard=True)
+        val = epoch_scores(self.data.val.labels, val_probs, positive=pos)
+        test = epoch_scores(self.data.test.labels, test_probs, positive=pos,
+                            threshold=val["threshold"])
         row = {"epoch": epoch, "train_loss": train_loss, "train_f1": train_f1,
-               "val_loss": val_loss, "val_f1": macro_f1(self.data.val.labels, val_pred,
-                                                        n_classes=n_classes),
-               "test_loss": test_loss, "test_f1": macro_f1(self.data.test.labels, test_pred,
-                                                           n_classes=n_classes),
+               "val_loss": val_loss, "val_f1": val["f1"], "val_f1_tuned": val["f1_tuned"],
+               "val_auc": val["auc"], "test_loss": test_loss, "test_f1": test["f1"],
+               "test_f1_tuned": test["f1_tuned"], "test_auc": test["auc"],
                "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": seconds}
         state = self.state
         state.history.append(row)
-        state.improved = row["val_f1"] > state.best_val_f1
+        score = selection_score(row, self.config.select_on)
+        state.improved = score > state.best_score
         if state.improved:
-            state.best_epoch, state.best_val_f1, state.bad_epochs = epoch, row["val_f1"], 0
+            state.best_epoch, state.best_score, state.bad_epochs = epoch, score, 0
+            state.best_val_f1 = row[SELECTED_F1[self.config.select_on]]
         else:
             state.bad_epochs += 1
         return row
