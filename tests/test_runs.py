@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -172,3 +173,18 @@ def test_two_trainings_with_one_name_at_once_refuse_the_second(tmp_path: Path) -
     assert status["state"] == "finished" and status["pid"] == os.getpid()
     assert load_checkpoint(run / "models" / "best.pt").run_id == status["run_id"]
     assert not (run / "run.lock").exists()
+
+
+def test_a_file_system_without_locks_is_said_and_not_fatal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from audiogate.core import run_lock
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(run_lock.fcntl, "flock", no_locks)
+    with caplog.at_level("WARNING", logger="audiogate.core.run_lock"):
+        run = new_run(Config(runs_dir=str(tmp_path), name="nfs"))
+    assert "cannot lock run folder" in caplog.text and "No locks available" in caplog.text
+    StatusFile(run, run_id="abc").ended(stop_reason="max_epochs", epochs_done=0)
+    assert json.loads(run.status.read_text())["state"] == "finished"

@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
 
+NO_LOCK = -1
+"""Held without a lock: the file system has none (a warning said so)."""
 _HELD: dict[Path, int] = {}
-"""Run folders whose lock this process holds, and the lock file's descriptor."""
+"""Run folders whose lock this process holds, and the lock file's descriptor (or
+:data:`NO_LOCK`)."""
 
 
 def lock_run(root: Path) -> None:
@@ -44,7 +47,15 @@ def lock_run(root: Path) -> None:
     path = key / LOCK_NAME
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        if not _try_lock(fd):
+        try:
+            locked = _try_lock(fd)
+        except OSError as exc:  # a file system without locks (e.g. NFS mounted nolock)
+            os.close(fd)
+            log.warning("cannot lock run folder %s (%s): another run given the same folder "
+                        "would not be refused", key, exc.strerror or exc)
+            _HELD[key] = NO_LOCK
+            return
+        if not locked:
             holder = _holder(fd)
             os.close(fd)
             raise ConfigError(_in_use(key, holder))
@@ -66,7 +77,7 @@ def unlock_run(root: Path) -> None:
     """Release ``root``'s lock if this process holds it, removing the file."""
     key = root.resolve()
     fd = _HELD.pop(key, None)
-    if fd is None:
+    if fd is None or fd == NO_LOCK:
         return
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)  # if it cannot be removed, it names nobody
@@ -89,6 +100,8 @@ def check_unlocked(root: Path) -> None:
             fcntl.flock(fd, fcntl.LOCK_UN)
         else:
             raise ConfigError(_in_use(key, _holder(fd)))
+    except OSError:
+        pass  # a file system without locks: lock_run says so
     finally:
         os.close(fd)
 
