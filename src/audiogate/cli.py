@@ -361,6 +361,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
         raise ConfigError(f"--k-of-n must look like 2/3, got {args.k_of_n!r}")
     settings = ListenSettings(vad=args.vad, hop_s=args.hop, k=int(k), n=int(n),
                               refractory_s=args.refractory, activity_db=args.activity_db)
+    import torch
+
+    torch.set_num_threads(1)  # one window at a time: one thread is fastest, and leaves cores
     gate = _load_gate(args)
     source = open_source(args.input, gate_rate=gate.features.sr, realtime=args.realtime,
                          fmt=args.format, rate=args.rate, channels=args.channels,

@@ -1,6 +1,8 @@
 """HTTP service: ``POST /predict`` (audio upload -> verdict JSON), ``GET /health``,
-``GET /model``, the OpenAPI spec at ``/openapi.json``, a one-page web UI at ``/``, and the
-model's training report at ``/report`` when its checkpoint lives in a run folder that has one.
+``GET /model``, the OpenAPI spec at ``/openapi.json``, a one-page web UI at ``/``, the
+model's training report at ``/report`` when its checkpoint lives in a run folder that has one,
+and ``/listen``, a WebSocket that decides live on streamed audio
+(:mod:`~audiogate.deploy.live_routes`: its own token, origin and host checks).
 
 Uploads are checked before any model work: the request body is capped (413, whether or not the
 client sends ``Content-Length``), the body must be ``multipart/form-data`` with a ``file`` field
@@ -40,6 +42,7 @@ from ..reporting.html import CSP as REPORT_CSP
 from .enrol_routes import add_enrol_routes
 from .guard import BearerAuth, IdleTimeoutH11, LoopbackHostOnly, SameOriginOnly, is_loopback
 from .judge import DEFAULT_IDLE_TIMEOUT_S, Judge, MiB, ServeSettings
+from .live_routes import MAX_FRAME_BYTES, LiveOptions, add_live_routes
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +169,9 @@ class StrictJSONResponse(JSONResponse):
 
 
 def create_app(gate: Gate, *, settings: ServeSettings | None = None,
-               report: Path | None = None) -> FastAPI:
-    """The FastAPI application serving ``gate``; ``report``: its run's ``report.html``."""
+               report: Path | None = None, live: LiveOptions | None = None) -> FastAPI:
+    """The FastAPI application serving ``gate``; ``report``: its run's ``report.html``;
+    ``live``: the bounds of the ``/listen`` WebSocket (:mod:`~audiogate.deploy.live_routes`)."""
     settings = settings or ServeSettings()
     judge = Judge(gate, settings)
     app = FastAPI(title="audiogate", version=_version(), docs_url=None, redoc_url=None,
@@ -221,6 +225,7 @@ def create_app(gate: Gate, *, settings: ServeSettings | None = None,
         return await run_in_threadpool(judge, file.file, file.filename)
 
     add_enrol_routes(app, judge)
+    add_live_routes(app, judge, local_only=bool(settings.local_only), options=live)
 
     return app
 
@@ -243,4 +248,5 @@ def run_server(gate: Gate, *, host: str = "127.0.0.1", port: int = 8000,
     log.info("serving %s model on http://%s:%d/ (classes %s; %s)", gate.backend, host, port,
              list(gate.classes), "access token required" if settings.token else "no token")
     uvicorn.run(create_app(gate, settings=settings, report=report), host=host, port=port,
-                log_level="info", http=IdleTimeoutH11, timeout_keep_alive=settings.idle_timeout_s)
+                log_level="info", http=IdleTimeoutH11, timeout_keep_alive=settings.idle_timeout_s,
+                ws_max_size=MAX_FRAME_BYTES + 1024)
