@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from audiogate.errors import CheckpointError, ConfigError, DataError
+from audiogate.files import DiskFullError
 from audiogate.reporting.metrics import choose_threshold, error_rates
 from audiogate.speech import profile as gate
 from audiogate.speech.embeddings import EmbedSettings, EmbedSpec
@@ -159,8 +160,10 @@ def test_a_failed_save_keeps_the_old_file(spec: EmbedSpec, tmp_path: Path,
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(gate.torch, "save", broken_save)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(DiskFullError, match=r"^disk full: cannot write .*profile\.pt: it "
+                                            r"needs .* free on ") as failed:
         VoiceProfile(spec=spec).enrol("bob", basis(1)).save(path)
+    assert "\n" not in str(failed.value) and failed.value.filename == str(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["profile.pt"]
 
