@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..files import to_json
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ def lock_run(root: Path) -> None:
                     "it (the run was killed); its status.json may still say running", key,
                     _who(left))
     os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                              "started": _now()}).encode(), 0)
+    os.pwrite(fd, to_json({"pid": os.getpid(), "host": socket.gethostname(),
+                           "started": _now()}, indent=None).encode(), 0)
     _HELD[key] = fd
 
 

@@ -42,6 +42,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 
 from ..errors import AudiogateError
+from ..files import to_json
 from .guard import is_loopback, request_host, same_origin
 from .judge import Judge
 from .listen import Event, Listener
@@ -157,7 +158,7 @@ class Session:
         while True:
             message = await self.outbox.get()
             try:
-                await asyncio.wait_for(self.websocket.send_text(json.dumps(message)),
+                await asyncio.wait_for(self.websocket.send_text(to_json(message, indent=None)),
                                        timeout=self.idle_s)
             except TimeoutError:
                 self.failed = Closed(NOT_READING, "not reading: a send stalled")
@@ -242,7 +243,7 @@ async def _serve(websocket: WebSocket, *, judge: Judge, options: LiveOptions,
             return
         start = parse_start(message.get("text"), token=judge.settings.token)
         session = Session(websocket, judge=judge, start=start, options=options, idle_s=idle_s)
-        await websocket.send_text(json.dumps(session.ready()))
+        await websocket.send_text(to_json(session.ready(), indent=None))
         sender = asyncio.create_task(session.sender())
         while True:
             message = await _receive(websocket, idle_s)
