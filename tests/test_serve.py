@@ -13,9 +13,12 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from fastapi.testclient import TestClient
 
 from audiogate.data.synth import voice_like
+from audiogate.deploy.serve import create_app
 from audiogate.gates import load
+from audiogate.models.checkpoint import load_checkpoint, save_checkpoint
 
 from .conftest import SR, Server, build_band_gate, hiss, running_server
 
@@ -103,6 +106,31 @@ def test_predict_matches_the_python_api(server: Server, clips: dict[str, np.ndar
         assert out["probabilities"][name] == pytest.approx(p, abs=1e-5)
     assert out["score"] == pytest.approx(expected.score, abs=1e-5)
     assert (out["threshold"], out["n_windows"]) == (expected.threshold, expected.n_windows)
+    assert out["positive"] == expected.positive == "allowed"
+
+
+def test_predict_names_the_class_the_gate_accepts(tmp_path: Path,
+                                                  clips: dict[str, np.ndarray]) -> None:
+    """``/predict`` says which class its score is the probability of, as ``predict --json``
+    does: here a gate whose classes are ``accept`` and ``reject`` and which accepts the first
+    (the older rule, label 1, would have said ``reject``)."""
+    band = load_checkpoint(build_band_gate(tmp_path / "band.pt"))
+    path = tmp_path / "accept.pt"
+    save_checkpoint(path, net=band.build_net(), spec=band.spec, config=band.config,
+                    classes=("accept", "reject"), epoch=1, metrics={},
+                    gate={"positive": "accept", "threshold": 0.5, "operating_point": "f1",
+                          "validation": None})
+    gate = load(path)
+    client = TestClient(create_app(gate))
+    for clip in clips.values():
+        content = wav_bytes(clip)
+        out = client.post("/predict", files={"file": ("x.wav", content, "audio/wav")}).json()
+        wav = tmp_path / "clip.wav"
+        wav.write_bytes(content)
+        expected = gate.predict(str(wav))
+        assert out["positive"] == expected.positive == "accept"
+        assert out["score"] == pytest.approx(out["probabilities"]["accept"], abs=1e-6)
+        assert out["label"] == expected.label
 
 
 def test_long_upload_gets_segments(server: Server) -> None:

@@ -166,7 +166,8 @@ class Judge:
         log.info("predict %.2f s of audio -> %s (%.2f) in %.0f ms", wave.size / sr,
                  pred.label, pred.confidence, elapsed_ms)
         return {"label": pred.label, "confidence": pred.confidence,
-                "probabilities": pred.probabilities, "score": pred.score,
+                "probabilities": pred.probabilities, "positive": pred.positive,
+                "score": pred.score,
                 "threshold": pred.threshold, "n_windows": pred.n_windows,
                 "classes": list(self.gate.classes),
                 "duration_s": wave.size / sr, "window_s": self.gate.features.n_samples / sr,
