@@ -1,5 +1,6 @@
 // audiogate web page: upload a file or record the microphone, show verdict and spectrogram.
-// Plain JS, no dependencies; talks only to this server (GET /model, POST /predict).
+// Plain JS, no dependencies; talks only to this server (GET /model, POST /predict, and the
+// /listen WebSocket for the Live mode).
 // A server started with an access token gets it from the URL fragment (#token=..., never
 // sent to any server, removed from the address bar at once) or from the form the page shows
 // on a 401; it is kept in sessionStorage (this tab only) and sent as a Bearer header.
@@ -245,6 +246,166 @@ function encodeWav(samples, sampleRate) {       // mono 16-bit PCM WAV
   return new Blob([buffer], { type: "audio/wav" });
 }
 
+// ------------------------------------------------------------------ live
+// The microphone streamed to /listen as 32-bit float PCM at the AudioContext's rate; the
+// token (if any) travels in the first message, never in the URL. Events come back as JSON.
+const LIVE_TIMELINE_S = 20;       // seconds shown on the scrolling timeline
+const LIVE_FRAME = 4096;          // samples per message (about 85 ms at 48 kHz)
+const LIVE_EVENTS_SHOWN = 12;
+const LIVE_CLOSE_REASONS = {
+  4400: "bad start", 4401: "access token refused", 4408: "idle", 4409: "not reading",
+  4429: "audio faster than real time", 1009: "frame too large", 1013: "busy: too many clients",
+};
+let live = null;                  // {socket, context, stream, node, rate, sent, events, ...}
+
+async function startLive() {
+  showError("");
+  if (live) return;
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    showError("This browser cannot record here (the page must be served from localhost or HTTPS).");
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (err) {
+    showError(`Microphone unavailable: ${err.message}`);
+    return;
+  }
+  const context = new AudioContext();
+  const source = context.createMediaStreamSource(stream);
+  await context.audioWorklet.addModule("/static/recorder-worklet.js");
+  const node = new AudioWorkletNode(context, "audiogate-tap");
+  live = { socket: null, context, stream, node, rate: context.sampleRate, sent: 0,
+           pending: [], pendingLength: 0, events: [], threshold: null, ready: false, timer: null };
+  node.port.onmessage = (event) => sendLive(event.data);
+  source.connect(node);
+  node.connect(context.destination);          // keeps the graph running; outputs silence
+  $("live-btn").disabled = true;
+  $("live-stop-btn").disabled = false;
+  $("live-timeline").hidden = false;
+  $("live-events").replaceChildren();
+  $("live-status").dataset.state = "connecting";
+  $("live-status").textContent = "Connecting…";
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/listen`);
+  live.socket = socket;
+  socket.onopen = () => {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    socket.send(JSON.stringify({ rate: Math.round(context.sampleRate), format: "f32le",
+                                 channels: 1, ...(token ? { token } : {}) }));
+  };
+  socket.onmessage = (message) => onLiveMessage(JSON.parse(message.data));
+  socket.onclose = (event) => endLive(event.code, event.reason);
+  live.timer = setInterval(drawTimeline, 200);
+}
+
+function sendLive(samples) {
+  if (!live || !live.ready) return;           // audio before "ready" is not sent
+  live.pending.push(samples);
+  live.pendingLength += samples.length;
+  if (live.pendingLength < LIVE_FRAME) return;
+  const frame = new Float32Array(live.pendingLength);
+  let offset = 0;
+  for (const p of live.pending) { frame.set(p, offset); offset += p.length; }
+  live.pending = [];
+  live.pendingLength = 0;
+  if (live.socket.readyState === WebSocket.OPEN) {
+    live.socket.send(frame.buffer);
+    live.sent += frame.length;
+  }
+}
+
+function onLiveMessage(message) {
+  if (message.type === "ready") {
+    live.ready = true;
+    live.threshold = message.threshold;
+    $("live-status").dataset.state = "listening";
+    $("live-status").textContent =
+      `Listening (${message.mode}; accepts ${message.positive} at score ≥ ${message.threshold.toFixed(3)})`;
+    return;
+  }
+  if (message.type !== "event") return;
+  live.events.push(message);
+  if (live.events.length > 200) live.events.shift();
+  const item = document.createElement("li");
+  item.className = message.event;
+  item.dataset.decision = message.event;
+  item.dataset.start = message.start;
+  item.dataset.end = message.end;
+  item.textContent =
+    `${message.start.toFixed(2)}–${message.end.toFixed(2)} s: ${message.event} ` +
+    `(${message.label}, score ${message.score.toFixed(3)}, latency ${message.latency_ms.toFixed(0)} ms)`;
+  const list = $("live-events");
+  list.prepend(item);
+  while (list.children.length > LIVE_EVENTS_SHOWN) list.lastChild.remove();
+  drawTimeline();
+}
+
+function drawTimeline() {
+  if (!live) return;
+  const canvas = $("live-timeline");
+  const width = Math.max(200, canvas.clientWidth || 800);
+  canvas.width = width;
+  const height = canvas.height;
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, width, height);
+  const now = live.sent / live.rate;
+  const left = now - LIVE_TIMELINE_S;
+  const x = (t) => ((t - left) / LIVE_TIMELINE_S) * width;
+  for (const e of live.events) {             // a bar per event: its span, its score as height
+    if (e.end < left) continue;
+    ctx.fillStyle = SEGMENT_COLORS[e.event === "allowed" ? "allowed" : "not_allowed"];
+    const top = height * (1 - e.score);
+    ctx.fillRect(x(e.start), top, Math.max(2, x(e.end) - x(e.start)), height - top);
+  }
+  if (live.threshold != null) {              // the threshold line
+    const y = height * (1 - live.threshold);
+    ctx.strokeStyle = "#444";
+    ctx.setLineDash([6, 4]);
+    ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(width, y); ctx.stroke();
+    ctx.setLineDash([]);
+  }
+  ctx.fillStyle = "#666";
+  ctx.font = "11px system-ui, sans-serif";
+  for (let t = Math.ceil(left / 5) * 5; t <= now; t += 5) {
+    if (t >= 0) ctx.fillText(`${t} s`, x(t) + 2, height - 3);
+  }
+}
+
+function stopLive() {
+  if (!live) return;
+  $("live-stop-btn").disabled = true;
+  if (live.socket.readyState === WebSocket.OPEN) {
+    live.socket.send(JSON.stringify({ type: "stop" }));   // the last utterance is decided
+  }
+  releaseLiveAudio();
+}
+
+function releaseLiveAudio() {
+  if (!live || !live.stream) return;
+  if (live.node) live.node.disconnect();
+  live.stream.getTracks().forEach((track) => track.stop());
+  live.context.close();
+  live.stream = null;
+}
+
+function endLive(code, reason) {
+  if (!live) return;
+  releaseLiveAudio();
+  clearInterval(live.timer);
+  drawTimeline();
+  live = null;
+  $("live-btn").disabled = false;
+  $("live-stop-btn").disabled = true;
+  $("live-status").dataset.state = "stopped";
+  $("live-status").textContent = code === 1000 ? "Stopped." : "";
+  if (code === 4401) askForToken("The access token was not accepted; enter it again.");
+  if (code !== 1000) {
+    showError(`Live listening ended: ${reason || LIVE_CLOSE_REASONS[code] || "connection closed"} (${code})`);
+  }
+}
+
 // A plain link cannot carry the access token: with one, fetch the report and open a copy.
 async function openReport(event) {
   if (!sessionStorage.getItem(TOKEN_KEY)) return;
@@ -275,6 +436,8 @@ function init() {
   });
   $("record-btn").addEventListener("click", startRecording);
   $("stop-btn").addEventListener("click", stopRecording);
+  $("live-btn").addEventListener("click", startLive);
+  $("live-stop-btn").addEventListener("click", stopLive);
   const zone = $("drop-zone");
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
