@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,43 @@ def test_the_batch_thread_does_not_change_what_is_learned(tmp_path: Path) -> Non
     for a, b in zip(on, off, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert (a["train_f1"], a["val_f1"]) == (b["train_f1"], b["val_f1"])
+
+
+def test_curves_are_drawn_beside_training_and_complete_at_the_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from audiogate.core.runs import RunPaths
+    from audiogate.training import callbacks
+
+    started, release = threading.Event(), threading.Event()
+    drawn: list[tuple[int, int]] = []
+
+    def plot(history: list[dict[str, Any]], path: Path, *, best_epoch: int) -> None:
+        started.set()
+        release.wait(timeout=10)  # slow first drawing (a drawing in the training thread
+        # would hold it up here, and the test fails below)
+        drawn.append((len(history), best_epoch))
+
+    monkeypatch.setattr(callbacks.plots, "plot_curves", plot)
+    plotter = callbacks.CurvePlotter(RunPaths(tmp_path))
+    trainer: Any = SimpleNamespace(state=SimpleNamespace(history=[], best_epoch=0))
+    for epoch in (1, 2, 3, 4):
+        trainer.state.history.append({"epoch": epoch})
+        trainer.state.best_epoch = min(epoch, 2)
+        plotter.on_epoch_end(trainer, trainer.state.history[-1])  # returns at once
+        if epoch == 1:
+            assert started.wait(timeout=60)
+    assert drawn == []  # the training thread never waited for a drawing
+    release.set()
+    plotter.on_stop(trainer, "done")
+    # epoch 1's drawing, then only the latest: epochs 2 and 3 were replaced by 4
+    assert drawn == [(1, 1), (4, 2)]
+
+    def broken(history: list[dict[str, Any]], path: Path, *, best_epoch: int) -> None:
+        raise OSError("disk full: cannot write curves.png")
+
+    monkeypatch.setattr(callbacks.plots, "plot_curves", broken)
+    plotter.on_epoch_end(trainer, trainer.state.history[-1])
+    with pytest.raises(OSError, match="disk full"):
+        plotter.on_stop(trainer, "done")

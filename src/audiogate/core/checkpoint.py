@@ -36,6 +36,7 @@ import pickle
 import re
 import warnings
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,10 @@ class StoredGate:
         return None if self.gate is None else float(self.gate["threshold"])
 
 
-def save_gate(path: str | os.PathLike[str], stored: StoredGate) -> None:
-    """Write ``stored`` atomically (plain tensors and data only)."""
+def save_gate(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+              stored: StoredGate) -> None:
+    """Write ``stored`` atomically (plain tensors and data only) to ``path``, or to each of
+    several paths (serialised once)."""
     payload: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "kind": stored.kind,
         "config": stored.config.to_dict(), "classes": list(stored.classes),
@@ -92,7 +95,8 @@ def save_gate(path: str | os.PathLike[str], stored: StoredGate) -> None:
     }
     buffer = io.BytesIO()  # serialised first: a full disk fails one plain write, whose size
     torch.save(payload, buffer)  # is known (not torch's writer, which hides the OSError)
-    write_bytes(Path(path), buffer.getvalue())
+    for target in [path] if isinstance(path, str | os.PathLike) else path:
+        write_bytes(Path(target), buffer.getvalue())
 
 
 def read_gate(path: str | os.PathLike[str]) -> StoredGate:

@@ -91,14 +91,15 @@ class Checkpoint:
         return checkpoint
 
 
-def save_checkpoint(path: str | os.PathLike[str], *, net: nn.Module, spec: ModelSpec,
+def save_checkpoint(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+                    net: nn.Module, spec: ModelSpec,
                     config: Config, classes: Sequence[str], epoch: int,
                     metrics: dict[str, Any], train_state: dict[str, Any] | None = None,
                     gate: dict[str, Any] | None = None, run_id: str | None = None) -> None:
     """Write a checkpoint atomically: ``net``'s weights (moved to the CPU), how to rebuild it
     (``spec``), the config, the class names, and the epoch's metrics; ``train_state`` (optimizer,
     RNG, history) for a checkpoint a run can resume from; ``gate`` once the operating point is
-    chosen; ``run_id``, the run writing it."""
+    chosen; ``run_id``, the run writing it. Several paths get the same bytes."""
     body: dict[str, Any] = {"model": spec.as_dict(),
                             "weights": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
     if train_state is not None:

@@ -69,7 +69,8 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, *, best_epoch: in
     (``val_f1_tuned``, and the test's at that threshold), what its operating point makes of
     each epoch; the F1 at argmax is then drawn faint."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))  # not pyplot's: drawn in a background thread
+    ax_loss, ax_f1 = fig.subplots(1, 2)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")

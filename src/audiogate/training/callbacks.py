@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,11 @@ class CheckpointSaver(Callback):
         epoch = record["epoch"]
         targets = [self.run.epoch(epoch)] if self.keep_epochs else []
         targets += [self.run.best] if trainer.state.improved else []
-        for path in [*targets, self.run.last]:
-            save_checkpoint(path, net=trainer.net, spec=trainer.spec, config=trainer.config,
-                            classes=trainer.classes, epoch=epoch, metrics=record,
-                            train_state=trainer.train_state() if path == self.run.last else None,
-                            run_id=self.run_id)
+        for paths, state in ((targets, None), ([self.run.last], trainer.train_state())):
+            if paths:  # the same bytes to the epoch's file and best.pt, serialised once
+                save_checkpoint(paths, net=trainer.net, spec=trainer.spec,
+                                config=trainer.config, classes=trainer.classes, epoch=epoch,
+                                metrics=record, train_state=state, run_id=self.run_id)
 
 
 class RunStatus(Callback):
@@ -83,14 +84,46 @@ class MetricsWriter(Callback):
 
 
 class CurvePlotter(Callback):
-    """Redraws ``outputs/curves.png`` (loss and train/val/test macro-F1) after every epoch."""
+    """Redraws ``outputs/curves.png`` (loss and train/val/test macro-F1) after every epoch, in
+    a background thread, so the next epoch trains while it draws (a drawing takes about as
+    long as a short epoch). The latest epoch wins: a drawing not begun is replaced by the
+    newer one. When training stops, the figure of every finished epoch is drawn before the
+    run goes on; a drawing that failed raises there."""
 
     def __init__(self, run: RunPaths) -> None:
         self.run = run
+        self._lock = threading.Lock()
+        self._latest: tuple[list[dict[str, Any]], int] | None = None
+        self._drawing: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        plots.plot_curves(trainer.state.history, self.run.curves,
-                          best_epoch=trainer.state.best_epoch)
+        with self._lock:
+            self._latest = ([dict(h) for h in trainer.state.history], trainer.state.best_epoch)
+            if self._drawing is None:
+                self._drawing = threading.Thread(target=self._draw, name="curves", daemon=True)
+                self._drawing.start()
+
+    def _draw(self) -> None:
+        while True:
+            with self._lock:
+                job, self._latest = self._latest, None
+                if job is None:
+                    self._drawing = None
+                    return
+            try:
+                plots.plot_curves(job[0], self.run.curves, best_epoch=job[1])
+            except BaseException as exc:  # raised in the training thread by on_stop
+                self._error = exc
+
+    def on_stop(self, trainer: Trainer, reason: str) -> None:
+        with self._lock:
+            drawing = self._drawing
+        if drawing is not None:
+            drawing.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 class EpochLogger(Callback):
