@@ -19,7 +19,9 @@ passed to audiogate as a ``split_file``, so no test speaker is heard in training
   speakers) against everyone else; each allowed person's takes 1-3 train (enrol), take 4
   validates, take 5 tests, on every word; the impostors follow ``speakers.csv``, so the six
   test speakers are impostors never heard (600 test impostor clips);
-* ``word_1to19``: the word gate at the data's own ratio, 150 "open" against 2,850 others.
+* ``word_1to19``: the word gate at the data's own ratio, 150 "open" against 2,850 others;
+* ``word_1to9``: the word gate at 1:9, 150 "open" against 1,350 others (nine of each
+  speaker's other clips per "open" clip, drawn by the seed).
 
 Each pipeline trains on the same split: audiogate's recipes (``default``, ``strong``, and
 ``voice`` on the voice task), and the reference notebook pipeline (:mod:`bench.reference`:
@@ -40,7 +42,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +61,7 @@ from .speech import REFERENCE, gate_scores, reference_config
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "asc"
 KEYWORD = "open"
-TASKS = ("word", "words20", "voice", "word_1to19")
+TASKS = ("word", "words20", "voice", "word_1to19", "word_1to9")
 PIPELINES = (REFERENCE, "default", "strong", "voice")
 RECIPES: dict[str, dict[str, Any]] = {"default": {}, "strong": {"recipe": "strong"},
                                       "voice": {"recipe": "voice"}}
@@ -122,13 +124,13 @@ def build_task(task: str, *, clips: Sequence[Recording], subsets: dict[str, str]
                 for s in [p for p in speakers if subsets[p] == sub][:3]}
         clips = [c for c in clips if c.speaker in keep and c.take in ("01", "04", "05")]
         speakers = sorted(keep)
-    if task in ("word", "word_1to19"):
+    if task in ("word", "word_1to19", "word_1to9"):
         chosen: list[tuple[str, Recording]] = [("allowed", c) for c in clips
                                                if c.word == KEYWORD]
         for speaker in speakers:
             others = [c for c in clips if c.speaker == speaker and c.word != KEYWORD]
-            n = len(others) if task == "word_1to19" else \
-                sum(c.word == KEYWORD and c.speaker == speaker for c in clips)
+            keyword = sum(c.word == KEYWORD and c.speaker == speaker for c in clips)
+            n = {"word_1to19": len(others), "word_1to9": 9 * keyword}.get(task, keyword)
             picks = sorted(rng.choice(len(others), size=min(n, len(others)), replace=False))
             chosen += [("not_allowed", others[i]) for i in picks]
         pairs = [(label, c, subsets[c.speaker]) for label, c in chosen]
@@ -182,9 +184,11 @@ def run_gate(*, data: Path, split_file: Path, runs: Path, name: str,
             "run": str(result.run.root)}
 
 
-def run_reference(*, split: Split, classes: list[str], base: dict[str, Any]) -> Result:
+def run_reference(*, split: Split, classes: list[str], base: dict[str, Any],
+                  on_epoch: Callable[[dict[str, float]], None] | None = None) -> Result:
     """The reference notebook pipeline on ``split`` (down-sampled training clips, the best
-    epoch on validation); a gate's decision is the best-F1 threshold on validation."""
+    epoch on validation); a gate's decision is the best-F1 threshold on validation.
+    ``on_epoch``: called with each epoch's record (:func:`bench.reference.fit`)."""
     config = reference_config(base)
     train = balance(split.train, strategy="downsample", rng=np.random.default_rng(config.seed))
     pairs = {"train": [(c.path, c.label) for c in train],
@@ -192,7 +196,8 @@ def run_reference(*, split: Split, classes: list[str], base: dict[str, Any]) -> 
     reference.warm_up(config, pairs["train"][0][0])
     workers = 0 if base.get("max_epochs", 0) and base["max_epochs"] <= 2 else 2
     seconds, fitted = _timed(lambda: reference.fit(pairs["train"], pairs["val"], config=config,
-                                                   n_classes=len(classes), workers=workers))
+                                                   n_classes=len(classes), workers=workers,
+                                                   on_epoch=on_epoch))
     val, test = (reference.scores(fitted.net, pairs[k], config=config, workers=workers)
                  for k in ("val", "test"))
     y_test = np.array([c.label for c in split.test])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import librosa
@@ -132,10 +132,12 @@ class Fitted:
 
 
 def fit(train: Sequence[tuple[str, int]], val: Sequence[tuple[str, int]], *, config: Config,
-        n_classes: int, workers: int) -> Fitted:
+        n_classes: int, workers: int,
+        on_epoch: Callable[[dict[str, float]], None] | None = None) -> Fitted:
     """The notebook's training: Adam on :class:`SpectrogramDataset` batches, validation
     macro-F1 (argmax) after every epoch, the best epoch's weights kept, stopped after
-    ``config.patience`` epochs without a gain (0: never) or ``config.max_epochs`` epochs."""
+    ``config.patience`` epochs without a gain (0: never) or ``config.max_epochs`` epochs.
+    ``on_epoch`` is called with each epoch's record once its validation is done."""
     torch.manual_seed(config.seed)
     net = ModelSpec.of(config, n_classes=n_classes).build()
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr,
@@ -158,6 +160,8 @@ def fit(train: Sequence[tuple[str, int]], val: Sequence[tuple[str, int]], *, con
         pred = predict(net, val_batches).argmax(axis=1)
         f1 = macro_f1(val_labels, pred, n_classes=n_classes)
         history.append({"epoch": epoch, "val_f1": f1, "seconds": time.perf_counter() - began})
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if f1 > best_f1:
             best_f1, best_epoch, best_state = f1, epoch, copy.deepcopy(net.state_dict())
     net.load_state_dict(best_state)
