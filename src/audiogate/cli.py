@@ -373,9 +373,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
     actions += [CommandAction(cmd, on=on) for cmd, on in
                 ((args.on_allowed, "allowed"), (args.on_rejected, "rejected")) if cmd]
     actions += [Webhook(args.webhook)] if args.webhook else []
-    log.info("listening to %s by %s (threshold %.3f; Ctrl+C to stop)", source.name,
-             listener.mode, listener.threshold)
-    return run_listener(listener, source, actions)
+    return run_listener(listener, source, actions, on_start=lambda: log.info(
+        "listening to %s by %s (threshold %.3f; Ctrl+C to stop)", source.name, listener.mode,
+        listener.threshold))
 
 
 def _add_listen_parser(sub: Any) -> None:

@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 Action = Callable[[Event], Any]
 
 
-class Terminated(Exception):
-    """SIGTERM arrived: stop listening, decide what is open, exit 0."""
+class Terminated(BaseException):
+    """SIGTERM arrived: stop listening, decide what is open, exit 0. A BaseException, as
+    KeyboardInterrupt is: code that catches Exception (a logging handler the signal
+    interrupted) must not swallow it."""
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -61,13 +63,17 @@ def _emit(events: Sequence[Event], actions: Sequence[Action]) -> None:
 
 
 def run_listener(listener: Listener, source: Iterable[np.ndarray | None],
-                 actions: Sequence[Action]) -> int:
+                 actions: Sequence[Action], *,
+                 on_start: Callable[[], None] | None = None) -> int:
     """Feed ``source`` to ``listener``, every event to every action; the exit status (0, or
-    130 after Ctrl+C). A source's error propagates after what was open is decided."""
+    130 after Ctrl+C). ``on_start`` is called once the signals are handled (it may announce
+    that listening began). A source's error propagates after what was open is decided."""
     status = 0
     try:
         with sigterm_stops():
             try:
+                if on_start is not None:
+                    on_start()
                 for block in source:
                     if block is None:
                         _emit(listener.flush(), actions)
