@@ -32,6 +32,7 @@ from audiogate.errors import ConfigError
 from audiogate.gates import load
 
 from .conftest import build_band_gate, hiss
+from .speech import espeak, needs_espeak, speech_extent
 
 SR = 16000
 VOICE = (1.0, 2.5)
@@ -151,7 +152,7 @@ def decider(*, per_unit: bool = False, k: int = 2, n: int = 3,
     """Units 1 sample apart at 10 Hz: a hop is 0.1 s, the group closes after 3 quiet hops."""
     return Decider(positive="yes", negative="no", threshold=0.5, sr=10, rate=10,
                    settings=ListenSettings(k=k, n=n, refractory_s=refractory_s),
-                   per_unit=per_unit, hop=1)
+                   per_unit=per_unit, hop=1, window=1)
 
 
 def run(d: Decider, scores: list[float | None], first: int = 1) -> list[tuple[str, int, int]]:
@@ -376,8 +377,10 @@ def test_a_gap_decides_what_was_open(band_gate: Any) -> None:
     events: list[Event] = []
     listener = Listener(band_gate, rate=SR)
     assert run_listener(listener, iter(blocks), [events.append]) == 0
-    assert [e.decision for e in events] == [ALLOWED, REJECTED]
-    assert events[1].end == pytest.approx(5.0, abs=EDGE_S)  # decided at the gap
+    # the hiss heard before the gap is decided there; its rest after the gap is a new sound
+    assert [e.decision for e in events] == [ALLOWED, REJECTED, REJECTED]
+    assert events[1].end == pytest.approx(5.0, abs=EDGE_S)
+    assert 5.0 < events[2].start < events[2].end == pytest.approx(5.5, abs=EDGE_S)
 
 
 def interrupted_at(wave: np.ndarray, *, cut: int, raise_: Any) -> Iterator[np.ndarray]:
@@ -412,3 +415,37 @@ def test_sigterm_decides_the_last_sound_and_exits_0(band_gate: Any) -> None:
     assert run_listener(Listener(band_gate, rate=SR), source, [events.append]) == 0
     assert [e.decision for e in events] == [ALLOWED, REJECTED]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
+
+
+# ------------------------------------------------------------------------ speech (VAD)
+@needs_espeak
+def test_spoken_words_are_judged_per_speech_segment(band_gate: Any) -> None:
+    """Three words with pauses: one event each, at the words (the band gate calls speech
+    allowed); a refractory time longer than the pauses leaves the first alone."""
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    words = [espeak(w) for w in ("open", "seven", "garden")]
+    wave = np.concatenate([quiet(rng, 0.8), *(np.concatenate([w, quiet(rng, 1.0)])
+                                              for w in words)]).astype(np.float32)
+    extents, at = [], round(0.8 * SR)
+    for w in words:
+        a, b = speech_extent(w, sr=SR)
+        extents.append((at / SR + a, at / SR + b))
+        at += w.size + SR
+    events = listen(band_gate, wave, vad=True, refractory_s=0.0)
+    assert [e.decision for e in events] == [ALLOWED] * 3
+    for e, (a, b) in zip(events, extents, strict=True):
+        assert abs(e.start - a) <= 0.15 and abs(e.end - b) <= 0.25
+        assert e.n_windows >= 1
+    assert len(listen(band_gate, wave, vad=True, refractory_s=10.0)) == 1
+
+
+@needs_espeak
+def test_a_long_speech_segment_is_judged_after_max_segment_s(band_gate: Any) -> None:
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(1)
+    talk = espeak("one two three four five six seven eight nine ten eleven twelve", speed=260)
+    wave = np.concatenate([quiet(rng, 0.5), talk, quiet(rng, 1.0)]).astype(np.float32)
+    events = listen(band_gate, wave, vad=True, refractory_s=0.0, max_segment_s=1.0)
+    assert len(events) >= 2  # cut while still talking, not held until the end
+    assert all(e.end - e.start <= 1.0 + 0.1 for e in events)  # the padding, a chunk
