@@ -136,8 +136,8 @@ def chosen_by(epochs: list[dict[str, Any]]) -> dict[str, float]:
 
     out = {}
     for measure in SELECT_ON:
-        scores = [selection_score(e, measure) for e in epochs]
-        out[measure] = float(epochs[int(np.argmax(scores))]["test_f1_tuned"])
+        best = max(range(len(epochs)), key=lambda i: (selection_score(epochs[i], measure), -i))
+        out[measure] = float(epochs[best]["test_f1_tuned"])
     out["oracle"] = max(float(e["test_f1_tuned"]) for e in epochs)
     return out
 

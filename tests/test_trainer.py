@@ -98,8 +98,9 @@ def test_a_callback_can_stop_the_run(tmp_path: Path) -> None:
     result = trainer.fit()
     assert result.stop_reason == "recorder had enough" and result.epochs_done == 3
     assert [h["epoch"] for h in trainer.state.history] == [1, 2, 3]
-    tuned = [h["val_f1_tuned"] for h in trainer.state.history]  # select_on's default
-    assert result.best_val_f1 == max(tuned) and result.best_epoch == tuned.index(max(tuned)) + 1
+    history = trainer.state.history  # chosen by select_on's default, earliest of equals
+    best = max(history, key=lambda h: (selection_score(h, "f1_tuned"), -h["epoch"]))
+    assert (result.best_epoch, result.best_val_f1) == (best["epoch"], best["val_f1_tuned"])
 
 
 @pytest.mark.parametrize("select_on", ["f1", "f1_tuned", "auc", "loss"])
@@ -113,7 +114,14 @@ def test_the_best_epoch_is_chosen_on_the_measure_named(select_on: str) -> None:
              "val_loss": math.nan}]
     scores = [selection_score(r, select_on) for r in rows]
     expected = {"f1": 0, "f1_tuned": 1, "auc": 2, "loss": 3}[select_on]
-    assert scores.index(max(scores)) == expected and scores[-1] == -math.inf
+    assert scores.index(max(scores)) == expected and scores[-1] == (-math.inf, -math.inf)
+    # equal on the measure: the lower validation loss (for loss: the higher tuned F1) wins
+    tied = [{**rows[1], "val_loss": 0.45, "val_f1_tuned": 0.96}, rows[1]]
+    tied[0]["val_f1"] = tied[0]["val_auc"] = 0.5
+    tied[1] = {**tied[0], "val_loss": 0.40, "val_f1_tuned": 0.96}
+    if select_on == "loss":
+        tied[1] = {**tied[0], "val_f1_tuned": 0.97}
+    assert selection_score(tied[1], select_on) > selection_score(tied[0], select_on)
 
 
 @pytest.mark.parametrize("balance", ["weighted", "none"])

@@ -87,12 +87,27 @@ SELECTED_F1 = {"f1": "val_f1", "f1_tuned": "val_f1_tuned", "auc": "val_f1_tuned"
 the operating point will make of the chosen epoch."""
 
 
-def selection_score(row: dict[str, Any], select_on: str) -> float:
-    """The measure ``select_on`` ranks an epoch's record by (higher is better; NaN ranks
-    last)."""
-    value = -row["val_loss"] if select_on == "loss" else row[
-        {"f1": "val_f1", "f1_tuned": "val_f1_tuned", "auc": "val_auc"}[select_on]]
-    return float(value) if math.isfinite(value) else -math.inf
+def selection_score(row: dict[str, Any], select_on: str) -> tuple[float, float]:
+    """How ``select_on`` ranks an epoch's record (higher is better; NaN ranks last): its
+    measure, then, for epochs equal on it (a small validation set's F1 takes few values), the
+    lower validation loss, or for ``loss`` the higher F1 at the best threshold."""
+    def finite(value: float) -> float:
+        return float(value) if math.isfinite(value) else -math.inf
+
+    if select_on == "loss":
+        return finite(-row["val_loss"]), finite(row["val_f1_tuned"])
+    measure = {"f1": "val_f1", "f1_tuned": "val_f1_tuned", "auc": "val_auc"}[select_on]
+    return finite(row[measure]), finite(-row["val_loss"])
+
+
+def _best_score(train_state: dict[str, Any]) -> tuple[float, float]:
+    """The saved :attr:`TrainState.best_score`; a run saved before select_on chose on
+    val_f1 alone."""
+    saved = train_state.get("best_score")
+    if saved is None:
+        return float(train_state["best_val_f1"]), -math.inf
+    first, second = saved
+    return float(first), float(second)
 
 
 @dataclass
@@ -105,8 +120,8 @@ class TrainState:
     best_val_f1: float = -1.0
     """The validation macro-F1 of the best epoch, as :data:`SELECTED_F1` of ``select_on``
     names it."""
-    best_score: float = -math.inf
-    """The best epoch's ``select_on`` measure (higher is better: the loss is negated)."""
+    best_score: tuple[float, float] = (-math.inf, -math.inf)
+    """The best epoch's :func:`selection_score`."""
     bad_epochs: int = 0
     improved: bool = False
     """Whether the last finished epoch is the new best (not saved)."""
@@ -260,7 +275,8 @@ class Trainer:
                 "numpy_rng": self.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "history": self.state.history, "best_epoch": self.state.best_epoch,
-                "best_val_f1": self.state.best_val_f1, "best_score": self.state.best_score,
+                "best_val_f1": self.state.best_val_f1,
+                "best_score": list(self.state.best_score),
                 "bad_epochs": self.state.bad_epochs}
 
     def restore(self, weights: dict[str, torch.Tensor], train_state: dict[str, Any]) -> None:
@@ -276,8 +292,7 @@ class Trainer:
                                 best_epoch=train_state["best_epoch"],
                                 best_val_f1=train_state["best_val_f1"],
                                 # runs saved before select_on chose on val_f1
-                                best_score=train_state.get("best_score",
-                                                           train_state["best_val_f1"]),
+                                best_score=_best_score(train_state),
                                 bad_epochs=train_state["bad_epochs"])
 
     # ----- one epoch -----
