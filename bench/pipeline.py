@@ -13,7 +13,9 @@ both. Reported:
 * training epoch throughput (clips/s) with augmentation: audiogate's first run (cold cache,
   decoding of *every* split included), its second epoch, and a second run (new process);
 * a clean (un-augmented) epoch from cached features, against the reference's clean epoch;
-* prediction over the whole folder (clips/s) and single-clip latency (ms);
+* prediction over the whole folder (clips/s) and single-clip latency (ms), and prediction
+  over 2,000 one-second clips with the default model (clips/s per core, peak memory after a
+  quarter of them and after all: flat in the number of files);
 * CPU seconds per clip (all processes; robust to a busy machine) and peak memory.
 
 The reference's training epochs are timed with torch's default intra-op threads and with one
@@ -42,7 +44,9 @@ import torch
 
 from audiogate.config import SPEC_RECIPE, Config
 from audiogate.data import discover, prepare_data
+from audiogate.data.audio_io import write_wav
 from audiogate.data.split import make_split
+from audiogate.data.workers import resolve_workers
 from audiogate.gates import load
 from audiogate.models import ModelSpec
 from audiogate.models.checkpoint import save_checkpoint
@@ -262,11 +266,50 @@ def phase_ours_predict(work: Path) -> Result:
             "latency_ms": 1000 * statistics.median(latency)}
 
 
+ONE_S_CLIPS = 2000
+"""One-second clips of the prediction-throughput phase."""
+ONE_S_WINDOW = 104
+"""Its model window (frames): what ``fixed_length = "auto"`` chooses for 1-s clips."""
+
+
+def one_second_clips(root: Path, *, n: int) -> list[str]:
+    """``n`` one-second 16 kHz WAV files (a tone in noise, seeded), made once under ``root``."""
+    files = [root / f"clip{i:05d}.wav" for i in range(n)]
+    if not all(f.is_file() for f in files):
+        root.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        t = np.arange(16000) / 16000
+        for i, f in enumerate(files):
+            y = 0.3 * np.sin(2 * np.pi * (200 + i % 700) * t) + 0.05 * rng.standard_normal(t.size)
+            write_wav(f, y.astype(np.float32), sr=16000)
+    return [str(f) for f in files]
+
+
+def phase_ours_predict_1s(work: Path) -> Result:
+    """``predict`` over a folder of 1-s clips with the default model (all cores decoding):
+    clips/s, per core, and the peak memory after a quarter of the files and after all."""
+    config = replace(bench_config(work, spec=False), fixed_length=ONE_S_WINDOW)
+    checkpoint = work / "bench-1s.pt"
+    spec = ModelSpec.of(config, n_classes=len(CLASSES))
+    save_checkpoint(checkpoint, net=spec.build(), spec=spec, config=config, classes=CLASSES,
+                    epoch=0, metrics={})
+    gate = load(checkpoint, workers=0)
+    files = one_second_clips(work / "one_second", n=ONE_S_CLIPS)
+    gate.predict_many(files[:ONE_S_CLIPS // 4])
+    quarter = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    wall, cpu, _ = _timed(lambda: gate.predict_many(files))
+    cores = resolve_workers(0)
+    return {"clips": len(files), "clips_s": len(files) / wall,
+            "clips_s_per_core": len(files) / wall / cores, "cores": cores,
+            "cpu_ms": 1000 * cpu / len(files), "peak_quarter_mb": quarter,
+            "peak_all_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 PHASES: dict[str, Callable[[Path], Result]] = {
     "ref-train": phase_ref_train, "ours-cold": phase_ours_cold,
     "ours-warm": phase_ours_warm, "ours-default": phase_ours_default,
     "ref-predict": phase_ref_predict,
-    "ours-predict": phase_ours_predict,
+    "ours-predict": phase_ours_predict, "ours-predict-1s": phase_ours_predict_1s,
 }
 
 
@@ -339,8 +382,19 @@ def report(r: dict[str, Result], *, clips: int, seconds: float) -> str:
               "", f"Ceiling: the model's training step alone (ready features, best thread "
               f"count) runs at {warm['model_only_clips_s']:.0f} clips/s = "
               f"{warm['model_only_clips_s'] / r['ref-train']['aug_clips_s']:.1f}x the "
-              "reference's augmented epoch; no data pipeline can train this model faster."]
+              "reference's augmented epoch; no data pipeline can train this model faster.",
+              "", _one_second_line(r["ours-predict-1s"])]
     return "\n".join(lines)
+
+
+def _one_second_line(p: Result) -> str:
+    return (f"Predict over {p['clips']} one-second clips (default model, "
+            f"{ONE_S_WINDOW}-frame window, every core decoding): {p['clips_s']:.0f} clips/s on "
+            f"{p['cores']} cores = **{p['clips_s_per_core']:.0f} clips/s per core** by the "
+            f"clock, {1000 / p['cpu_ms']:.0f} clips per CPU-second of all processes (a busy "
+            f"machine slows the first, not the second); peak memory of the main process "
+            f"{p['peak_quarter_mb']:.0f} MB after {p['clips'] // 4} clips, "
+            f"{p['peak_all_mb']:.0f} MB after all {p['clips']}.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -242,6 +242,71 @@ def test_predict_many_in_chunks_keeps_order(tmp_path: Path, rng: np.random.Gener
     assert chunked[0].probabilities == pytest.approx(chunked[5].probabilities, abs=1e-6)
 
 
+def test_predict_many_decodes_every_file_in_one_pool_beside_the_model(
+        tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are decoded by one pool of workers for the whole call (it was a pool per 64
+    files), mixed with arrays and bad files in order, while the model runs on the cores the
+    workers leave."""
+    import audiogate.data.workers as workers
+    import audiogate.gates.base as inference
+
+    pools: list[int] = []
+    threads: list[int] = []
+
+    class CountedPool(workers.ProcessPoolExecutor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pools.append(kwargs.get("max_workers", 0))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", CountedPool)
+    _save(tmp_path / "m.pt")
+    gate = load(tmp_path / "m.pt", workers=2)
+    judge = gate._judge
+
+    def judged(chunk: Any, items: Any) -> Any:
+        threads.append(torch.get_num_threads())
+        return judge(chunk, items)
+
+    monkeypatch.setattr(gate, "_judge", judged)
+    monkeypatch.setattr(inference, "PREDICT_CHUNK", 8)
+    items: list[Any] = []
+    for i in range(40):
+        path = tmp_path / f"c{i:02d}.wav"
+        sf.write(path, rng.standard_normal(4000 + 100 * i).astype(np.float32) * 0.1, 16000)
+        items.append(path)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....")
+    items[7:7] = [tmp_path / "bad.wav", rng.standard_normal(8000).astype(np.float32) * 0.1]
+    out = gate.predict_many(items, sr=16000)
+    assert pools == [2] and len(threads) == 6  # one pool; 42 inputs judged 8 at a time
+    assert threads == [max(1, workers.resolve_workers(0) - 2)] * 6
+    assert [p.ok for p in out] == [True] * 7 + [False] + [True] * 34
+    assert [p.source for p in out][:9] == [*(str(p) for p in items[:7]), str(items[7]),
+                                           "<array>"]
+    one_by_one = [gate.predict(x, sr=16000) for x in items[:3]]
+    for a, b in zip(out, one_by_one, strict=False):
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+
+
+def test_the_model_gets_the_cores_the_workers_leave(monkeypatch: pytest.MonkeyPatch) -> None:
+    import audiogate.data.workers as workers
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(workers, "resolve_workers", lambda w: w or 4)  # a 4-core machine
+    torch.set_num_threads(4)
+    try:
+        with workers.cores_left(3) as n:
+            assert n == torch.get_num_threads() == 1
+        with workers.cores_left(2) as n:
+            assert n == torch.get_num_threads() == 2
+        with workers.cores_left(1) as n:  # decoding in this process: every thread
+            assert n == torch.get_num_threads() == 4
+        assert torch.get_num_threads() == 4
+        assert workers.processes_for(40, workers=0) == 3  # 16 files a task: 3 tasks
+        assert workers.processes_for(0, workers=2) == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------- a full disk (issue 22, 10)
 class SmallDisk:
     """A file system with ``free`` bytes left, for the temporary files of

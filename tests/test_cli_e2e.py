@@ -18,6 +18,7 @@ from audiogate.config import Config
 from audiogate.gates import train
 from audiogate.models.checkpoint import load_checkpoint
 from audiogate.training import Callback
+from audiogate.training.trainer import selection_score
 
 from .conftest import TINY_FLAGS, make_toy_dataset
 
@@ -48,7 +49,8 @@ def test_run_folder_contents(trained: tuple[Path, Path]) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert set(metrics["epochs"][0]) >= {"train_loss", "train_f1", "val_f1", "test_f1"}
-    best = max(metrics["epochs"], key=lambda e: e["val_f1"])
+    best = max(metrics["epochs"],  # select_on's default, the earliest of equals
+               key=lambda e: (selection_score(e, "f1_tuned"), -e["epoch"]))
     assert metrics["best_epoch"] == best["epoch"] == load_checkpoint(run / "models/best.pt").epoch
     with open(run / "split.csv") as fh:
         subsets = [row["subset"] for row in csv.DictReader(fh)]

@@ -13,7 +13,7 @@ from the sound. Files that fail to decode come back as skipped records, never as
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,6 +118,27 @@ def decode_clips(clips: Sequence[Clip], *, sr: int, n_keep: int, workers: int = 
         labels=np.asarray([c.label for c in kept], dtype=np.int64),
     )
     return arrays, skipped
+
+
+def _decode_unpadded(paths: Sequence[str], sr: int, limit: int) -> list[np.ndarray | str]:
+    out: list[np.ndarray | str] = []
+    for path in paths:
+        try:
+            out.append(load_audio(path, sr=sr, max_seconds=limit / sr + 0.1)[:limit])
+        except AudioError as exc:
+            out.append(exc.reason)
+    return out
+
+
+def decode_stream(paths: Sequence[str], *, sr: int, limit: int,
+                  workers: int = 0) -> Generator[np.ndarray | str, None, None]:
+    """Each of ``paths`` decoded at ``sr`` Hz (its first ``limit`` samples, not padded), or
+    the reason it cannot be used, in order, as the ``workers`` processes (one pool for all of
+    them) finish; only a few chunks per worker are held at once, so memory does not grow
+    with the number of paths. Closing the iterator early stops the workers."""
+    fn = functools.partial(_decode_unpadded, sr=sr, limit=limit)
+    with tqdm(total=len(paths), disable=True) as bar:
+        yield from ordered_map(fn, paths, workers=workers, bar=bar)
 
 
 @functools.lru_cache(maxsize=4)

@@ -9,8 +9,9 @@ voice gate judges a clip's speech whole) overrides :meth:`WindowedGate.clip_prob
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,8 @@ from tqdm.auto import tqdm
 from ..core.decision import clip_windows
 from ..core.gate import AudioInput, Enrolment, ExportReport, Gate, Prediction
 from ..data.audio_io import to_mono_resampled
-from ..data.decode import decode_clips
-from ..data.discover import Clip
+from ..data.decode import decode_stream
+from ..data.workers import cores_left, processes_for
 from ..errors import AudioError, ConfigError
 from ..features.frontend import fit_length
 
@@ -86,16 +87,45 @@ class WindowedGate(Gate):
     def predict_many(self, items: Sequence[AudioInput], *, sr: int | None = None,
                      progress: bool = False) -> list[Prediction]:
         """Judge many files and/or arrays in batches; bad inputs get a Prediction with
-        ``error`` set instead of stopping the rest. Order is kept. Inputs are decoded
-        ``PREDICT_CHUNK`` at a time, so memory does not grow with the number of files."""
+        ``error`` set instead of stopping the rest. Order is kept. Files are decoded by one
+        pool of ``workers`` processes while the model judges the clips decoded before,
+        ``PREDICT_CHUNK`` clips at a time, so memory does not grow with the number of
+        files."""
         out: list[Prediction] = []
         bar = tqdm(total=len(items), desc="predict", unit="file", disable=not progress,
                    leave=False)
-        for start in range(0, len(items), PREDICT_CHUNK):
-            out += self._predict_chunk(items[start:start + PREDICT_CHUNK], sr=sr)
-            bar.update(min(PREDICT_CHUNK, len(items) - start))
+        chunk: list[tuple[int, np.ndarray | str]] = []
+        files = sum(not isinstance(x, np.ndarray) for x in items)
+        with cores_left(processes_for(files, workers=self.workers)):
+            for i, decoded in enumerate(self._decoded(items, sr=sr)):
+                chunk.append((i, decoded))
+                if len(chunk) == PREDICT_CHUNK or i == len(items) - 1:
+                    out += self._judge(chunk, items)
+                    bar.update(len(chunk))
+                    chunk = []
         bar.close()
         return out
+
+    def _decoded(self, items: Sequence[AudioInput], *,
+                 sr: int | None) -> Generator[np.ndarray | str, None, None]:
+        """Each input's first :attr:`clip_limit` samples at ``features.sr``, or the reason
+        it cannot be used, in order: files decoded in ``workers`` processes (one pool for
+        all), arrays at ``sr`` resampled here."""
+        files = decode_stream([str(x) for x in items if not isinstance(x, np.ndarray)],
+                              sr=self.features.sr, limit=self.clip_limit,
+                              workers=self.workers)
+        with contextlib.closing(files):
+            for x in items:
+                if not isinstance(x, np.ndarray):
+                    yield next(files)
+                    continue
+                try:
+                    if sr is None:
+                        raise AudioError("<array>", "sr is required for array input")
+                    yield to_mono_resampled(x, native_sr=sr,
+                                            sr=self.features.sr)[:self.clip_limit]
+                except AudioError as exc:
+                    yield exc.reason
 
     def decode_inputs(self, items: Sequence[AudioInput], *,
                       sr: int | None) -> tuple[dict[int, np.ndarray], dict[int, str]]:
@@ -104,40 +134,24 @@ class WindowedGate(Gate):
         ``workers`` processes; arrays at ``sr`` are resampled)."""
         waves: dict[int, np.ndarray] = {}
         errors: dict[int, str] = {}
-        files = [(i, str(x)) for i, x in enumerate(items) if not isinstance(x, np.ndarray)]
-        for i, x in enumerate(items):
-            if isinstance(x, np.ndarray):
-                try:
-                    if sr is None:
-                        raise AudioError("<array>", "sr is required for array input")
-                    waves[i] = to_mono_resampled(x, native_sr=sr,
-                                                 sr=self.features.sr)[:self.clip_limit]
-                except AudioError as exc:
-                    errors[i] = exc.reason
-        if files:
-            arrays, bad = decode_clips([Clip(p, -1) for _, p in files], sr=self.features.sr,
-                                       n_keep=self.clip_limit, workers=self.workers, progress=False)
-            by_path = {c.path: w[:n] for c, w, n in zip(arrays.clips, arrays.waves,
-                                                         arrays.lengths, strict=True)}
-            reasons = {s.path: s.reason for s in bad}
-            for i, p in files:
-                if p in by_path:
-                    waves[i] = by_path[p]
-                else:
-                    errors[i] = reasons[p]
+        for i, decoded in enumerate(self._decoded(items, sr=sr)):
+            if isinstance(decoded, str):
+                errors[i] = decoded
+            else:
+                waves[i] = decoded
         return waves, errors
 
-    def _predict_chunk(self, items: Sequence[AudioInput], *,
-                       sr: int | None) -> list[Prediction]:
-        waves, errors = self.decode_inputs(items, sr=sr)
-        order = sorted(waves)
-        pooled = self.clip_probabilities([waves[i] for i in order])
+    def _judge(self, chunk: Sequence[tuple[int, np.ndarray | str]],
+               items: Sequence[AudioInput]) -> list[Prediction]:
+        """Predictions of decoded inputs ``(index, samples or the reason they failed)``."""
+        good = [(i, w) for i, w in chunk if not isinstance(w, str)]
+        pooled = self.clip_probabilities([w for _, w in good])
         done = {i: self._verdict(source_name(items[i]), p, k)
-                for i, (p, k) in zip(order, pooled, strict=True)}
+                for (i, _), (p, k) in zip(good, pooled, strict=True)}
         return [done[i] if i in done else
                 Prediction(source=source_name(items[i]), label=None, index=None,
-                           error=errors[i], positive=self.decision.positive_class)
-                for i in range(len(items))]
+                           error=str(w), positive=self.decision.positive_class)
+                for i, w in chunk]
 
 
 class FixedGate(WindowedGate):
