@@ -15,7 +15,6 @@ Every action is called with an :class:`~audiogate.deploy.listen.Event` and retur
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -29,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from ..errors import ConfigError
+from ..files import to_json
 from .listen import Event
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def event_env(event: Event) -> dict[str, str]:
     ``AUDIOGATE_SEQ``, ``AUDIOGATE_TIME`` and ``AUDIOGATE_JSON`` (all of it)."""
     fields = event.as_dict()
     env = {ENV_PREFIX + key.upper(): str(value) for key, value in fields.items()}
-    env[ENV_PREFIX + "JSON"] = json.dumps(fields)
+    env[ENV_PREFIX + "JSON"] = to_json(fields, indent=None)
     return env
 
 
@@ -65,7 +65,8 @@ class Printer:
 
     def __call__(self, event: Event) -> None:
         out = self.out or sys.stdout
-        out.write((json.dumps(event.as_dict()) if self.as_json else event.line()) + "\n")
+        out.write((to_json(event.as_dict(), indent=None) if self.as_json else event.line())
+                  + "\n")
         out.flush()
 
     def close(self) -> None:
@@ -203,7 +204,7 @@ class Webhook(_Worker):
         return f"webhook {self.url[:80]}"
 
     def handle(self, event: Event) -> None:
-        body = json.dumps(event.as_dict()).encode("utf-8")
+        body = to_json(event.as_dict(), indent=None).encode("utf-8")
         wait = self.backoff_s
         for attempt in range(self.retries + 1):
             try:
