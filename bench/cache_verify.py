@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiogate.config import Config
+from audiogate.config import SPEC_RECIPE, Config
 from audiogate.data.cache import CacheSpec, FeatureCache, feature_entry
 from audiogate.data.prepare import stored_samples
 from audiogate.data.store import Source
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=4000)
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each clip")
     args = parser.parse_args(argv)
-    config = Config()
+    config = Config(fixed_length=SPEC_RECIPE["fixed_length"])  # 2 s, the notebook's
     spec = CacheSpec(features=config.features(), n_keep=stored_samples(config))
     with tempfile.TemporaryDirectory(prefix="audiogate-bench-") as tmp:
         size = fill(Path(tmp), spec, clips=args.clips, seconds=args.seconds)

@@ -45,6 +45,7 @@ import torch
 from audiogate.config import SPEC_RECIPE, Config
 from audiogate.data import discover, prepare_data
 from audiogate.data.audio_io import write_wav
+from audiogate.data.prepare import resolve_window
 from audiogate.data.split import make_split
 from audiogate.data.workers import resolve_workers
 from audiogate.gates import load
@@ -241,7 +242,7 @@ def _model_only_clips_s(trainer: Trainer) -> float:
 def phase_ours_default(work: Path) -> Result:
     """The augmented epoch of audiogate's default recipe (TC-ResNet, noise and time stretch,
     random crops), what ``audiogate train`` runs without flags; its second epoch."""
-    config = bench_config(work, spec=False)
+    config = resolve_window(bench_config(work, spec=False))  # what train picks for "auto"
     _, _, trainer = _prepare(config)
     n = len(trainer.data.train)
     _epoch(trainer, 1)

@@ -38,10 +38,10 @@ MB = 1024 * 1024
 
 MAKE_CHECKPOINT = """
 import sys, torch
-from audiogate.config import Config
+from audiogate.config import SPEC_RECIPE, Config
 from audiogate.models import ModelSpec
 from audiogate.models.checkpoint import save_checkpoint
-config = Config()
+config = Config(fixed_length=SPEC_RECIPE["fixed_length"])  # 2 s, the notebook's
 spec = ModelSpec.of(config, n_classes=2)
 torch.manual_seed(0)
 save_checkpoint(sys.argv[1], net=spec.build(), spec=spec, config=config,

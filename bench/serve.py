@@ -32,7 +32,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from audiogate.config import Config
+from audiogate.config import SPEC_RECIPE, Config
 from audiogate.data.synth import voice_like
 from audiogate.models import ModelSpec
 from audiogate.models.checkpoint import save_checkpoint
@@ -56,7 +56,7 @@ def _audio(seconds: float, fmt: str, seed: int) -> bytes:
 
 
 def _checkpoint(path: Path) -> Path:
-    config = Config()
+    config = Config(fixed_length=SPEC_RECIPE["fixed_length"])  # 2 s, the notebook's
     torch.manual_seed(0)
     spec = ModelSpec.of(config, n_classes=2)
     save_checkpoint(path, net=spec.build(), spec=spec, config=config,

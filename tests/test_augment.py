@@ -26,7 +26,7 @@ from audiogate.features.frontend import LogMel
 
 from .conftest import SR, sine
 
-CFG = Config().features()
+CFG = Config(fixed_length=200).features()
 HOP_S = CFG.hop_length / CFG.sr
 BIN_HZ = CFG.sr / CFG.n_fft
 HALF_POWER_DB = 10 * math.log10(2)

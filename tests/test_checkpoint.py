@@ -24,7 +24,7 @@ import torch
 from audiogate import files, load
 from audiogate.cli import main
 from audiogate.config import Config
-from audiogate.errors import CheckpointError
+from audiogate.errors import CheckpointError, ConfigError
 from audiogate.files import atomic_write, to_json
 from audiogate.models import ModelSpec, SimpleConvNet
 from audiogate.models.checkpoint import ensure_compatible, load_checkpoint, save_checkpoint
@@ -124,6 +124,15 @@ def test_non_finite_weights_are_not_saved(tmp_path: Path) -> None:
         net.fc.bias[0] = float("nan")
     with pytest.raises(CheckpointError, match=r"refusing to save .*tensor 'fc\.bias'"):
         _save(tmp_path / "m.pt", net)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_window_still_auto_is_not_saved(tmp_path: Path) -> None:
+    """``fixed_length = "auto"`` is resolved by train; a checkpoint without a window could
+    never be run, so none is written."""
+    with pytest.raises(ConfigError, match="fixed_length is 'auto'"):
+        save_checkpoint(tmp_path / "m.pt", net=_net(), spec=SPEC, config=Config(model="simple"),
+                        classes=CLASSES, epoch=1, metrics={})
     assert list(tmp_path.iterdir()) == []
 
 

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from audiogate.cli import build_parser, config_from_args
-from audiogate.config import Config
+from audiogate.config import AUTO_WINDOW, Config
 from audiogate.errors import ConfigError
 
 
 def test_defaults_are_the_specs_args() -> None:
-    c = Config()
+    c = Config()  # but the window, chosen from the data (fixed_length = "auto")
     assert (c.data, c.sr, c.n_mels, c.fixed_length, c.batch_size) == (
-        "./dataset", 16000, 64, 200, 32)
+        "./dataset", 16000, 64, AUTO_WINDOW, 32)
+    assert c.auto_window and Config(recipe="spec").fixed_length == 200
     assert (c.lr, c.weight_decay, c.test_size, c.val_size) == (1e-3, 1e-4, 0.15, 0.15)
     assert c.dropout == 0.3
 
@@ -100,7 +101,7 @@ def test_empty_mel_bands_are_refused_where_features_are_built() -> None:
     """Config validation builds no filterbank; the front end refuses bands with no FFT bin."""
     from audiogate.features.frontend import LogMel
 
-    config = Config(n_mels=128, n_fft=256, win_length=256)
+    config = Config(n_mels=128, n_fft=256, win_length=256, fixed_length=200)
     with pytest.raises(ConfigError, match=r"'n_mels'.*empty"):
         LogMel(config.features())
 
@@ -157,10 +158,11 @@ def test_huge_sizes_in_a_config_file_are_refused_before_any_allocation(
         Config.from_toml(path)
 
 
-def test_the_window_is_bounded_in_seconds_too() -> None:
+def test_the_window_is_bounded_in_seconds_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """6000 frames at a 25 ms hop would be a 150 s window: refused, saying why; the longest
-    window the bounds allow is what fixed_length = "auto" is capped at."""
+    window the bounds allow caps fixed_length = "auto" beyond its own 2 s."""
     from audiogate.config import max_fixed_length
+    from audiogate.data import prepare
     from audiogate.data.prepare import suggest_fixed_length
 
     with pytest.raises(ConfigError, match=r"'fixed_length' gives a 99.975 s window.*at most "
@@ -169,6 +171,12 @@ def test_the_window_is_bounded_in_seconds_too() -> None:
     assert Config(fixed_length=2400, hop_length=400).fixed_length == 2400
     assert max_fixed_length(sr=16000, hop_length=400) == 2400
     assert max_fixed_length(sr=16000, hop_length=160) == 6000
-    hour = np.full(10, 3600.0)  # an hour-long clip: the window stops at the bound
-    assert suggest_fixed_length(hour, features=Config(hop_length=400).features()) == 2400
-    assert suggest_fixed_length(hour, features=Config().features()) == 6000
+    hour = np.full(10, 3600.0)  # an hour-long clip: auto stops at 2 s (AUTO_MAX_S)
+    assert suggest_fixed_length(hour, features=Config(hop_length=400, fixed_length=8)
+                                .features()) == 80
+    assert suggest_fixed_length(hour, features=Config(fixed_length=8).features()) == 200
+    with monkeypatch.context() as m:  # and at the bound, were the cap longer
+        m.setattr(prepare, "AUTO_MAX_S", 10_000.0)
+        assert suggest_fixed_length(hour, features=Config(hop_length=400, fixed_length=8)
+                                    .features()) == 2400
+        assert suggest_fixed_length(hour, features=Config(fixed_length=8).features()) == 6000

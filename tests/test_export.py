@@ -42,7 +42,7 @@ CLASSES = ("not_allowed", "allowed")
 
 def random_checkpoint(path: Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    cfg = Config(seed=seed)
+    cfg = Config(seed=seed, fixed_length=200)
     spec = ModelSpec.of(cfg, n_classes=2)
     save_checkpoint(path, net=spec.build(), spec=spec, config=cfg, classes=CLASSES, epoch=7,
                     metrics={"val_f1": 0.75, "val_loss": 0.5})
@@ -85,7 +85,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_dft_front_end_matches_logmel() -> None:
-    feats = Config().features()
+    feats = Config(fixed_length=200).features()
     ref = LogMel(feats)
     mine = DftLogMel(feats)
     x = torch.from_numpy(probe_waves(feats, seed=3))

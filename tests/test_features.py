@@ -14,7 +14,7 @@ from audiogate.features.frontend import LogMel, fit_length, log_mel, power_to_db
 
 from .conftest import sine
 
-FEAT = Config().features()
+FEAT = Config(fixed_length=200).features()
 
 
 def librosa_reference(y: np.ndarray) -> np.ndarray:
@@ -82,7 +82,7 @@ def test_padding_of_a_short_clip(rng: np.random.Generator, pad: str) -> None:
     """A 0.4 s noisy clip in a 2 s window: with pad="floor" the frames past the clip's own sit
     at the clip's lowest level, so they carry nothing; with pad="silence" they sit at -top_db,
     below anything in the clip."""
-    cfg = Config(pad=pad).features()
+    cfg = Config(pad=pad, fixed_length=200).features()
     y = sine(440, 0.4) + 0.3 * rng.standard_normal(int(0.4 * cfg.sr)).astype("f4")
     frontend = LogMel(cfg)
     wave = torch.from_numpy(fit_length(y, n_samples=cfg.n_samples))[None]

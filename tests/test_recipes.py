@@ -210,7 +210,7 @@ def test_choices_come_from_the_annotations() -> None:
     docs = {d.name: d for d in reference()}
     assert list(docs) == [f.name for f in dataclasses.fields(Config)]
     assert docs["pad"].type == "one of: floor | silence" and docs["pad"].default == '"floor"'
-    assert docs["fixed_length"].default == "200" and docs["augment"].default == "true"
+    assert docs["fixed_length"].default == '"auto"' and docs["augment"].default == "true"
 
 
 def test_changed_lists_fields_set_beyond_the_recipe() -> None:

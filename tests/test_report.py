@@ -260,7 +260,7 @@ def test_evaluation_page_of_a_gate_with_a_known_answer(tmp_path: Path) -> None:
     assert len(page.audio) == 3
     durations = [sf.info(io.BytesIO(base64.b64decode(a.split(",", 1)[1]))).duration
                  for a in page.audio]
-    window = Config().features().n_samples / SR
+    window = Config(fixed_length=200).features().n_samples / SR
     by_name = dict(zip([n for _, n in shown], durations, strict=True))
     assert by_name["not_allowed/voice_filed_wrong.wav"] == pytest.approx(max(4.0, window))
     assert by_name["allowed/hiss_filed_wrong_1.wav"] == pytest.approx(0.7)

@@ -194,10 +194,12 @@ class Config:
                         "with it)", section=ARGS)
     n_mels: int = _f(64, f"number of mel bands, at most {MAX_N_MELS} (speech uses 40 to 128; "
                          "each band is a row of every spectrogram)", section=ARGS)
-    fixed_length: int = _f(200, "spectrogram frames per clip (pad or truncate); \"auto\": "
-                                "enough for 90% of the training clips, chosen by train; at "
-                                f"most {MAX_FRAMES} frames and {MAX_WINDOW_S:g} s (a longer "
-                                "clip is judged over several windows, up to max_clip_s)",
+    fixed_length: int = _f(AUTO_WINDOW, "spectrogram frames per window (pad or truncate; a "
+                                        "longer clip is judged over several windows, up to "
+                                        "max_clip_s); \"auto\" (the default; the spec's 200 "
+                                        "with --recipe spec): enough for 90% of the training "
+                                        "clips whole, at most 2 s, chosen by train; at most "
+                                        f"{MAX_FRAMES} frames and {MAX_WINDOW_S:g} s",
                            section=ARGS)
     batch_size: int = _f(32, "clips per training batch (with several processes: in all of "
                              f"them together), at most {MAX_BATCH} (a batch is in memory "

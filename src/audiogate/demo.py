@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .config import Config
 from .data.discover import expand_inputs
+from .data.prepare import resolve_window
 from .data.synth import make_demo_dataset
 from .gates import evaluate, load, train
 from .reporting.eda import analyse, write_eda
@@ -44,7 +45,8 @@ def run_demo(*, out: Path, n_per_class: int = N_PER_CLASS, epochs: int = EPOCHS,
 
     config = Config(data=str(data), runs_dir=str(out / "runs"), name="demo",
                     max_epochs=epochs, patience=0, seed=seed)
-    report = analyse(data, features=config.features())
+    # the window train would choose ("auto": 200 frames, the spec's, on this data set)
+    report = analyse(data, features=resolve_window(config).features())
     paths = write_eda(report, out / "eda")
     print(f"[2/4] eda: {report.counts}; window {report.window_s:.2f} s holds "
           f"{100 * report.covered():.0f}% of clips whole; suggested fixed_length "

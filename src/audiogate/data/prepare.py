@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config, FeatureConfig, max_fixed_length
+from ..config import SPEC_RECIPE, Config, FeatureConfig, max_fixed_length
 from ..core.decision import stored_positive
 from ..errors import AudioError, DataError
 from ..features.frontend import mel_filterbank
@@ -84,19 +84,26 @@ def open_cache(config: Config, *, read_only: bool = False) -> FeatureCache:
 
 COVER_QUANTILE = 0.9
 """The suggested window covers this fraction of clips completely."""
+SPEC_FRAMES: int = SPEC_RECIPE["fixed_length"]
+"""The specification's window: what ``auto`` gives when no clip can be measured."""
+AUTO_MAX_S = 2.0
+"""The longest window ``fixed_length = "auto"`` chooses (seconds): the specification's 200
+frames at its 10 ms hop. Longer clips are trained on a random window each epoch and judged
+over several windows, pooled; a window as long as the clips would make every epoch dearer."""
 
 
 def suggest_fixed_length(durations: np.ndarray, *, features: FeatureConfig,
                          quantile: float = COVER_QUANTILE) -> int:
     """The fewest frames, a multiple of 4 (the two 2x2 poolings), whose window
     (``(frames - 1) * hop_length`` samples) holds at least ``quantile`` of the clips whole;
-    at most the longest window the config allows
-    (:func:`~audiogate.config.max_fixed_length`: longer clips are judged over several)."""
+    at most :data:`AUTO_MAX_S` seconds (longer clips are judged over several windows) and the
+    longest window the config allows (:func:`~audiogate.config.max_fixed_length`)."""
     if durations.size == 0:
         return features.fixed_length
     longest = float(np.quantile(durations, quantile, method="higher"))
     frames = 1 + math.ceil(round(longest * features.sr, 6) / features.hop_length)
-    return min(max(4, 4 * math.ceil(frames / 4)),
+    cap = 4 * ((1 + math.floor(AUTO_MAX_S * features.sr / features.hop_length)) // 4)
+    return min(max(4, 4 * math.ceil(frames / 4)), max(4, cap),
                max_fixed_length(sr=features.sr, hop_length=features.hop_length))
 
 
@@ -109,7 +116,8 @@ def resolve_window(config: Config) -> Config:
     """
     if not config.auto_window:
         return config
-    found = discover(config.data, group_by=config.group_by,
+    mel_filterbank(replace(config, fixed_length=SPEC_FRAMES).features())  # bad bands first,
+    found = discover(config.data, group_by=config.group_by,  # before any file is listed
                      positive_class=config.positive_class)
     seconds: dict[str, float] = {}
     for clip in found.clips:
@@ -118,13 +126,17 @@ def resolve_window(config: Config) -> Config:
         except AudioError:
             continue  # skipped later, with its reason, when the clips are decoded
     usable = [c for c in found.clips if c.path in seconds]
-    split, _ = split_for(replace(config, balance="none"), usable)
-    durations = np.asarray([seconds[c.path] for c in split.train])
+    try:  # no usable clip: the spec's window (train refuses the data later, saying why)
+        part, train = "training", (split_for(replace(config, balance="none"), usable)[0].train
+                                   if usable else [])
+    except DataError:  # too few clips to split: eda measures them all; train refuses them
+        part, train = "usable", usable  # later, saying why
+    durations = np.asarray([seconds[c.path] for c in train])
     frames = suggest_fixed_length(durations,
-                                  features=replace(config, fixed_length=4).features())
-    log.info("fixed_length = auto: %d frames (%.2f s) hold %d%% of the %d training clips whole",
+                                  features=replace(config, fixed_length=SPEC_FRAMES).features())
+    log.info("fixed_length = auto: %d frames (%.2f s) hold %d%% of the %d %s clips whole",
              frames, (frames - 1) * config.hop_length / config.sr, round(100 * COVER_QUANTILE),
-             len(durations))
+             len(durations), part)
     return replace(config, fixed_length=frames)
 
 

@@ -100,6 +100,7 @@ def save_checkpoint(path: str | os.PathLike[str] | Sequence[str | os.PathLike[st
     (``spec``), the config, the class names, and the epoch's metrics; ``train_state`` (optimizer,
     RNG, history) for a checkpoint a run can resume from; ``gate`` once the operating point is
     chosen; ``run_id``, the run writing it. Several paths get the same bytes."""
+    config.features()  # a window still "auto" is refused: no checkpoint that cannot be run
     body: dict[str, Any] = {"model": spec.as_dict(),
                             "weights": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
     if train_state is not None:

@@ -128,8 +128,9 @@ def _validation_gate(best: StoredGate | None) -> dict[str, Any] | None:
 
 def _features(config: Config | None) -> FeatureConfig:
     """The front end a page draws spectrograms with (the default one when the run's is
-    unknown or still ``auto``)."""
-    return config.features() if config and not config.auto_window else Config().features()
+    unknown or still ``auto``: the specification's)."""
+    return config.features() if config and not config.auto_window else Config(
+        recipe="spec").features()
 
 
 def _run_config(run: RunPaths, best: StoredGate | None) -> Config | None:
