@@ -358,6 +358,18 @@ class SmallDisk:
                             lambda _: usage._replace(free=self.free))
 
 
+def test_a_full_disk_message_never_claims_zero_bytes_needed(tmp_path: Path) -> None:
+    """A streamed write of unknown size that filled the disk before its first byte said
+    "it needs more than 0 B"; it now says only what is known."""
+    path = tmp_path / "gate.pt"
+    assert str(files.disk_full(path, size=None, written=0)).startswith(
+        f"disk full: cannot write {path}: ") and "needs" not in str(
+        files.disk_full(path, size=None, written=0))
+    assert f"it needs more than {files.human_bytes(4096)}, " in str(
+        files.disk_full(path, size=None, written=4096))
+    assert f"it needs {files.human_bytes(10)}, " in str(files.disk_full(path, size=10, written=0))
+
+
 def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """ENOSPC inside torch's writer gave two chained tracebacks (the OSError, then torch's

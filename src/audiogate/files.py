@@ -53,10 +53,12 @@ def disk_full(path: Path, *, size: int | None, written: int) -> DiskFullError:
         free = f"{human_bytes(shutil.disk_usage(path.parent).free)} free"
     except OSError:
         free = "free space unknown"
-    needed = human_bytes(size) if size is not None else f"more than {human_bytes(written)}"
-    return DiskFullError(errno.ENOSPC, f"disk full: cannot write {path}: it needs {needed}, "
-                         f"{free} on {path.parent}; free some space or write elsewhere",
-                         str(path))
+    if size is not None:
+        needed = f"it needs {human_bytes(size)}, "
+    else:  # a streamed write: only what got onto the disk before it filled is known
+        needed = f"it needs more than {human_bytes(written)}, " if written else ""
+    return DiskFullError(errno.ENOSPC, f"disk full: cannot write {path}: {needed}{free} on "
+                         f"{path.parent}; free some space or write elsewhere", str(path))
 
 
 def human_bytes(n: int) -> str:

@@ -16,6 +16,7 @@ embeddings were made with, so a clip is always embedded the same way before it i
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,7 @@ import torch
 
 from ..core.checkpoint import load_payload
 from ..errors import CheckpointError, ConfigError, DataError
-from ..files import atomic_write
+from ..files import write_bytes
 from .embeddings import EmbedSpec
 from .encoder import EMBED_DIM
 
@@ -168,8 +169,9 @@ class VoiceProfile:
             "voices": {k: torch.from_numpy(np.ascontiguousarray(v))
                        for k, v in self.voices.items()},
         }
-        with atomic_write(Path(path)) as fh:
-            torch.save(payload, fh)
+        buffer = io.BytesIO()  # whole first: a full disk's message then says the size needed
+        torch.save(payload, buffer)
+        write_bytes(Path(path), buffer.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> VoiceProfile:

@@ -13,8 +13,8 @@ Three checks per voice, and what the gate will do with it (:class:`VoiceCheck`):
   person slipped into an enrolment;
 * **too little speech**: under :data:`MIN_SPEECH_S` seconds of speech in all. On the same
   data a voice's equal error rate against people never heard falls as its enrolled speech
-  grows, and stops falling at about 5 s (0.155 from one 0.6 s word, 0.118 from 3 s, 0.105
-  from 5 s, 0.101 from 19 s and from 38 s);
+  grows, and stops falling at about 5 s (0.155 from one 0.6 s word, 0.119 from 3.2 s, 0.110
+  from 5 s, 0.103 from 38 s; ``bench.voice_real`` at commit ``11d06fb``);
 
 and the **expected false-reject rate** of the voice: the fraction of its enrolled clips that
 the gate's threshold rejects when each is scored with itself left out of the voice
