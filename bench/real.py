@@ -326,6 +326,9 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown or args.seeds < 1:
         parser.error(f"unknown task or pipeline {sorted(unknown)}" if unknown
                      else "--seeds must be >= 1")
+    if args.pipeline_list == [REFERENCE]:  # it would run nothing and print an empty table
+        parser.error("the reference trains on the split audiogate's first run writes: give "
+                     "an audiogate pipeline too (--pipelines reference,default)")
     return args
 
 

@@ -74,3 +74,15 @@ def test_the_tiny_benchmark_runs_every_pipeline(tmp_path: Path) -> None:
         assert set(summary) == {"reference", "default"}
         assert 0.0 <= summary["default"]["f1"]["mean"] <= 1.0
     assert (tmp_path / "work" / "results.md").read_text().startswith("Recorded speech")
+
+
+def test_the_reference_alone_is_refused(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The reference trains on the split of audiogate's first run: alone it would run nothing
+    and print an empty table."""
+    data = fake_asc(tmp_path / "asc")
+    with pytest.raises(SystemExit):
+        real.main(["--data", str(data), "--work", str(tmp_path / "work"), "--tasks", "word",
+                   "--pipelines", "reference", "--tiny"])
+    assert "--pipelines reference,default" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
