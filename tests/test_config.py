@@ -180,3 +180,25 @@ def test_the_window_is_bounded_in_seconds_too(monkeypatch: pytest.MonkeyPatch) -
         assert suggest_fixed_length(hour, features=Config(hop_length=400, fixed_length=8)
                                     .features()) == 2400
         assert suggest_fixed_length(hour, features=Config(fixed_length=8).features()) == 6000
+
+
+def test_auto_window_says_what_it_holds_when_capped(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Clips of 3 s: "auto" stops at 2 s, and says that it holds none of them whole (it said
+    "hold 90%" whatever the cap left)."""
+    import logging
+
+    import soundfile as sf
+
+    from audiogate.data.prepare import resolve_window
+
+    rng = np.random.default_rng(0)
+    for cls in ("allowed", "not_allowed"):
+        (tmp_path / cls).mkdir()
+        for i in range(10):
+            sf.write(tmp_path / cls / f"{i}.wav",
+                     (0.1 * rng.standard_normal(48000)).astype(np.float32), 16000)
+    with caplog.at_level(logging.INFO, logger="audiogate.data.prepare"):
+        assert resolve_window(Config(data=str(tmp_path))).fixed_length == 200
+    assert "200 frames (1.99 s) hold 0% of the 14 training clips whole (at most 2 s" in \
+        caplog.text

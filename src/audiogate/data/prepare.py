@@ -134,9 +134,12 @@ def resolve_window(config: Config) -> Config:
     durations = np.asarray([seconds[c.path] for c in train])
     frames = suggest_fixed_length(durations,
                                   features=replace(config, fixed_length=SPEC_FRAMES).features())
-    log.info("fixed_length = auto: %d frames (%.2f s) hold %d%% of the %d %s clips whole",
-             frames, (frames - 1) * config.hop_length / config.sr, round(100 * COVER_QUANTILE),
-             len(durations), part)
+    window_s = (frames - 1) * config.hop_length / config.sr
+    held = float(np.mean(durations <= window_s)) if durations.size else 0.0
+    log.info("fixed_length = auto: %d frames (%.2f s) hold %d%% of the %d %s clips whole%s",
+             frames, window_s, round(100 * held), len(durations), part,
+             f" (at most {AUTO_MAX_S:g} s: longer clips are judged over several windows)"
+             if held < COVER_QUANTILE else "")
     return replace(config, fixed_length=frames)
 
 
