@@ -3,14 +3,18 @@ atomic, self-describing files."""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from audiogate import files
 from audiogate.errors import CheckpointError, ConfigError, DataError
 from audiogate.files import DiskFullError
 from audiogate.reporting.metrics import choose_threshold, error_rates
@@ -156,13 +160,23 @@ def test_a_failed_save_keeps_the_old_file(spec: EmbedSpec, tmp_path: Path,
     VoiceProfile(spec=spec).enrol("ann", basis(0)).save(path)
     before = path.read_bytes()
 
-    def broken_save(obj: object, fh: object) -> None:
-        raise OSError(28, "No space left on device")
+    class FullDisk(io.FileIO):
+        def write(self, data: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(gate.torch, "save", broken_save)
-    with pytest.raises(DiskFullError, match=r"^disk full: cannot write .*profile\.pt: it "
-                                            r"needs .* free on ") as failed:
-        VoiceProfile(spec=spec).enrol("bob", basis(1)).save(path)
+    def full_open(name: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        return FullDisk(name, "wb") if mode == "wb" else open(name, mode, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", full_open, raising=False)
+    profile = VoiceProfile(spec=spec).enrol("bob", basis(1))
+    buffer = io.BytesIO()
+    torch.save({"format": gate.FORMAT, "version": gate.VERSION, "top_k": profile.top_k,
+                "spec": profile.spec.as_dict(),
+                "voices": {k: torch.from_numpy(v) for k, v in profile.voices.items()}}, buffer)
+    needed = files.human_bytes(len(buffer.getvalue()))  # the profile is serialised whole first
+    with pytest.raises(DiskFullError, match=rf"^disk full: cannot write .*profile\.pt: it "
+                                            rf"needs {needed}, .* free on ") as failed:
+        profile.save(path)
     assert "\n" not in str(failed.value) and failed.value.filename == str(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["profile.pt"]
