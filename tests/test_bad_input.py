@@ -453,6 +453,23 @@ def test_a_refused_data_set_still_writes_skipped_csv(case: str, command: str, tm
             written.name]
 
 
+@pytest.mark.parametrize("command", ["train", "cache"])
+def test_a_run_made_at_last_removes_the_refused_list(command: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """<runs_dir>/<name>.skipped.csv described data that could not make the run; once a run
+    of that name is made from data that can, the list goes (it stayed, stale, beside the new
+    run and its own skipped.csv)."""
+    runs = tmp_path / "runs"
+    argv = {"train": lambda d: train_argv(d, runs, "x"),
+            "cache": lambda d: ["-q", "cache", "--data", str(d), "--runs-dir", str(runs),
+                                "--name", "x", *TINY_FLAGS]}[command]
+    assert run(capsys, *argv(make_toy_dataset(tmp_path / "few", n_per_class=4))).rc == 2
+    assert (runs / "x.skipped.csv").is_file()
+    assert run(capsys, *argv(make_toy_dataset(tmp_path / "enough", n_per_class=12))).rc == 0
+    assert not (runs / "x.skipped.csv").exists()
+    assert (runs / "x" / "skipped.csv").is_file() or command == "cache"
+
+
 def test_a_refused_voice_data_set_writes_skipped_csv_too(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The voice gate's data is refused the same way, with the same list (before any speaker

@@ -131,7 +131,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from .data.discover import skipped_written_on_refusal
-    from .data.prepare import prepare_data, refused_skipped_path, resolve_window
+    from .data.prepare import (
+        clear_refused_skipped,
+        prepare_data,
+        refused_skipped_path,
+        resolve_window,
+    )
 
     config = config_from_args(args)
     with skipped_written_on_refusal(refused_skipped_path(config)):
@@ -139,6 +144,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         if not config.cache:
             raise ConfigError("audiogate cache fills the on-disk cache; drop --no-cache")
         data = prepare_data(config, progress=not args.quiet)
+    clear_refused_skipped(config)
     print(f"cache: {data.cache.folder}")
     print(f"clips usable per class: {data.usable}; split train {len(data.train)} / val "
           f"{len(data.val)} / test {len(data.test)}")

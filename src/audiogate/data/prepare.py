@@ -154,6 +154,19 @@ def refused_skipped_path(config: Config) -> Path:
                                     else "skipped.csv")
 
 
+def clear_refused_skipped(config: Config) -> None:
+    """Remove the list a refused run of this name left (:func:`refused_skipped_path`), once a
+    run of that name has been made: it described data that could not make the run, and the
+    run folder now holds its own ``skipped.csv``. Unnamed runs share one such file, which
+    may describe other data, so it stays."""
+    if not config.name:
+        return
+    stale = refused_skipped_path(config)
+    if stale.is_file():
+        stale.unlink(missing_ok=True)
+        log.info("removed %s, left by an earlier refused run of this name", stale)
+
+
 def prepare_data(config: Config, *, split: Split | None = None,
                  classes: tuple[str, ...] | None = None, progress: bool = True,
                  read_only: bool = False) -> PreparedData:

@@ -15,7 +15,7 @@ from ..config import Config
 from ..core.checkpoint import read_gate
 from ..core.runs import RunPaths, TrainResult
 from ..data.discover import Skipped, discover, skipped_written_on_refusal, write_skipped
-from ..data.prepare import refused_skipped_path
+from ..data.prepare import clear_refused_skipped, refused_skipped_path
 from ..data.split import read_split
 from ..errors import AudiogateError, CheckpointError, ConfigError, DataError
 from ..files import write_json
@@ -43,7 +43,9 @@ def train(config: Config, *, progress: bool = True,
         raise ConfigError(f"config field 'positive_class' is {config.positive_class!r}, but a "
                           f"{kind.name} gate always accepts {kind.positive!r}; leave it empty")
     with skipped_written_on_refusal(refused_skipped_path(config)):
-        return kind.fit(config, progress=progress, callbacks=callbacks)
+        result = kind.fit(config, progress=progress, callbacks=callbacks)
+    clear_refused_skipped(config)
+    return result
 
 
 def resume(run_dir: str | os.PathLike[str], *, progress: bool = True,
