@@ -52,7 +52,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from audiogate.files import write_json, write_text
+from audiogate.files import write_json
 
 from . import real
 from .live_stream import SNRS_DB, SR, Plan, make_plan, render
@@ -223,7 +222,7 @@ def bench_gate(gate: str, *, args: argparse.Namespace, clips: Sequence[real.Reco
                                               root=args.work / "tasks", seed=args.seed,
                                               tiny=args.tiny)
     base = {"seed": args.seed, **(real.TINY if args.tiny else {})}
-    _say(f"{gate}: training ...")
+    real.say(f"{gate}: training ...")
     trained = real.run_gate(data=data, split_file=split_file, runs=args.work / "runs",
                             name=gate, overrides={**base, **real.RECIPES[gate]})
     checkpoint = Path(trained["run"]) / "models" / "best.pt"
@@ -234,7 +233,7 @@ def bench_gate(gate: str, *, args: argparse.Namespace, clips: Sequence[real.Reco
     for by in ("gate",) if gate == "voice" else ("windows", "speech"):
         measured = {}
         for name in ("val", "test"):
-            _say(f"{gate} by {by}: listening to the {name} stream "
+            real.say(f"{gate} by {by}: listening to the {name} stream "
                  f"({plans[name].n / SR / 60:.0f} min) ...")
             measured[name] = measure(checkpoint, args.work / f"{gate}.{name}.plan.json",
                                      args.work / f"{gate}.{by}.{name}.measured.json", by)
@@ -281,18 +280,9 @@ def report(results: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("AUDIOGATE_ASC", real.DEFAULT_DATA)),
-                        help="the dataset folder (<word>/<speaker>_<take>.flac, speakers.csv)")
-    parser.add_argument("--work", type=Path,
-                        default=Path(tempfile.gettempdir()) / "audiogate-live",
-                        help="folder for tasks, runs, streams and results")
+    parser = real.data_parser(__doc__.splitlines()[0], work="audiogate-live",
+                              holds="tasks, runs, streams and results")
     parser.add_argument("--gates", default=",".join(GATES),
                         help=f"comma-separated, from {', '.join(GATES)}")
     parser.add_argument("--hours", type=float, default=1.0, help="test stream length (h)")
@@ -326,10 +316,7 @@ def main(argv: Sequence[str] | None = None) -> Result:
                "seed": args.seed, "cores": len(os.sched_getaffinity(0)),
                "seconds": time.perf_counter() - began, "tiny": args.tiny,
                "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    write_json(args.work / "results.json", results)
-    text = report(results)
-    write_text(args.work / "results.md", text)
-    print(text)
+    real.publish(results, work=args.work, text=report(results))
     return results
 
 

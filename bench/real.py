@@ -233,17 +233,17 @@ def run_task(task: str, *, clips: Sequence[Recording], subsets: dict[str, str], 
     for name in pipelines:
         if name == REFERENCE or (name == "voice" and task != "voice"):
             continue
-        _say(f"{task} (seed {seed}): {name} ...")
+        say(f"{task} (seed {seed}): {name} ...")
         out[name] = run_gate(data=data, split_file=split_file, runs=runs, name=name,
                              overrides={**base, **RECIPES[name]})
         first_run = first_run or Path(out[name]["run"])
-        _say(_line(task, name, out[name]))
+        say(_line(task, name, out[name]))
     if REFERENCE in pipelines and first_run is not None:
-        _say(f"{task} (seed {seed}): {REFERENCE} ...")
+        say(f"{task} (seed {seed}): {REFERENCE} ...")
         classes = json.loads((first_run / "metrics.json").read_text())["classes"]
         out[REFERENCE] = run_reference(split=read_split(first_run / "split.csv"),
                                        classes=classes, base=base)
-        _say(_line(task, REFERENCE, out[REFERENCE]))
+        say(_line(task, REFERENCE, out[REFERENCE]))
     return {"seed": seed, "drawn": drawn, "runs": out}
 
 
@@ -299,18 +299,33 @@ def _line(task: str, name: str, r: Result) -> str:
             f"best epoch {r['best_epoch']} of {r['epochs']}, {r['seconds']:.0f} s")
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
+    """Progress, on stderr (stdout holds the results table)."""
     print(text, file=sys.stderr, flush=True)
 
 
-def _args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def data_parser(description: str, *, work: str, holds: str) -> argparse.ArgumentParser:
+    """A parser with the recorded-speech benchmarks' ``--data`` (the dataset) and ``--work``
+    (``<tmp>/<work>``, the folder for ``holds``)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path,
                         default=Path(os.environ.get("AUDIOGATE_ASC", DEFAULT_DATA)),
                         help="the dataset folder (<word>/<speaker>_<take>.flac, speakers.csv)")
-    parser.add_argument("--work", type=Path,
-                        default=Path(tempfile.gettempdir()) / "audiogate-real",
-                        help="folder for the task folders, runs, cache and results")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / work,
+                        help=f"folder for {holds}")
+    return parser
+
+
+def publish(results: Result, *, work: Path, text: str) -> None:
+    """Write ``results.json`` and ``results.md`` (``text``) into ``work``; print ``text``."""
+    write_json(work / "results.json", results)
+    write_text(work / "results.md", text)
+    print(text)
+
+
+def _args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = data_parser(__doc__.splitlines()[0], work="audiogate-real",
+                         holds="the task folders, runs, cache and results")
     parser.add_argument("--tasks", default=",".join(TASKS),
                         help=f"comma-separated, from {', '.join(TASKS)}")
     parser.add_argument("--pipelines", default=",".join(PIPELINES),
@@ -343,10 +358,7 @@ def main(argv: Sequence[str] | None = None) -> Result:
     results = {"seeds": seeds, "tasks": {t: summarise(r) for t, r in per_task.items()},
                "per_seed": per_task, "cores": len(os.sched_getaffinity(0)),
                "seconds": time.perf_counter() - began, "tiny": args.tiny}
-    write_json(args.work / "results.json", results)
-    text = report(results)
-    write_text(args.work / "results.md", text)
-    print(text)
+    publish(results, work=args.work, text=report(results))
     return results
 
 

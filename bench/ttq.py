@@ -38,7 +38,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from collections.abc import Sequence
@@ -47,9 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from audiogate.files import write_json, write_text
+from audiogate.files import write_text
 
-from .real import DEFAULT_DATA, build_task, recordings, speaker_subsets
+from .real import build_task, data_parser, publish, recordings, say, speaker_subsets
 
 TASKS = ("word", "word_1to9")
 SELECT_ON = ("f1", "f1_tuned", "auc", "loss")
@@ -185,15 +184,15 @@ def run_task(task: str, *, clips: Any, subsets: dict[str, str], work: Path, seed
                                      seed=seed, tiny=tiny)
     files = sorted(str(p) for p in data.rglob("*.flac"))
     extra = TINY if tiny else {}
-    _say(f"{task} (seed {seed}, {len(files)} clips): floor ...")
+    say(f"{task} (seed {seed}, {len(files)} clips): floor ...")
     out: Result = {"clips": len(files), "floor": floor(files, work=root)}
     out["variants"] = {}
     for name, fields in variants:
-        _say(f"{task} (seed {seed}): {name} ...")
+        say(f"{task} (seed {seed}): {name} ...")
         out["variants"][name] = run_variant(name, {**extra, **fields}, data=data,
                                             split_file=split_file, work=root, seed=seed,
                                             epochs=epochs)
-    _say(f"{task} (seed {seed}): reference ...")
+    say(f"{task} (seed {seed}): reference ...")
     first = Path(next(iter(out["variants"].values()))["run"])
     ref = out["reference"] = run_reference(run=first, work=root, seed=seed, epochs=epochs,
                                            extra=extra)
@@ -208,7 +207,7 @@ def run_task(task: str, *, clips: Any, subsets: dict[str, str], work: Path, seed
                                  else ref_time / at}
             v[f"swing_{key}"] = swing(v[key])
     ref["swing_val_f1"] = swing(ref["val_f1"])
-    _say(json.dumps({k: out[k] for k in ("floor", "target", "reference_time")}))
+    say(json.dumps({k: out[k] for k in ("floor", "target", "reference_time")}))
     return out
 
 
@@ -261,18 +260,9 @@ def report(results: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("AUDIOGATE_ASC", DEFAULT_DATA)),
-                        help="the dataset folder (<word>/<speaker>_<take>.flac, speakers.csv)")
-    parser.add_argument("--work", type=Path,
-                        default=Path(tempfile.gettempdir()) / "audiogate-ttq",
-                        help="folder for the task folders, runs, caches and results")
+    parser = data_parser(__doc__.splitlines()[0], work="audiogate-ttq",
+                         holds="the task folders, runs, caches and results")
     parser.add_argument("--tasks", default=",".join(TASKS),
                         help=f"comma-separated, from {', '.join(TASKS)}")
     parser.add_argument("--variant", action="append", default=[],
@@ -303,10 +293,7 @@ def main(argv: Sequence[str] | None = None) -> Result:
                  for s in range(args.seeds)] for t in args.task_list}
     results = {"tasks": tasks, "epochs": args.epochs, "cores": len(os.sched_getaffinity(0)),
                "seconds": time.perf_counter() - began, "tiny": args.tiny}
-    write_json(args.work / "results.json", results)
-    text = report(results)
-    write_text(args.work / "results.md", text)
-    print(text)
+    publish(results, work=args.work, text=report(results))
     return results
 
 
