@@ -176,21 +176,28 @@ function drawSegments(canvas, segments, duration, classes) {
 }
 
 // ------------------------------------------------------------------ microphone
-async function startRecording() {
-  showError("");
+// The microphone as an audio graph source, or null (the reason shown) when there is none.
+async function openMicrophone() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     showError("This browser cannot record here (the page must be served from localhost or HTTPS).");
-    return;
+    return null;
   }
   let stream;
   try {
     stream = await navigator.mediaDevices.getUserMedia({ audio: true });
   } catch (err) {
     showError(`Microphone unavailable: ${err.message}`);
-    return;
+    return null;
   }
   const context = new AudioContext();
-  const source = context.createMediaStreamSource(stream);
+  return { stream, context, source: context.createMediaStreamSource(stream) };
+}
+
+async function startRecording() {
+  showError("");
+  const mic = await openMicrophone();
+  if (!mic) return;
+  const { stream, context, source } = mic;
   const chunks = [];
   let node;
   if (context.audioWorklet) {
@@ -261,19 +268,9 @@ let live = null;                  // {socket, context, stream, node, rate, sent,
 async function startLive() {
   showError("");
   if (live) return;
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    showError("This browser cannot record here (the page must be served from localhost or HTTPS).");
-    return;
-  }
-  let stream;
-  try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-  } catch (err) {
-    showError(`Microphone unavailable: ${err.message}`);
-    return;
-  }
-  const context = new AudioContext();
-  const source = context.createMediaStreamSource(stream);
+  const mic = await openMicrophone();
+  if (!mic) return;
+  const { stream, context, source } = mic;
   await context.audioWorklet.addModule("/static/recorder-worklet.js");
   const node = new AudioWorkletNode(context, "audiogate-tap");
   live = { socket: null, context, stream, node, rate: context.sampleRate, sent: 0,
