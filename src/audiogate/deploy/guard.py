@@ -148,6 +148,21 @@ def same_origin(origin: str, hosts: list[str]) -> bool:
     return mine[0] != "" and any(_split_host(h, default_port=default) == mine for h in hosts)
 
 
+def headers_of(scope: Scope) -> list[tuple[bytes, str]]:
+    """A request's headers: raw lower-case names, values as text."""
+    return [(n, v.decode("latin-1")) for n, v in scope["headers"]]
+
+
+def foreign_origin(headers: list[tuple[bytes, str]]) -> str | None:
+    """The ``Origin`` value (at most 100 characters) that names none of the request's own
+    host names (``Host``, ``X-Forwarded-Host``; :func:`same_origin`), or None."""
+    hosts = [v for n, v in headers if n in (b"host", b"x-forwarded-host")]
+    for name, value in headers:
+        if name == b"origin" and not same_origin(value, hosts):
+            return value[:100]
+    return None
+
+
 def cross_site(scope: Scope) -> str | None:
     """What shows that a request which may change something comes from another site's page
     (the header, as sent), or None. ``X-Forwarded-Host`` counts as the service's own name:
@@ -155,15 +170,12 @@ def cross_site(scope: Scope) -> str | None:
     grants."""
     if scope.get("method", "GET") in SAFE_METHODS:
         return None
-    headers = [(n, v.decode("latin-1")) for n, v in scope["headers"]]
+    headers = headers_of(scope)
     for name, value in headers:
         if name == b"sec-fetch-site" and value.strip().lower() not in SAME_ORIGIN_FETCHES:
             return f"Sec-Fetch-Site: {value[:100]}"
-    hosts = [v for n, v in headers if n in (b"host", b"x-forwarded-host")]
-    for name, value in headers:
-        if name == b"origin" and not same_origin(value, hosts):
-            return f"Origin: {value[:100]}"
-    return None
+    origin = foreign_origin(headers)
+    return None if origin is None else f"Origin: {origin}"
 
 
 class SameOriginOnly:

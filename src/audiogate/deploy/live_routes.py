@@ -43,7 +43,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from ..errors import AudiogateError
 from ..files import to_json
-from .guard import is_loopback, request_host, same_origin
+from .guard import foreign_origin, headers_of, is_loopback, request_host
 from .judge import Judge
 from .listen import Event, Listener
 from .sources import MAX_CHANNELS, PCM_FORMATS
@@ -86,14 +86,10 @@ class Closed(Exception):
 def refused(websocket: WebSocket, *, local_only: bool) -> str | None:
     """Why the handshake is refused (see the module doc), or None."""
     scope = websocket.scope
-    headers = [(n, v.decode("latin-1")) for n, v in scope["headers"]]
     if local_only and not is_loopback(request_host(scope)):
         return f"host {request_host(scope)!r} is not a loopback name"
-    hosts = [v for n, v in headers if n in (b"host", b"x-forwarded-host")]
-    for name, value in headers:
-        if name == b"origin" and not same_origin(value, hosts):
-            return f"cross-site WebSocket from Origin {value[:100]!r}"
-    return None
+    origin = foreign_origin(headers_of(scope))
+    return None if origin is None else f"cross-site WebSocket from Origin {origin!r}"
 
 
 def parse_start(text: str | None, *, token: str | None) -> dict[str, Any]:
