@@ -93,8 +93,16 @@ def save_gate(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         "run_id": stored.run_id, "history": list(stored.history), "body": stored.body,
         "sha256": tensor_digests(stored.body),
     }
-    buffer = io.BytesIO()  # serialised first: a full disk fails one plain write, whose size
-    torch.save(payload, buffer)  # is known (not torch's writer, which hides the OSError)
+    write_payload(path, payload)
+
+
+def write_payload(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                  payload: dict[str, Any]) -> None:
+    """``torch.save`` ``payload`` atomically to ``path`` or to each of several paths,
+    serialised once and in memory first: a full disk then fails one plain write whose size is
+    known, and says so (torch's own writer hides the ``OSError``)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     for target in [path] if isinstance(path, str | os.PathLike) else path:
         write_bytes(Path(target), buffer.getvalue())
 

@@ -16,7 +16,6 @@ embeddings were made with, so a clip is always embedded the same way before it i
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -26,9 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.checkpoint import load_payload
+from ..core.checkpoint import load_payload, write_payload
 from ..errors import CheckpointError, ConfigError, DataError
-from ..files import write_bytes
 from .embeddings import EmbedSpec
 from .encoder import EMBED_DIM
 
@@ -169,9 +167,7 @@ class VoiceProfile:
             "voices": {k: torch.from_numpy(np.ascontiguousarray(v))
                        for k, v in self.voices.items()},
         }
-        buffer = io.BytesIO()  # whole first: a full disk's message then says the size needed
-        torch.save(payload, buffer)
-        write_bytes(Path(path), buffer.getvalue())
+        write_payload(path, payload)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> VoiceProfile:
