@@ -116,7 +116,8 @@ def resolve_window(config: Config) -> Config:
     """
     if not config.auto_window:
         return config
-    mel_filterbank(replace(config, fixed_length=SPEC_FRAMES).features())  # bad bands first,
+    front = replace(config, fixed_length=SPEC_FRAMES).features()  # any window: its hop and rate
+    mel_filterbank(front)  # bad bands first,
     found = discover(config.data, group_by=config.group_by,  # before any file is listed
                      positive_class=config.positive_class)
     seconds: dict[str, float] = {}
@@ -132,8 +133,7 @@ def resolve_window(config: Config) -> Config:
     except DataError:  # too few clips to split: eda measures them all; train refuses them
         part, train = "usable", usable  # later, saying why
     durations = np.asarray([seconds[c.path] for c in train])
-    frames = suggest_fixed_length(durations,
-                                  features=replace(config, fixed_length=SPEC_FRAMES).features())
+    frames = suggest_fixed_length(durations, features=front)
     window_s = (frames - 1) * config.hop_length / config.sr
     held = float(np.mean(durations <= window_s)) if durations.size else 0.0
     log.info("fixed_length = auto: %d frames (%.2f s) hold %d%% of the %d %s clips whole%s",
